@@ -232,12 +232,20 @@ class FrameHead(msgspec.Struct, gc=False):
     type: str = ""
     symbol_id: str = ""
     sequence: int | None = None
+    time_exchange: str | None = None
 
 
 DEFAULT_MAX_FRAME_BYTES: Final = 8 * 1024 * 1024
 
 _server_decoder: Final[msgspec.json.Decoder[ServerMessage]] = msgspec.json.Decoder(ServerMessage)
 _head_decoder: Final = msgspec.json.Decoder(FrameHead)
+
+
+class _TypeOnly(msgspec.Struct, gc=False):
+    type: str = ""
+
+
+_type_decoder: Final = msgspec.json.Decoder(_TypeOnly)
 
 
 class FrameDecoder:
@@ -265,23 +273,36 @@ class FrameDecoder:
             return _classify_validation_error(frame, exc)
         except msgspec.DecodeError as exc:
             return InvalidFrame("not_json", str(exc), len(frame))
+        except UnicodeEncodeError:
+            # A str frame holding a lone surrogate cannot be UTF-8: not JSON text.
+            return InvalidFrame("not_json", "text is not valid UTF-8", len(frame))
+        except RecursionError:
+            # msgspec recurses once per nesting level; no CoinAPI record nests deeply.
+            return InvalidFrame(
+                "invalid_schema", "nested deeper than the decoder allows", len(frame)
+            )
 
 
 def _classify_validation_error(frame: bytes | str, exc: msgspec.ValidationError) -> InvalidFrame:
-    head = peek_frame(frame)
-    if head is not None and head.type and head.type not in KNOWN_TYPES:
-        return InvalidFrame("unknown_type", f"type={head.type[:40]!r}", len(frame))
+    # Read only ``type``: an unknown type's other fields (a string ``sequence``, say) must not
+    # turn ``unknown_type`` into ``invalid_schema``.
+    try:
+        kind = _type_decoder.decode(frame).type
+    except (msgspec.DecodeError, RecursionError):
+        kind = ""
+    if kind and kind not in KNOWN_TYPES:
+        return InvalidFrame("unknown_type", f"type={kind[:40]!r}", len(frame))
     return InvalidFrame("invalid_schema", str(exc), len(frame))
 
 
 def peek_frame(frame: bytes | str) -> FrameHead | None:
-    """Read only ``type``, ``symbol_id`` and ``sequence``; ``None`` if even that fails.
+    """Read only ``type``, ``symbol_id``, ``sequence``, ``time_exchange``; ``None`` on failure.
 
     Used where a frame is dropped unread, to mark its stream for repair at once.
     """
     try:
         return _head_decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
         return None
 
 
@@ -421,9 +442,14 @@ encode: Final = _encoder.encode
 def parse_time(text: str) -> datetime:
     """Parse a CoinAPI timestamp (``yyyy-MM-ddTHH:mm:ss.fffffffZ``) to an aware UTC datetime.
 
-    The 7th fractional digit (100 ns) is truncated; keep the raw string where it matters.
+    The 7th fractional digit (100 ns) is truncated; keep the raw string where it matters. A
+    timestamp without an offset is UTC (``astimezone`` alone would read it as local time).
+    Raises ``ValueError`` for text that is not an ISO 8601 timestamp.
     """
-    return datetime.fromisoformat(text).astimezone(UTC)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def format_time(moment: datetime) -> str:

@@ -1,0 +1,153 @@
+"""Prometheus metrics (ARCHITECTURE §4.3), one registry per service run.
+
+Hot paths keep plain integer counters on their own objects; :class:`CoinfeedCollector` turns
+them into metric families only when scraped, so a frame costs no prometheus call. Histograms
+(recovery, reconnect, processing time) are observed where the event happens; they are rare or
+observed once per batch. ``message_processing_seconds`` observes a batch's mean time per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import attrs
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from coinfeed.connection import ConnectionCounters
+from coinfeed.framequeue import QueueStatistics
+from coinfeed.processor import ProcessorCounters
+from coinfeed.protocol import INVALID_REASONS
+from coinfeed.recovery import RecoveryCounters
+from coinfeed.sinks.writer import SinkCounters
+from coinfeed.status import ServiceStatus
+
+PREFIX = "coinfeed_"
+
+
+@attrs.define(slots=True, eq=False)
+class MetricSources:
+    """Where the collector reads its numbers from."""
+
+    status: ServiceStatus
+    processor: ProcessorCounters
+    connection: ConnectionCounters
+    recovery: RecoveryCounters
+    sinks: SinkCounters
+    sink_names: list[str]
+    queues: Callable[[], dict[str, QueueStatistics]]
+
+
+class CoinfeedCollector(Collector):
+    """Builds the counter and gauge families from :class:`MetricSources` at scrape time."""
+
+    def __init__(self, sources: MetricSources) -> None:
+        self._s = sources
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._s
+        received = CounterMetricFamily(
+            PREFIX + "messages_received", "Frames received, by message type", labels=["type"]
+        )
+        for kind, n in sorted(s.processor.received.items()):
+            received.add_metric([kind], n)
+        yield received
+        invalid = CounterMetricFamily(
+            PREFIX + "messages_invalid", "Frames skipped as invalid, by reason", labels=["reason"]
+        )
+        for reason in INVALID_REASONS:
+            invalid.add_metric([reason], s.processor.invalid.get(reason, 0))
+        yield invalid
+        queues = s.queues()
+        yield CounterMetricFamily(
+            PREFIX + "frames_dropped",
+            "Frames dropped because the raw queue was full",
+            value=sum(q.dropped for q in queues.values()),
+        )
+        for name, help_text, attr in (
+            ("queue_depth", "Items waiting in each queue", "depth"),
+            ("queue_capacity", "Capacity of each queue", "capacity"),
+            ("queue_peak", "Highest depth seen in each queue", "peak"),
+        ):
+            family = GaugeMetricFamily(PREFIX + name, help_text, labels=["queue"])
+            for queue, stats in sorted(queues.items()):
+                family.add_metric([queue], getattr(stats, attr))
+            yield family
+        gaps = CounterMetricFamily(
+            PREFIX + "gaps_detected", "Sequence gaps and reconnect holes, by type", labels=["type"]
+        )
+        for kind, n in sorted(s.processor.gaps.items()):
+            gaps.add_metric([kind], n)
+        yield gaps
+        recoveries = CounterMetricFamily(
+            PREFIX + "recoveries", "Recovery outcomes", labels=["type", "outcome"]
+        )
+        for (kind, outcome), n in sorted(s.processor.recoveries.items()):
+            recoveries.add_metric([kind, outcome], n)
+        yield recoveries
+        yield GaugeMetricFamily(
+            PREFIX + "recovery_in_flight", "REST calls in flight", value=s.recovery.in_flight
+        )
+        reconnects = CounterMetricFamily(
+            PREFIX + "reconnects", "Connection ends, by reason", labels=["reason"]
+        )
+        for why, n in sorted(s.connection.reconnects.items()):
+            reconnects.add_metric([why], n)
+        yield reconnects
+        yield GaugeMetricFamily(
+            PREFIX + "connected", "1 while connected and subscribed", value=int(s.status.connected)
+        )
+        events = CounterMetricFamily(
+            PREFIX + "sink_events", "Events written, by sink", labels=["sink"]
+        )
+        errors = CounterMetricFamily(
+            PREFIX + "sink_errors", "Sink write errors, by sink", labels=["sink"]
+        )
+        for name in s.sink_names:
+            events.add_metric([name], s.sinks.events.get(name, 0))
+            errors.add_metric([name], s.sinks.errors.get(name, 0))
+        yield events
+        yield errors
+
+
+@attrs.define(slots=True, eq=False)
+class Metrics:
+    """The registry of one service run and its histograms."""
+
+    registry: CollectorRegistry
+    recovery_seconds: Histogram
+    reconnect_seconds: Histogram
+    message_processing_seconds: Histogram
+
+    @classmethod
+    def create(cls, sources: MetricSources) -> Metrics:
+        registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        registry.register(CoinfeedCollector(sources))
+        return cls(
+            registry=registry,
+            recovery_seconds=Histogram(
+                PREFIX + "recovery_seconds",
+                "Time to fetch one recovery window from REST",
+                registry=registry,
+                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            ),
+            reconnect_seconds=Histogram(
+                PREFIX + "reconnect_seconds",
+                "Time from a connection ending to the first frame of the next",
+                registry=registry,
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            ),
+            message_processing_seconds=Histogram(
+                PREFIX + "message_processing_seconds",
+                "Processing time per frame (mean over each batch)",
+                registry=registry,
+                buckets=(1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2),
+            ),
+        )
+
+    def observe_batch(self, seconds: float, frames: int) -> None:
+        if frames:
+            self.message_processing_seconds.observe(seconds / frames)

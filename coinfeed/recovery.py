@@ -1,0 +1,388 @@
+"""One recovery scheduler for the whole process: backfills trades, resyncs books.
+
+How this works:
+- The processor finds a gap and calls a ``request_*_nowait`` method (never blocks). Trade
+  windows are merged per symbol while pending; a book resync is pending at most once per symbol;
+  the pending set has a hard cap, and a request over the cap is refused so the processor can
+  report the gap as ``unrecovered`` at once (nothing unbounded, nothing silent).
+- ``recovery_concurrency`` worker tasks take due work. Each REST call is one of at most that
+  many in flight (a ``CapacityLimiter``), every worker pauses ``pause`` seconds after a call,
+  and a ``Retry-After`` from any answer holds back every worker until it has passed.
+- Retryable failures are retried with capped exponential backoff and full jitter, at most
+  ``max_attempts`` times; then the work is reported as failed.
+- Results go back to the processor as control items in the frame queue (it owns dedup and
+  events), so recovered data is ordered with live data and de-duplicated in one place.
+- A book resync is a WebSocket scope change (unsubscribe + subscribe, see ``connection.py``);
+  if no fresh snapshot arrives within ``resync_timeout`` it is requested again, up to
+  ``max_attempts`` times. Optionally the REST ``/current`` book is fetched once per resync as an
+  unsequenced interim view.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final
+
+import attrs
+import trio
+from loguru import logger
+
+from coinfeed.events import GapReason
+from coinfeed.protocol import RestBook, RestTrade, parse_time
+from coinfeed.rest import (
+    RestAuthError,
+    RestBadRequest,
+    RestClient,
+    RestError,
+    RestRetryable,
+    split_at_utc_midnight,
+)
+
+PAGE_LIMIT: Final = 10_000
+MAX_PAGES: Final = 100
+MAX_GAPS_PER_WINDOW: Final = 32
+MERGE_SLACK: Final = timedelta(seconds=1)
+
+
+@attrs.frozen
+class GapRecord:
+    """One detected gap, reported as ``pending`` and later ``recovered``/``unrecovered``."""
+
+    data_type: str
+    symbol_id: str
+    reason: GapReason
+    missing: int | None
+
+
+@attrs.define(slots=True)
+class TradeWindow:
+    """Trades of ``symbol_id`` with ``start <= time_exchange <= end`` to fetch from REST."""
+
+    symbol_id: str
+    start: datetime
+    end: datetime
+    gaps: list[GapRecord]
+    attempt: int = 0
+    not_before: float = 0.0
+
+    @property
+    def expected_missing(self) -> int | None:
+        """Trades the WebSocket is known to have missed, or None when unknown (reconnects)."""
+        total = 0
+        for gap in self.gaps:
+            if gap.missing is None:
+                return None
+            total += gap.missing
+        return total
+
+    def absorb(self, other: TradeWindow) -> None:
+        self.start = min(self.start, other.start)
+        self.end = max(self.end, other.end)
+        self.attempt = max(self.attempt, other.attempt)
+        self.not_before = max(self.not_before, other.not_before)
+        self.gaps.extend(other.gaps)
+        if len(self.gaps) > MAX_GAPS_PER_WINDOW:
+            missing = self.expected_missing
+            self.gaps = [GapRecord("trade", self.symbol_id, "sequence", missing)]
+
+
+@attrs.frozen
+class TradesRecovered:
+    """Control item: REST trades for a window (not yet de-duplicated)."""
+
+    window: TradeWindow
+    trades: list[RestTrade]
+
+
+@attrs.frozen
+class TradesUnrecovered:
+    """Control item: the window could not be fetched within the attempt budget."""
+
+    window: TradeWindow
+    error: str
+
+
+@attrs.frozen
+class InterimBook:
+    """Control item: the REST ``/current`` book, an unsequenced view while a book is stale."""
+
+    book: RestBook
+
+
+@attrs.frozen
+class ResyncFailed:
+    """Control item: no fresh snapshot arrived after ``max_attempts`` resubscribes."""
+
+    symbol_id: str
+
+
+@attrs.define(slots=True)
+class _Resync:
+    attempt: int
+    deadline: float
+
+
+@attrs.define(slots=True)
+class RecoveryCounters:
+    """Plain counters read by the metrics collector."""
+
+    in_flight: int = 0
+    outcomes: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    refused: int = 0
+    rest_calls: int = 0
+
+    def count(self, data_type: str, outcome: str) -> None:
+        key = (data_type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+@attrs.define(slots=True, eq=False)
+class RecoveryScheduler:
+    """Owns every REST call and resync of the process (see module docstring)."""
+
+    rest: RestClient
+    deliver: Callable[[object], None]
+    """Hands a control item to the processor (``FrameQueue.put_control_nowait``)."""
+    resubscribe: Callable[[str], None]
+    """Asks the connection to unsubscribe and resubscribe one symbol (batched there)."""
+    concurrency: int = 2
+    max_attempts: int = 5
+    pause: float = 0.2
+    pending_max: int = 1000
+    resync_timeout: float = 10.0
+    interim_books: bool = True
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    observe_seconds: Callable[[float], None] = lambda _seconds: None
+    counters: RecoveryCounters = attrs.field(factory=RecoveryCounters)
+    _windows: dict[str, list[TradeWindow]] = attrs.field(factory=dict, init=False)
+    _book_fetches: set[str] = attrs.field(factory=set, init=False)
+    _resyncs: dict[str, _Resync] = attrs.field(factory=dict, init=False)
+    _limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _resume_at: float = attrs.field(default=0.0, init=False)
+    _rng: random.Random = attrs.field(factory=random.Random, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(self.concurrency)
+
+    # -- requests (processor side, never block) ---------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Work items waiting: trade windows, interim book fetches and unconfirmed resyncs."""
+        windows = sum(len(ws) for ws in self._windows.values())
+        return windows + len(self._book_fetches) + len(self._resyncs)
+
+    def request_backfill_nowait(self, window: TradeWindow) -> bool:
+        """Queue a trade window, merged with an overlapping pending one; False if over the cap."""
+        pending = self._windows.setdefault(window.symbol_id, [])
+        for existing in pending:
+            if (
+                window.start <= existing.end + MERGE_SLACK
+                and window.end >= existing.start - MERGE_SLACK
+            ):
+                existing.absorb(window)
+                self._wake.set()
+                return True
+        if self.pending >= self.pending_max:
+            if not pending:
+                del self._windows[window.symbol_id]
+            self.counters.refused += 1
+            return False
+        pending.append(window)
+        self._wake.set()
+        return True
+
+    def request_resync_nowait(self, symbol_id: str) -> bool:
+        """Resubscribe ``symbol_id`` to get a fresh snapshot; False if over the cap."""
+        if symbol_id in self._resyncs:
+            return True
+        if self.pending >= self.pending_max:
+            self.counters.refused += 1
+            return False
+        self._resyncs[symbol_id] = _Resync(1, trio.current_time() + self.resync_timeout)
+        self.resubscribe(symbol_id)
+        if self.interim_books:
+            self._book_fetches.add(symbol_id)
+        self._wake.set()
+        return True
+
+    def book_synced(self, symbol_id: str) -> None:
+        """A fresh snapshot arrived: the resync for ``symbol_id`` is done."""
+        if self._resyncs.pop(symbol_id, None) is not None:
+            self.counters.count("book", "recovered")
+        self._book_fetches.discard(symbol_id)
+
+    def connection_reset(self) -> None:
+        """A new connection sends every snapshot again: pending resyncs are moot."""
+        self._resyncs.clear()
+        self._book_fetches.clear()
+
+    # -- the tasks --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the workers and the resync timer until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.concurrency):
+                nursery.start_soon(self._worker)
+            nursery.start_soon(self._resync_timer)
+
+    async def _resync_timer(self) -> None:
+        while True:
+            await trio.sleep(min(1.0, self.resync_timeout / 4))
+            now = trio.current_time()
+            for symbol_id, resync in list(self._resyncs.items()):
+                if now < resync.deadline:
+                    continue
+                if resync.attempt >= self.max_attempts:
+                    del self._resyncs[symbol_id]
+                    self._book_fetches.discard(symbol_id)
+                    self.counters.count("book", "unrecovered")
+                    logger.warning(
+                        "book resync gave up symbol_id={} attempts={}", symbol_id, resync.attempt
+                    )
+                    self.deliver(ResyncFailed(symbol_id))
+                    continue
+                resync.attempt += 1
+                resync.deadline = now + self.resync_timeout
+                logger.info("book resync retry symbol_id={} attempt={}", symbol_id, resync.attempt)
+                self.resubscribe(symbol_id)
+
+    async def _worker(self) -> None:
+        while True:
+            job = self._next_due_job()
+            if job is None:
+                await self._wait_for_work()
+                continue
+            await self._respect_retry_after()
+            if isinstance(job, TradeWindow):
+                await self._backfill(job)
+            else:
+                await self._fetch_interim_book(job)
+            if self.pause > 0:
+                await trio.sleep(self.pause)
+
+    async def _wait_for_work(self) -> None:
+        self._wake = trio.Event()
+        due = [w.not_before for ws in self._windows.values() for w in ws]
+        with trio.move_on_at(min(due) if due else float("inf")):
+            await self._wake.wait()
+
+    def _next_due_job(self) -> TradeWindow | str | None:
+        if self._book_fetches:
+            return self._book_fetches.pop()
+        now = trio.current_time()
+        for symbol_id, windows in self._windows.items():
+            for window in windows:
+                if window.not_before <= now:
+                    windows.remove(window)
+                    if not windows:
+                        del self._windows[symbol_id]
+                    return window
+        return None
+
+    async def _respect_retry_after(self) -> None:
+        # Another worker may push _resume_at further while this one sleeps: re-check.
+        while trio.current_time() < self._resume_at:  # noqa: ASYNC110
+            await trio.sleep_until(self._resume_at)
+
+    async def _backfill(self, window: TradeWindow) -> None:
+        started = trio.current_time()
+        try:
+            trades = await self._fetch_window(window)
+        except RestRetryable as exc:
+            self._retry_later(window, exc)
+            return
+        except (RestAuthError, RestBadRequest, RestError) as exc:
+            self._give_up(window, str(exc))
+            return
+        self.observe_seconds(trio.current_time() - started)
+        self.deliver(TradesRecovered(window, trades))
+
+    async def _fetch_window(self, window: TradeWindow) -> list[RestTrade]:
+        trades: list[RestTrade] = []
+        for day_start, day_end in split_at_utc_midnight(window.start, window.end):
+            start = day_start
+            for _ in range(MAX_PAGES):
+                async with self._limiter:
+                    self.counters.in_flight += 1
+                    self.counters.rest_calls += 1
+                    try:
+                        page = await self.rest.trades_history(
+                            window.symbol_id, start, day_end, limit=PAGE_LIMIT
+                        )
+                    finally:
+                        self.counters.in_flight -= 1
+                trades.extend(page)
+                if len(page) < PAGE_LIMIT:
+                    break
+                # A full page: continue from the last trade's time (inclusive; dedup drops the
+                # overlap). Pause between pages like between any other calls.
+                start = parse_time(page[-1].time_exchange)
+                await trio.sleep(self.pause)
+        return trades
+
+    def _retry_later(self, window: TradeWindow, exc: RestRetryable) -> None:
+        if exc.retry_after is not None:
+            self._resume_at = max(self._resume_at, trio.current_time() + exc.retry_after)
+        window.attempt += 1
+        if window.attempt >= self.max_attempts:
+            self._give_up(window, str(exc))
+            return
+        delay = self._backoff(window.attempt)
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        window.not_before = trio.current_time() + delay
+        logger.info(
+            "backfill retry symbol_id={} attempt={} delay={:.2f}s reason={}",
+            window.symbol_id,
+            window.attempt,
+            delay,
+            exc,
+        )
+        if not self.request_backfill_nowait(window):
+            self._give_up(window, "pending recovery work is at its cap")
+
+    def retry_incomplete(self, window: TradeWindow) -> bool:
+        """The processor found fewer new trades than missing: fetch again later, if allowed."""
+        window.attempt += 1
+        if window.attempt >= self.max_attempts:
+            return False
+        window.not_before = trio.current_time() + self._backoff(window.attempt)
+        return self.request_backfill_nowait(window)
+
+    def _give_up(self, window: TradeWindow, error: str) -> None:
+        logger.warning(
+            "backfill failed symbol_id={} attempts={} error={}",
+            window.symbol_id,
+            window.attempt + 1,
+            error,
+        )
+        self.deliver(TradesUnrecovered(window, error))
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    async def _fetch_interim_book(self, symbol_id: str) -> None:
+        try:
+            async with self._limiter:
+                self.counters.in_flight += 1
+                self.counters.rest_calls += 1
+                try:
+                    book = await self.rest.current_book(symbol_id, limit_levels=50)
+                finally:
+                    self.counters.in_flight -= 1
+        except RestRetryable as exc:
+            if exc.retry_after is not None:
+                self._resume_at = max(self._resume_at, trio.current_time() + exc.retry_after)
+            logger.info("interim book skipped symbol_id={} reason={}", symbol_id, exc)
+            return
+        except RestError as exc:
+            logger.info("interim book skipped symbol_id={} reason={}", symbol_id, exc)
+            return
+        if book is not None and symbol_id in self._resyncs:
+            self.deliver(InterimBook(book))

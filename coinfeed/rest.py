@@ -1,0 +1,213 @@
+"""CoinAPI REST client for recovery: the only module that imports httpx.
+
+Each method makes exactly one HTTP request and turns every outcome into a record or one of the
+errors below; retry policy, concurrency caps and pacing belong to the recovery scheduler, so
+there is one place that decides how hard coinfeed leans on CoinAPI. The key travels in the
+``X-CoinAPI-Key`` header only, so no URL, log line or exception text contains it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Final, TypeVar
+
+import attrs
+import httpx
+import msgspec
+
+from coinfeed.protocol import (
+    RestBook,
+    RestQuote,
+    RestTrade,
+    format_time,
+    rest_book_decoder,
+    rest_error_decoder,
+    rest_quote_decoder,
+    rest_trades_decoder,
+)
+
+T = TypeVar("T")
+
+NO_DATA_STATUS: Final = 550
+"""CoinAPI's "no such single item right now"."""
+
+
+class RestError(Exception):
+    """A REST call failed; ``status`` is the HTTP status, or None for transport failures."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RestAuthError(RestError):
+    """401/403: the key is wrong or lacks privileges. Retrying will not help."""
+
+
+class RestBadRequest(RestError):
+    """400 and other 4xx: the request itself is wrong (e.g. a window across UTC midnight)."""
+
+
+class RestRetryable(RestError):
+    """429, 5xx, timeouts and connection errors: worth retrying, after ``retry_after`` if set."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+@attrs.frozen
+class RateLimit:
+    """The ``X-RateLimit-*`` headers of the latest response (only Request-Cost is always sent)."""
+
+    request_cost: int | None = None
+    used: int | None = None
+    limit: int | None = None
+    remaining: int | None = None
+    reset: str | None = None
+
+
+def split_at_utc_midnight(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """CoinAPI history windows must lie within one UTC day: split ``[start, end]`` at midnights."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    windows: list[tuple[datetime, datetime]] = []
+    while start < end:
+        midnight = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
+        stop = min(end, midnight - timedelta(microseconds=1))
+        windows.append((start, stop))
+        start = midnight
+    if not windows:
+        windows.append((start, end))
+    return windows
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds (it may be a number or an HTTP date); None if absent/invalid."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    reference = now or datetime.now(UTC)
+    return max(0.0, (when - reference).total_seconds())
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@attrs.define(slots=True, eq=False)
+class RestClient:
+    """One ``httpx.AsyncClient`` for the process; construct with :func:`open_rest_client`."""
+
+    _client: httpx.AsyncClient
+    last_rate_limit: RateLimit | None = None
+    requests_total: int = 0
+
+    async def trades_history(
+        self, symbol_id: str, time_start: datetime, time_end: datetime, *, limit: int
+    ) -> list[RestTrade]:
+        """Trades with ``time_start <= time_exchange <= time_end`` (one UTC day), oldest first."""
+        params = {
+            "time_start": format_time(time_start),
+            "time_end": format_time(time_end),
+            "limit": str(limit),
+        }
+        body = await self._get(f"/v1/trades/{symbol_id}/history", params)
+        return self._decode(rest_trades_decoder, body) if body is not None else []
+
+    async def trades_latest(self, symbol_id: str, *, limit: int) -> list[RestTrade]:
+        """The most recent trades, newest first."""
+        body = await self._get(f"/v1/trades/{symbol_id}/latest", {"limit": str(limit)})
+        return self._decode(rest_trades_decoder, body) if body is not None else []
+
+    async def current_book(self, symbol_id: str, *, limit_levels: int) -> RestBook | None:
+        """The current L2 book (unsequenced), or None when CoinAPI has none (550)."""
+        body = await self._get(
+            f"/v1/orderbooks/{symbol_id}/current", {"limit_levels": str(limit_levels)}
+        )
+        return self._decode(rest_book_decoder, body) if body is not None else None
+
+    async def current_quote(self, symbol_id: str) -> RestQuote | None:
+        """The current quote, or None when CoinAPI has none (550)."""
+        body = await self._get(f"/v1/quotes/{symbol_id}/current", {})
+        return self._decode(rest_quote_decoder, body) if body is not None else None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _decode(self, decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+        try:
+            return decoder.decode(body)
+        except msgspec.MsgspecError as exc:
+            raise RestRetryable(f"undecodable response: {exc}") from None
+
+    async def _get(self, path: str, params: dict[str, str]) -> bytes | None:
+        self.requests_total += 1
+        try:
+            response = await self._client.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise RestRetryable(f"timeout ({type(exc).__name__}) on {path}") from None
+        except httpx.TransportError as exc:
+            raise RestRetryable(f"transport error ({type(exc).__name__}) on {path}") from None
+        headers = response.headers
+        self.last_rate_limit = RateLimit(
+            request_cost=_int_header(headers, "X-RateLimit-Request-Cost"),
+            used=_int_header(headers, "X-RateLimit-Used"),
+            limit=_int_header(headers, "X-RateLimit-Limit"),
+            remaining=_int_header(headers, "X-RateLimit-Remaining"),
+            reset=headers.get("X-RateLimit-Reset"),
+        )
+        status = response.status_code
+        if status == 200:
+            return response.content
+        if status == NO_DATA_STATUS:
+            return None
+        detail = _error_text(response.content)
+        message = f"HTTP {status} on {path}" + (f": {detail}" if detail else "")
+        if status in (401, 403):
+            raise RestAuthError(message, status=status)
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            raise RestRetryable(message, status=status, retry_after=retry_after)
+        raise RestBadRequest(message, status=status)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return rest_error_decoder.decode(body).text[:200]
+    except msgspec.MsgspecError:
+        return ""
+
+
+def open_rest_client(
+    base_url: str,
+    api_key: str | None,
+    *,
+    timeout: float = 10.0,
+    max_connections: int = 4,
+) -> RestClient:
+    """Build the client; the caller must ``await client.aclose()`` (shielded on shutdown)."""
+    headers = {"Accept": "application/json", "User-Agent": "coinfeed"}
+    if api_key:
+        headers["X-CoinAPI-Key"] = api_key
+    client = httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
+        follow_redirects=False,
+    )
+    return RestClient(client)

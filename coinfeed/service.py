@@ -1,0 +1,319 @@
+"""The service: one root nursery supervising every task of coinfeed, and its ordered shutdown.
+
+How this works: :meth:`Service.run` opens the root nursery and starts the connection, the
+processor, the recovery scheduler, one writer per sink, the stats reporter and the signal
+watcher. Nothing is started anywhere else and nothing is detached, so when ``run`` returns no
+task, socket or thread of coinfeed is left.
+
+Shutdown (first SIGTERM/SIGINT, ``--duration`` elapsed, or a fatal error) runs in order within
+``shutdown_timeout``: stop the connection (shielded close), stop recovery, close the frame
+queue, let the processor drain what is queued, let each sink writer flush and close, then
+cancel what is left (signals, stats, HTTP). A second signal cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+from loguru import logger
+
+from coinfeed.config import Settings
+from coinfeed.connection import Connection, TerminalError, fatal_for
+from coinfeed.dedup import TradeDedup
+from coinfeed.framequeue import FrameQueue, QueueStatistics
+from coinfeed.metrics import Metrics, MetricSources
+from coinfeed.processor import Processor
+from coinfeed.protocol import FrameDecoder
+from coinfeed.recovery import RecoveryScheduler
+from coinfeed.rest import RestClient, open_rest_client
+from coinfeed.sinks import Sink, open_sink
+from coinfeed.sinks.writer import SinkCounters, SinkHub
+from coinfeed.status import Fatal, ServiceStatus
+from coinfeed.transport import Transport, TrioWebSocketTransport
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * resource.getpagesize()
+
+
+@attrs.define(slots=True, eq=False)
+class Service:
+    """Everything one coinfeed run owns; build with :meth:`build`, run with :meth:`run`."""
+
+    settings: Settings
+    status: ServiceStatus
+    queue: FrameQueue
+    connection: Connection
+    processor: Processor
+    recovery: RecoveryScheduler
+    rest: RestClient
+    hub: SinkHub
+    metrics: Metrics
+    handle_signals: bool = True
+    _timed_out: bool = attrs.field(default=False, init=False)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        sinks: list[Sink] | None = None,
+        handle_signals: bool = True,
+    ) -> Service:
+        """Wire the components (opens sinks; raises ``SinkSpecError`` for a bad spec)."""
+        status = ServiceStatus()
+        queue = FrameQueue(settings.queue_capacity)
+        api_key = settings.api_key.reveal() if settings.api_key else None
+        transport = transport or TrioWebSocketTransport(
+            max_message_bytes=max(settings.max_frame_bytes * 4, 1 << 20)
+        )
+        connection = Connection(
+            transport=transport,
+            queue=queue,
+            status=status,
+            url=settings.ws_url,
+            symbols=settings.symbols,
+            types=settings.types,
+            api_key=api_key,
+            connect_timeout=settings.connect_timeout,
+            stale_after=settings.stale_after,
+            backoff_max=settings.backoff_max,
+            healthy_after=settings.healthy_after,
+            apikey_in_hello=settings.apikey_in_hello,
+        )
+        connection.scope_limit.limit = settings.resubscribe_limit
+        connection.scope_limit.window = settings.resubscribe_window
+        rest = open_rest_client(
+            settings.rest_url, api_key, max_connections=settings.recovery_concurrency + 2
+        )
+        recovery = RecoveryScheduler(
+            rest=rest,
+            deliver=queue.put_control_nowait,
+            resubscribe=connection.scope_requests.request,
+            concurrency=settings.recovery_concurrency,
+            max_attempts=settings.recovery_max_attempts,
+            pause=settings.recovery_pause,
+            pending_max=settings.recovery_pending_max,
+            resync_timeout=max(5.0, settings.stale_after),
+            interim_books=settings.interim_rest_book,
+        )
+        sink_counters = SinkCounters()
+        opened = sinks if sinks is not None else [open_sink(spec) for spec in settings.sinks]
+        hub = SinkHub.build(
+            opened, status, sink_counters, capacity=max(2, settings.sink_queue_capacity // 100)
+        )
+        processor = Processor(
+            queue=queue,
+            recovery=recovery,
+            emit=hub.send,
+            status=status,
+            symbols=frozenset(settings.symbols),
+            types=frozenset(settings.types),
+            decoder=FrameDecoder(max_frame_bytes=settings.max_frame_bytes),
+            dedup=TradeDedup(settings.dedup_capacity),
+        )
+
+        def queues() -> dict[str, QueueStatistics]:
+            stats = {"raw": queue.statistics()}
+            for name, depth, capacity in hub.depths():
+                stats[f"sink:{name}"] = QueueStatistics(depth, capacity, depth, 0, 0)
+            return stats
+
+        metrics = Metrics.create(
+            MetricSources(
+                status=status,
+                processor=processor.counters,
+                connection=connection.counters,
+                recovery=recovery.counters,
+                sinks=sink_counters,
+                sink_names=[sink.name for sink in opened],
+                queues=queues,
+            )
+        )
+        connection.observe_reconnect = metrics.reconnect_seconds.observe
+        recovery.observe_seconds = metrics.recovery_seconds.observe
+        processor.observe_batch = metrics.observe_batch
+        return cls(
+            settings=settings,
+            status=status,
+            queue=queue,
+            connection=connection,
+            processor=processor,
+            recovery=recovery,
+            rest=rest,
+            hub=hub,
+            metrics=metrics,
+            handle_signals=handle_signals,
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED) -> int:
+        """Run until shutdown; return the exit code (0 clean, 1 failure, 3 rejected)."""
+        status = self.status
+        connection_scope = trio.CancelScope()
+        recovery_scope = trio.CancelScope()
+        processor_done = trio.Event()
+        sinks_done = trio.Event()
+        try:
+            async with trio.open_nursery() as root:
+                if self.handle_signals:
+                    root.start_soon(self._watch_signals, root.cancel_scope)
+                if self.settings.duration is not None:
+                    root.start_soon(self._stop_after, self.settings.duration)
+                root.start_soon(self._run_connection, connection_scope)
+                root.start_soon(self._run_in_scope, self.recovery.run, recovery_scope)
+                root.start_soon(self._run_processor, processor_done)
+                root.start_soon(self._run_sinks, sinks_done)
+                root.start_soon(self._report_stats)
+                task_status.started(self)
+                await status.shutdown.wait()
+                logger.info("shutting down reason={}", status.shutdown_reason)
+                with trio.move_on_after(self.settings.shutdown_timeout) as grace:
+                    connection_scope.cancel()
+                    recovery_scope.cancel()
+                    self.queue.close()
+                    await processor_done.wait()
+                    await sinks_done.wait()
+                self._timed_out = grace.cancelled_caught
+                root.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(1.0, shield=True):
+                await self.rest.aclose()
+        if status.fatal is not None:
+            logger.error("stopped: {}", status.fatal.message)
+            return status.fatal.exit_code
+        if self._timed_out:
+            logger.error(
+                "shutdown exceeded shutdown_timeout={}s: queued events were not all written",
+                self.settings.shutdown_timeout,
+            )
+            return EXIT_FAILURE
+        logger.info("stopped cleanly")
+        return EXIT_OK
+
+    async def _run_in_scope(self, fn: Callable[[], Any], scope: trio.CancelScope) -> None:
+        with scope:
+            await fn()
+
+    async def _run_connection(self, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                await self.connection.run()
+            except TerminalError as exc:
+                self.status.request_shutdown("rejected by CoinAPI", fatal_for(exc))
+
+    async def _run_processor(self, done: trio.Event) -> None:
+        try:
+            await self.processor.run()
+        finally:
+            self.hub.close()
+            done.set()
+
+    async def _run_sinks(self, done: trio.Event) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for writer in self.hub.writers:
+                    nursery.start_soon(writer.run)
+        finally:
+            done.set()
+
+    async def _stop_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.status.request_shutdown(f"duration {seconds:g}s elapsed")
+
+    async def _watch_signals(self, root: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            count = 0
+            async for signum in signals:
+                count += 1
+                name = signal.Signals(signum).name
+                if count == 1:
+                    self.status.request_shutdown(f"{name} received")
+                else:
+                    logger.warning("second signal {}: cancelling at once", name)
+                    self._timed_out = True
+                    root.cancel()
+
+    async def _report_stats(self) -> None:
+        interval = self.settings.stats_interval
+        previous = self.processor.counters.frames
+        while True:
+            await trio.sleep(interval)
+            counters = self.processor.counters
+            queue = self.queue.statistics()
+            outcomes = counters.recoveries
+            logger.info(
+                "stats frames_per_s={:.0f} queue={}/{} peak={} dropped={} gaps={} "
+                "recovered={} unrecovered={} pending={} connected={} rss_mb={:.1f}",
+                (counters.frames - previous) / interval,
+                queue.depth,
+                queue.capacity,
+                queue.peak,
+                queue.dropped,
+                sum(counters.gaps.values()),
+                sum(n for (_, outcome), n in outcomes.items() if outcome == "recovered"),
+                sum(n for (_, outcome), n in outcomes.items() if outcome != "recovered"),
+                self.recovery.pending,
+                self.status.connected,
+                rss_bytes() / 1e6,
+            )
+            previous = counters.frames
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    logger.opt(exception=exc).error("unexpected failure: {}", exc)
+    return EXIT_FAILURE
+
+
+async def _serve(settings: Settings) -> int:
+    service = Service.build(settings)
+    return await service.run()
+
+
+def run_service(settings: Settings) -> int:
+    """``coinfeed run``: connect to CoinAPI and serve until stopped; returns the exit code."""
+    try:
+        return trio.run(_serve, settings)
+    except Exception as exc:
+        return _exit_code_for(exc)
+
+
+async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
+    from coinfeed.simulator import SimulatorConfig, open_simulator
+
+    config = SimulatorConfig(rate=rate, seed=seed, faults=faults)
+    async with open_simulator(config) as sim:
+        symbols = settings.symbols or tuple(sim.symbols)
+        logger.info("demo simulator ws_url={} rest_url={}", sim.ws_url, sim.rest_url)
+        demo_settings = attrs.evolve(
+            settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols
+        )
+        return await _serve(demo_settings)
+
+
+def run_demo(settings: Settings, *, rate: float, faults: str, seed: int | None) -> int:
+    """``coinfeed demo``: the built-in simulator and ``run`` against it, in one process."""
+    try:
+        return trio.run(_demo, settings, rate, faults, 7 if seed is None else seed)
+    except Exception as exc:
+        return _exit_code_for(exc)
+
+
+__all__ = ["EXIT_USAGE", "Fatal", "Service", "run_demo", "run_service"]

@@ -1,0 +1,150 @@
+"""Connection lifecycle against scripted fake transports, in virtual time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+
+from coinfeed.config import Settings
+from coinfeed.service import Service
+from tests.service.conftest import MemorySink
+from tests.service.fakes import FakeTransport, FakeWebSocket
+
+HEARTBEAT = '{"type":"hearbeat"}'
+
+
+async def run_service(service: Service, until: Callable[[], bool], *, limit: float) -> int:
+    """Run the service until ``until()`` holds (or ``limit`` virtual seconds), then stop it."""
+    code = -1
+
+    async def runner() -> None:
+        nonlocal code
+        code = await service.run()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner)
+        with trio.move_on_after(limit):
+            while not until() and not service.status.shutdown.is_set():
+                await trio.sleep(0.05)
+        service.status.request_shutdown("test over")
+    return code
+
+
+def build(settings: Settings, transport: FakeTransport) -> tuple[Service, MemorySink]:
+    sink = MemorySink()
+    service = Service.build(settings, transport=transport, sinks=[sink], handle_signals=False)
+    return service, sink
+
+
+async def test_stalled_handshake_is_abandoned_at_connect_timeout_and_retried_with_backoff(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    transport = FakeTransport(["stall", "stall", "stall", FakeWebSocket()])
+    service, _ = build(make_settings(connect_timeout=30, backoff_max=30), transport)
+    start = trio.current_time()
+    code = await run_service(service, lambda: transport.connected.is_set(), limit=600)
+    assert code == 0
+    gaps = [b - a for a, b in zip([start, *transport.attempts], transport.attempts, strict=False)]
+    assert gaps[0] == pytest.approx(0)
+    # Each stalled attempt is abandoned after exactly connect_timeout; the first retry is
+    # immediate, later ones wait a jittered backoff on top of the timeout.
+    assert gaps[1] == pytest.approx(30, abs=1e-6)
+    assert 30 <= gaps[2] <= 30 + 0.5 + 1e-6
+    assert 30 <= gaps[3] <= 30 + 1.0 + 1e-6
+    assert service.connection.counters.reconnects["connect_timeout"] == 3
+
+
+async def test_silence_longer_than_stale_after_reconnects(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    first, second = FakeWebSocket(), FakeWebSocket()
+    transport = FakeTransport([first, second])
+    service, _ = build(make_settings(stale_after=10), transport)
+
+    async def heartbeats_then_silence() -> None:
+        await transport.connected.wait()
+        for _ in range(5):
+            first.feed(HEARTBEAT)
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeats_then_silence)
+        await run_service(service, lambda: len(transport.attempts) >= 2, limit=120)
+    assert len(transport.attempts) == 2
+    # Heartbeats kept it alive for 5 s, then 10 s of silence (plus one watchdog tick).
+    assert 14 <= transport.attempts[1] - transport.attempts[0] <= 17.6
+    assert service.connection.counters.reconnects == {"stale": 1}
+
+
+async def test_rejected_upgrade_exits_3_without_retry_loop(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    transport = FakeTransport([401])
+    service, _ = build(make_settings(), transport)
+    code = await run_service(service, lambda: False, limit=60)
+    assert code == 3
+    assert len(transport.attempts) == 1
+
+
+async def test_error_frame_for_key_is_terminal(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    ws = FakeWebSocket()
+    transport = FakeTransport([ws, FakeWebSocket()])
+    service, _ = build(make_settings(), transport)
+
+    async def reject() -> None:
+        await transport.connected.wait()
+        ws.feed('{"type":"error","message":"Invalid API key"}')
+        ws.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reject)
+        code = await run_service(service, lambda: False, limit=60)
+    assert code == 3
+    assert len(transport.attempts) == 1
+    assert service.status.fatal is not None
+    assert "Invalid API key" in service.status.fatal.message
+
+
+async def test_buffer_overflow_error_reconnects_instead_of_exiting(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    ws = FakeWebSocket()
+    transport = FakeTransport([ws, FakeWebSocket()])
+    service, _ = build(make_settings(), transport)
+
+    async def overflow() -> None:
+        await transport.connected.wait()
+        ws.feed(
+            '{"type":"error","message":"Reached maximum allowed buffered messages '
+            'for this connection."}'
+        )
+        ws.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(overflow)
+        code = await run_service(service, lambda: len(transport.attempts) >= 2, limit=60)
+    assert code == 0
+    assert service.connection.counters.reconnects == {"server_buffer_overflow": 1}
+
+
+async def test_hello_asks_heartbeats_for_exact_symbols_and_key_goes_in_header(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    from coinfeed.config import Secret
+
+    ws = FakeWebSocket()
+    transport = FakeTransport([ws])
+    settings = make_settings(api_key=Secret("k-123"), symbols=("A_USD", "B_USD"))
+    service, _ = build(settings, transport)
+    await run_service(service, lambda: bool(ws.sent), limit=10)
+    hello = ws.sent[0]
+    assert isinstance(hello, bytes)
+    assert b'"type":"hello"' in hello
+    assert b'"heartbeat":true' in hello
+    assert b'"subscribe_filter_symbol_id":["A_USD$","B_USD$"]' in hello
+    assert b"k-123" not in hello
+    assert transport.headers[0] == [("X-CoinAPI-Key", "k-123")]
