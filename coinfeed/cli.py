@@ -1,0 +1,271 @@
+"""The ``coinfeed`` command: ``run``, ``demo``, ``simulate`` and ``config``.
+
+Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
+``load_settings`` can apply the precedence flags > environment > file > defaults. The service
+and the simulator are imported only by the command that needs them.
+
+Exit codes (ARCHITECTURE 4.4): 0 clean stop, 1 unexpected failure, 2 invalid usage or
+configuration, 3 CoinAPI rejected the key or subscription (returned by the service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, NoReturn
+
+import trio
+from loguru import logger
+
+from coinfeed import __version__
+from coinfeed.config import (
+    API_KEY_ENV,
+    CONFIG_ENV,
+    SETTINGS,
+    ConfigError,
+    Settings,
+    format_value,
+    load_settings,
+    unknown_environment,
+)
+from coinfeed.logs import redact, setup_logging
+
+DEMO_DEFAULTS: Mapping[str, object] = {"stats_interval": 5.0}
+SETTINGS_HELP = (
+    "Each setting NAME can also be set as NAME in the TOML file (--config) or as COINFEED_NAME in "
+    "the environment; precedence is flags > environment > file > defaults. Lists are "
+    f"comma-separated. The API key is read from {API_KEY_ENV} or api_key_file, never from argv."
+)
+
+Handler = Callable[[argparse.Namespace, list[str], Mapping[str, str]], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching, whose error messages never show a secret."""
+
+    def __init__(self, *args: Any, secrets: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.secrets = tuple(secrets)
+
+    def error(self, message: str) -> NoReturn:
+        """Print usage and the (redacted) message, exit 2."""
+        super().error(redact(message, self.secrets))
+
+
+class _RefuseApiKey(argparse.Action):
+    """``--api-key`` exists only to explain why it does not, without echoing the value."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.error(
+            "the API key is never read from the command line (it would show in ps and shell "
+            f"history): set {API_KEY_ENV} or api_key_file"
+        )
+
+
+def add_setting_arguments(
+    parser: argparse.ArgumentParser, *, defaults: Mapping[str, object] | None = None
+) -> None:
+    """Add one flag per setting (``--some-name``), with its default and env name in the help."""
+    defaults = defaults or {}
+    group = parser.add_argument_group("settings", SETTINGS_HELP)
+    group.add_argument(
+        "--config", metavar="FILE", default=None, help=f"TOML settings file (env {CONFIG_ENV})"
+    )
+    for setting in SETTINGS:
+        default = format_value(defaults.get(setting.name, setting.default)) or "none"
+        group.add_argument(
+            *setting.aliases,  # the documented spelling first, e.g. --sink
+            setting.flag,
+            dest=setting.name,
+            metavar=setting.metavar,
+            action="append" if setting.repeatable else "store",
+            default=argparse.SUPPRESS,
+            help=f"{setting.help} (default: {default}; env {setting.env})",
+        )
+    group.add_argument("--api-key", nargs="?", action=_RefuseApiKey, help=argparse.SUPPRESS)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole ``coinfeed`` command line."""
+    parser = _Parser(
+        prog="coinfeed",
+        description="CoinAPI market-data feed handler: bounded, self-repairing, observable.",
+        secrets=secrets,
+    )
+    parser.add_argument("--version", action="version", version=f"coinfeed {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, handler: Handler, summary: str, **options: Any
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=summary, secrets=secrets, **options
+        )
+        sub.set_defaults(handler=handler, parser=sub)
+        return sub
+
+    run = command("run", _run, "Stream CoinAPI market data to the configured sinks.")
+    add_setting_arguments(run)
+
+    demo = command("demo", _demo, "Run the built-in simulator and `run` against it.")
+    add_setting_arguments(demo, defaults=DEMO_DEFAULTS)
+    group = demo.add_argument_group("demo")
+    group.add_argument("--rate", type=_positive_float, default=2000.0, metavar="FRAMES_PER_S",
+                       help="frames per second the simulator sends (default: 2000)")  # fmt: skip
+    group.add_argument("--faults", default="gaps", metavar="PROFILE",
+                       help="simulator fault profile (default: gaps)")  # fmt: skip
+    group.add_argument("--seed", type=int, default=None, metavar="INT",
+                       help="seed of the simulated market (default: random)")  # fmt: skip
+
+    # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
+    summary = "Run only the simulator (WebSocket + REST) on loopback."
+    command("simulate", _simulate, summary, add_help=False)
+
+    show = command("config", _config, "Print the effective settings (key redacted) and exit.")
+    add_setting_arguments(show)
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``coinfeed`` command line and return its exit code."""
+    env = dict(os.environ)
+    secrets = [env.get(API_KEY_ENV, "").strip()]
+    setup_logging("text", "INFO", secrets=secrets)
+    parser = build_parser(secrets=secrets)
+    try:
+        args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+        if extra and args.command != "simulate":
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return int(args.handler(args, extra, env))
+    except SystemExit as exit:  # argparse: --help, --version and usage errors
+        return exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    except ConfigError as error:
+        print(f"coinfeed: error: {redact(str(error), secrets)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        logger.exception("coinfeed stopped by an unexpected error")
+        return 1
+    except BaseExceptionGroup as group:  # Ctrl-C leaving a nursery
+        if group.split(KeyboardInterrupt)[1] is None:
+            return 130
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace, env: Mapping[str, str], **options: Any) -> Settings:
+    """Settings from the parsed flags and ``env``; logging set up from them."""
+    cli: dict[str, object] = {"config": args.config}
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None)
+        cli[setting.name] = ",".join(value) if isinstance(value, list) else value
+    settings = load_settings(cli=cli, env=env, **options)
+    key = settings.api_key.reveal() if settings.api_key else ""
+    setup_logging(settings.log_format, settings.log_level, secrets=[key])
+    for name, close in unknown_environment(env).items():
+        logger.bind(variable=name, did_you_mean=close).warning("unknown variable ignored")
+    return settings
+
+
+def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Call a command entry point, under ``trio.run`` if it is async; None counts as 0."""
+    if inspect.iscoroutinefunction(function):
+        result = trio.run(partial(function, *args, **kwargs))
+    else:
+        result = function(*args, **kwargs)
+    return result if isinstance(result, int) else 0
+
+
+def _run(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    settings = _load(args, env)
+    service = importlib.import_module("coinfeed.service")
+    return _call(service.run_service, settings)
+
+
+def _demo(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    # symbols stay () unless given: run_demo then uses the simulator's symbols.
+    settings = _load(args, env, require_symbols=False, require_key=False, defaults=DEMO_DEFAULTS)
+    service = importlib.import_module("coinfeed.service")
+    return _call(service.run_demo, settings, rate=args.rate, faults=args.faults, seed=args.seed)
+
+
+def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    try:
+        simulator = importlib.import_module("coinfeed.simulator.cli")
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("coinfeed.simulator"):
+            raise
+        print(
+            "coinfeed: error: the simulator (coinfeed.simulator.cli) is not available",
+            file=sys.stderr,
+        )
+        return 1
+    entry = getattr(simulator, "main", None) or getattr(simulator, "run_simulate", None)
+    if entry is None:
+        print(
+            "coinfeed: error: coinfeed.simulator.cli has no main() or run_simulate()",
+            file=sys.stderr,
+        )
+        return 1
+    parser = _Parser(prog="coinfeed simulate", description=args.parser.description)
+    if hasattr(simulator, "add_arguments"):
+        simulator.add_arguments(parser)
+    return _call(entry, parser.parse_args(extra))
+
+
+def _config(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    settings = _load(args, env, require_symbols=False, require_key=False)
+    values = settings.redacted()
+    if args.json:
+        print(json.dumps(values, indent=2))
+    else:
+        print(render_toml(values))
+    return 0
+
+
+def render_toml(values: Mapping[str, object]) -> str:
+    """Effective settings as a TOML document that ``--config`` accepts back."""
+    lines = ["# effective coinfeed settings (flags > environment > file > defaults)"]
+    for setting in SETTINGS:
+        value = values[setting.name]
+        lines.append(f"# {setting.name} is not set" if value is None else
+                     f"{setting.name} = {_toml_value(value)}")  # fmt: skip
+    if values["api_key"] is None:
+        lines.append(f"# api_key is not set ({API_KEY_ENV} or api_key_file)")
+    else:
+        lines.append(f'# api_key = "***" (from {values["api_key_source"]})')
+    lines.append(f"# config file: {values['config_file'] or 'none'}")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
