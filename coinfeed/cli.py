@@ -36,7 +36,10 @@ from coinfeed.config import (
 )
 from coinfeed.logs import redact, setup_logging
 
-DEMO_DEFAULTS: Mapping[str, object] = {"stats_interval": 5.0}
+DEMO_DEFAULTS: Mapping[str, object] = {
+    "stats_interval": 5.0,
+    "sinks": ("jsonl:coinfeed-demo.jsonl",),
+}
 SETTINGS_HELP = (
     "Each setting NAME can also be set as NAME in the TOML file (--config) or as COINFEED_NAME in "
     "the environment; precedence is flags > environment > file > defaults. Lists are "

@@ -22,6 +22,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.api import serve_api
 from coinfeed.config import Settings
 from coinfeed.connection import Connection, TerminalError, fatal_for
 from coinfeed.dedup import TradeDedup
@@ -65,6 +66,7 @@ class Service:
     hub: SinkHub
     metrics: Metrics
     handle_signals: bool = True
+    http_url: str | None = attrs.field(default=None, init=False)
     _timed_out: bool = attrs.field(default=False, init=False)
 
     @classmethod
@@ -115,9 +117,7 @@ class Service:
         )
         sink_counters = SinkCounters()
         opened = sinks if sinks is not None else [open_sink(spec) for spec in settings.sinks]
-        hub = SinkHub.build(
-            opened, status, sink_counters, capacity=max(2, settings.sink_queue_capacity // 100)
-        )
+        hub = SinkHub.build(opened, status, sink_counters, capacity=settings.sink_queue_capacity)
         processor = Processor(
             queue=queue,
             recovery=recovery,
@@ -129,27 +129,7 @@ class Service:
             dedup=TradeDedup(settings.dedup_capacity),
         )
 
-        def queues() -> dict[str, QueueStatistics]:
-            stats = {"raw": queue.statistics()}
-            for name, depth, capacity in hub.depths():
-                stats[f"sink:{name}"] = QueueStatistics(depth, capacity, depth, 0, 0)
-            return stats
-
-        metrics = Metrics.create(
-            MetricSources(
-                status=status,
-                processor=processor.counters,
-                connection=connection.counters,
-                recovery=recovery.counters,
-                sinks=sink_counters,
-                sink_names=[sink.name for sink in opened],
-                queues=queues,
-            )
-        )
-        connection.observe_reconnect = metrics.reconnect_seconds.observe
-        recovery.observe_seconds = metrics.recovery_seconds.observe
-        processor.observe_batch = metrics.observe_batch
-        return cls(
+        service = cls(
             settings=settings,
             status=status,
             queue=queue,
@@ -158,9 +138,32 @@ class Service:
             recovery=recovery,
             rest=rest,
             hub=hub,
-            metrics=metrics,
+            metrics=None,  # type: ignore[arg-type]  # set just below: the collector reads self
             handle_signals=handle_signals,
         )
+        metrics = Metrics.create(
+            MetricSources(
+                status=status,
+                processor=processor.counters,
+                connection=connection.counters,
+                recovery=recovery.counters,
+                sinks=sink_counters,
+                sink_names=[sink.name for sink in opened],
+                queues=service.queue_statistics,
+            )
+        )
+        service.metrics = metrics
+        connection.observe_reconnect = metrics.reconnect_seconds.observe
+        recovery.observe_seconds = metrics.recovery_seconds.observe
+        processor.observe_batch = metrics.observe_batch
+        return service
+
+    def queue_statistics(self) -> dict[str, QueueStatistics]:
+        """Every queue's size, capacity and peak: the raw frame queue and each sink's channel."""
+        stats = {"raw": self.queue.statistics()}
+        for writer in self.hub.writers:
+            stats[f"sink:{writer.sink.name}"] = writer.statistics()
+        return stats
 
     # -- running -------------------------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class Service:
         recovery_scope = trio.CancelScope()
         processor_done = trio.Event()
         sinks_done = trio.Event()
+        http_stop = trio.Event()
         try:
             async with trio.open_nursery() as root:
                 if self.handle_signals:
@@ -182,6 +186,11 @@ class Service:
                 root.start_soon(self._run_processor, processor_done)
                 root.start_soon(self._run_sinks, sinks_done)
                 root.start_soon(self._report_stats)
+                if self.settings.http is not None:
+                    self.http_url = await root.start(
+                        serve_api, self, self.settings.http_host, self.settings.http_port, http_stop
+                    )
+                    logger.info("http listening url={}", self.http_url)
                 task_status.started(self)
                 await status.shutdown.wait()
                 logger.info("shutting down reason={}", status.shutdown_reason)
@@ -192,6 +201,7 @@ class Service:
                     await processor_done.wait()
                     await sinks_done.wait()
                 self._timed_out = grace.cancelled_caught
+                http_stop.set()
                 root.cancel_scope.cancel()
         finally:
             with trio.move_on_after(1.0, shield=True):

@@ -1,0 +1,260 @@
+"""Processor decisions on ordered batches (no sockets; recovery requests are inspected)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import attrs
+import trio
+
+from coinfeed.book import BookState
+from coinfeed.dedup import TradeDedup
+from coinfeed.events import BookEvent, Event, GapEvent, TradeEvent
+from coinfeed.framequeue import FrameQueue
+from coinfeed.processor import Processor
+from coinfeed.protocol import BookUpdate, FrameDecoder, Level, RestTrade, Trade, encode
+from coinfeed.recovery import RecoveryScheduler, TradesRecovered, TradeWindow
+from coinfeed.status import ConnectionOpened, Resubscribed, ServiceStatus
+
+SYM = "BITSTAMP_SPOT_BTC_USD"
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def ts(seconds: float) -> str:
+    moment = T0 + timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+
+
+def trade(seq: int, uuid: str, at: float, symbol: str = SYM) -> bytes:
+    return encode(
+        Trade(
+            symbol_id=symbol,
+            sequence=seq,
+            time_exchange=ts(at),
+            time_coinapi=ts(at),
+            uuid=uuid,
+            price=Decimal("100.10"),
+            size=Decimal("0.5"),
+            taker_side="SELL",
+        )
+    )
+
+
+def book(seq: int, snapshot: bool, asks: list[tuple[str, str]]) -> bytes:
+    return encode(
+        BookUpdate(
+            symbol_id=SYM,
+            sequence=seq,
+            time_exchange=ts(0),
+            time_coinapi=ts(0),
+            is_snapshot=snapshot,
+            asks=[Level(Decimal(p), Decimal(s)) for p, s in asks],
+            bids=[],
+        )
+    )
+
+
+@attrs.define(eq=False)
+class Harness:
+    queue: FrameQueue
+    processor: Processor
+    recovery: RecoveryScheduler
+    resubscribed: list[str]
+
+    def feed(self, *items: object) -> list[Event]:
+        for item in items:
+            if isinstance(item, bytes | str):
+                self.queue.put_frames_nowait(self.processor._connection_id or 1, [item])
+            else:
+                self.queue.put_control_nowait(item)
+        batch, drops = self.queue.take_nowait()
+        out: list[Event] = []
+        self.processor.handle_batch(batch, drops, out)
+        return out
+
+    def windows(self) -> list[TradeWindow]:
+        return [w for ws in self.recovery._windows.values() for w in ws]
+
+
+def harness(capacity: int = 100, types: tuple[str, ...] = ("trade", "book", "quote")) -> Harness:
+    queue = FrameQueue(capacity)
+    asked: list[str] = []
+    recovery = RecoveryScheduler(
+        rest=None,  # type: ignore[arg-type]
+        deliver=queue.put_control_nowait,
+        resubscribe=asked.append,
+        interim_books=False,
+        max_attempts=3,
+    )
+
+    async def emit(_events: list[Event]) -> None:  # pragma: no cover - not awaited here
+        pass
+
+    processor = Processor(
+        queue=queue,
+        recovery=recovery,
+        emit=emit,
+        status=ServiceStatus(),
+        symbols=frozenset({SYM}),
+        types=frozenset(types),
+        decoder=FrameDecoder(),
+        dedup=TradeDedup(10_000),
+        skew_margin=2.0,
+    )
+    return Harness(queue, processor, recovery, asked)
+
+
+def trades(events: list[Event]) -> list[TradeEvent]:
+    return [e for e in events if isinstance(e, TradeEvent)]
+
+
+def gaps(events: list[Event]) -> list[GapEvent]:
+    return [e for e in events if isinstance(e, GapEvent)]
+
+
+async def test_a_trade_seen_live_is_not_delivered_again_by_backfill() -> None:
+    h = harness()
+    out = h.feed(ConnectionOpened(1, T0), trade(1, "AA-1", 0), trade(3, "AA-3", 2))
+    assert [t.uuid for t in trades(out)] == ["aa-1", "aa-3"]
+    [window] = h.windows()
+    assert (window.start, window.end, window.expected_missing) == (T0, T0 + timedelta(seconds=2), 1)
+    rest = [
+        RestTrade(
+            symbol_id=SYM,
+            time_exchange=ts(s),
+            time_coinapi=ts(s),
+            uuid=u,
+            price=Decimal("100.10"),
+            size=Decimal("0.5"),
+            taker_side="SELL",
+        )
+        for s, u in ((0, "aa-1"), (1, "aa-2"), (2, "aa-3"))
+    ]
+    out = h.feed(TradesRecovered(window, rest))
+    delivered = trades(out)
+    assert [(t.uuid, t.source, t.sequence) for t in delivered] == [("aa-2", "rest", None)]
+    assert [(g.status, g.recovery) for g in gaps(out)] == [("recovered", "backfill")]
+
+
+async def test_incomplete_backfill_is_retried_then_reported_unrecovered() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(5, "e", 4))
+    [window] = h.windows()
+    h.recovery._windows.clear()
+    out = h.feed(TradesRecovered(window, []))
+    assert gaps(out) == []  # still pending: asked again
+    [retry] = h.windows()
+    assert retry.attempt == 1 and retry.expected_missing == 3
+    h.recovery._windows.clear()
+    h.feed(TradesRecovered(retry, []))
+    [last] = h.windows()
+    h.recovery._windows.clear()
+    out = h.feed(TradesRecovered(last, []))
+    assert [(g.status, g.missing) for g in gaps(out)] == [("unrecovered", 3)]
+
+
+async def test_old_frames_in_flight_after_resubscribe_then_restart_lose_nothing() -> None:
+    h = harness()
+    h.feed(
+        ConnectionOpened(1, T0),
+        trade(1, "a", 0),
+        trade(2, "b", 1),
+        book(1, True, [("10", "1")]),
+        book(3, False, [("11", "1")]),
+    )
+    assert h.processor.books.get(SYM).state is BookState.STALE  # type: ignore[union-attr]
+    assert h.resubscribed == [SYM]
+    at = T0 + timedelta(seconds=2)
+    out = h.feed(
+        Resubscribed(1, frozenset({SYM}), at),
+        trade(3, "c", 2),  # sent before the server saw the unsubscribe
+        trade(1, "d", 5),  # the restarted stream
+        trade(2, "f", 6),
+        book(1, True, [("12", "2")]),
+        book(2, False, [("13", "1")]),
+    )
+    assert [t.uuid for t in trades(out)] == ["c", "d", "f"]
+    assert h.processor.counters.stale == 0
+    book_state = h.processor.books.get(SYM)
+    assert book_state is not None and book_state.state is BookState.SYNCED
+    assert book_state.top(5)[0] == [(Decimal("12"), Decimal("2")), (Decimal("13"), Decimal("1"))]
+    statuses = [(g.data_type, g.status) for g in gaps(out)]
+    assert ("book", "recovered") in statuses
+    # The trades of the unsubscribed moment are backfilled up to the subscribe + margin.
+    [window] = h.windows()
+    assert window.end == at + timedelta(seconds=2)
+    assert window.start == T0 + timedelta(seconds=1)
+
+
+async def test_dropped_trades_are_repaired_without_waiting_for_a_successor() -> None:
+    h = harness(capacity=2)
+    h.feed(ConnectionOpened(1, T0))
+    h.queue.put_frames_nowait(
+        1, [trade(1, "a", 0), trade(2, "b", 1), trade(3, "c", 2), trade(4, "d", 3)]
+    )
+    batch, drops = h.queue.take_nowait()
+    out: list[Event] = []
+    h.processor.handle_batch(batch, drops, out)
+    assert [t.uuid for t in trades(out)] == ["a", "b"]
+    assert [(g.status, g.missing) for g in gaps(out)] == [("pending", 2)]
+    [window] = h.windows()
+    assert (window.start, window.end) == (T0 + timedelta(seconds=1), T0 + timedelta(seconds=3))
+    # The successor is in sequence: no second gap, no second request.
+    out = h.feed(trade(5, "e", 4))
+    assert gaps(out) == [] and len(h.windows()) == 1
+
+
+async def test_reconnect_backfills_each_trade_stream_and_resyncs_books() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), trade(7, "a", 1), book(1, True, [("10", "1")]))
+    reopened = T0 + timedelta(seconds=30)
+    out = h.feed(ConnectionOpened(2, reopened))
+    assert sorted((g.data_type, g.reason, g.status) for g in gaps(out)) == [
+        ("book", "reconnect", "pending"),
+        ("trade", "reconnect", "pending"),
+    ]
+    [window] = h.windows()
+    assert (window.start, window.end) == (
+        T0 + timedelta(seconds=1),
+        reopened + timedelta(seconds=2),
+    )
+    # Sequences restart on the new connection: 1 is not stale.
+    out = h.feed(trade(1, "b", 31), book(1, True, [("11", "1")]))
+    assert [t.uuid for t in trades(out)] == ["b"]
+    assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "recovered")]
+
+
+async def test_book_updates_before_a_snapshot_are_not_applied() -> None:
+    h = harness()
+    out = h.feed(ConnectionOpened(1, T0), book(1, False, [("10", "1")]))
+    assert [e for e in out if isinstance(e, BookEvent)] == []
+    assert h.processor.counters.unsynced_updates == 1
+
+
+async def test_prefix_matched_symbols_and_unsubscribed_types_are_not_delivered() -> None:
+    h = harness(types=("book",))
+    out = h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(1, "x", 0, symbol=SYM + "T"))
+    assert out == []
+    assert h.processor.counters.unrequested == 2
+
+
+async def test_invalid_frames_are_counted_by_reason_and_processing_goes_on() -> None:
+    h = harness()
+    oversized = b'{"type":"trade","pad":"' + b"x" * (9 * 1024 * 1024) + b'"}'
+    out = h.feed(
+        ConnectionOpened(1, T0),
+        b"{not json",
+        b'{"type":"trade","symbol_id":"%s","sequence":"one"}' % SYM.encode(),
+        b'{"type":"exchange","exchange_id":"X"}',
+        oversized,
+        trade(1, "ok", 0),
+    )
+    assert [t.uuid for t in trades(out)] == ["ok"]
+    assert h.processor.counters.invalid == {
+        "not_json": 1,
+        "invalid_schema": 1,
+        "unknown_type": 1,
+        "too_large": 1,
+    }
+    await trio.lowlevel.checkpoint()

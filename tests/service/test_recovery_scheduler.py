@@ -1,0 +1,182 @@
+"""RecoveryScheduler against a fake REST client, in virtual time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from coinfeed.protocol import RestTrade, format_time
+from coinfeed.recovery import (
+    GapRecord,
+    RecoveryScheduler,
+    TradesRecovered,
+    TradesUnrecovered,
+    TradeWindow,
+)
+from coinfeed.rest import RestRetryable
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def window(symbol: str, start_s: float, end_s: float, missing: int | None = 1) -> TradeWindow:
+    return TradeWindow(
+        symbol,
+        T0 + timedelta(seconds=start_s),
+        T0 + timedelta(seconds=end_s),
+        [GapRecord("trade", symbol, "sequence", missing)],
+    )
+
+
+def rest_trade(symbol: str, uuid: str) -> RestTrade:
+    t = format_time(T0)
+    return RestTrade(
+        symbol_id=symbol,
+        time_exchange=t,
+        time_coinapi=t,
+        uuid=uuid,
+        price=Decimal("1"),
+        size=Decimal("1"),
+        taker_side="BUY",
+    )
+
+
+@attrs.define(eq=False)
+class FakeRest:
+    """Answers after ``delay``; fails with the scripted errors first. Tracks concurrency."""
+
+    delay: float = 1.0
+    failures: list[Exception] = attrs.field(factory=list)
+    in_flight: int = 0
+    peak: int = 0
+    calls: list[tuple[str, datetime, datetime, float]] = attrs.field(factory=list)
+
+    async def trades_history(
+        self, symbol_id: str, time_start: datetime, time_end: datetime, *, limit: int
+    ) -> list[RestTrade]:
+        self.calls.append((symbol_id, time_start, time_end, trio.current_time()))
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await trio.sleep(self.delay)
+            if self.failures:
+                raise self.failures.pop(0)
+            return [rest_trade(symbol_id, f"{symbol_id}-{len(self.calls)}")]
+        finally:
+            self.in_flight -= 1
+
+    async def current_book(self, symbol_id: str, *, limit_levels: int) -> Any:
+        return None
+
+
+def scheduler(rest: FakeRest, delivered: list[object], **kw: Any) -> RecoveryScheduler:
+    return RecoveryScheduler(
+        rest=rest,  # type: ignore[arg-type]
+        deliver=delivered.append,
+        resubscribe=lambda _s: None,
+        **kw,
+    )
+
+
+async def run_until(sched: RecoveryScheduler, done: Any, limit: float = 600) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.run)
+        with trio.move_on_after(limit):
+            while not done():
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+async def test_never_more_than_concurrency_calls_in_flight(autojump_clock: trio.abc.Clock) -> None:
+    rest, delivered = FakeRest(delay=1.0), []
+    sched = scheduler(rest, delivered, concurrency=2, pause=0.0)
+    for i in range(10):
+        assert sched.request_backfill_nowait(window(f"S{i}", 0, 1))
+    await run_until(sched, lambda: len(delivered) == 10)
+    assert rest.peak == 2
+    assert len(rest.calls) == 10
+    assert all(isinstance(d, TradesRecovered) for d in delivered)
+
+
+async def test_overlapping_windows_of_a_symbol_merge_into_one_call(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rest, delivered = FakeRest(), []
+    sched = scheduler(rest, delivered)
+    assert sched.request_backfill_nowait(window("S", 0, 10, missing=2))
+    assert sched.request_backfill_nowait(window("S", 5, 20, missing=3))
+    assert sched.request_backfill_nowait(window("S", 100, 110, missing=1))  # disjoint
+    assert sched.pending == 2
+    await run_until(sched, lambda: len(delivered) == 2)
+    spans = sorted((c[1], c[2]) for c in rest.calls)
+    assert spans == [
+        (T0, T0 + timedelta(seconds=20)),
+        (T0 + timedelta(seconds=100), T0 + timedelta(seconds=110)),
+    ]
+    merged = next(
+        d for d in delivered if isinstance(d, TradesRecovered) and len(d.window.gaps) == 2
+    )
+    assert merged.window.expected_missing == 5
+
+
+async def test_retry_after_holds_every_worker_back(autojump_clock: trio.abc.Clock) -> None:
+    rest = FakeRest(delay=0.1, failures=[RestRetryable("HTTP 429", status=429, retry_after=7)])
+    delivered: list[object] = []
+    sched = scheduler(rest, delivered, concurrency=2, pause=0.0)
+    sched.request_backfill_nowait(window("A", 0, 1))
+    await trio.sleep(0.05)
+    sched.request_backfill_nowait(window("B", 0, 1))
+    await run_until(sched, lambda: len(delivered) == 2)
+    first_failure_end = rest.calls[0][3] + 0.1
+    later = [c[3] for c in rest.calls[1:] if c[3] > first_failure_end]
+    # Every call after the 429 waited for its Retry-After of 7 s.
+    assert later and all(t >= first_failure_end + 7 - 1e-6 for t in later)
+
+
+async def test_gives_up_after_max_attempts_and_reports_unrecovered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    failures: list[Exception] = [RestRetryable("HTTP 503", status=503) for _ in range(10)]
+    rest, delivered = FakeRest(delay=0.1, failures=failures), []
+    sched = scheduler(rest, delivered, max_attempts=3, pause=0.0)
+    sched.request_backfill_nowait(window("S", 0, 1))
+    await run_until(sched, lambda: bool(delivered))
+    assert len(rest.calls) == 3
+    assert len(delivered) == 1 and isinstance(delivered[0], TradesUnrecovered)
+    assert "503" in delivered[0].error
+
+
+async def test_pending_work_is_capped(autojump_clock: trio.abc.Clock) -> None:
+    sched = scheduler(FakeRest(), [], pending_max=3)
+    accepted = [sched.request_backfill_nowait(window(f"S{i}", 0, 1)) for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert sched.pending == 3
+    assert sched.counters.refused == 2
+    # Merging into pending work is still accepted at the cap: it adds nothing.
+    assert sched.request_backfill_nowait(window("S0", 0.5, 2))
+    assert sched.pending == 3
+
+
+async def test_resync_is_retried_until_a_snapshot_then_gives_up(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    asked: list[str] = []
+    delivered: list[object] = []
+    sched = RecoveryScheduler(
+        rest=FakeRest(),  # type: ignore[arg-type]
+        deliver=delivered.append,
+        resubscribe=asked.append,
+        max_attempts=3,
+        resync_timeout=10,
+        interim_books=False,
+    )
+    assert sched.request_resync_nowait("S")
+    assert sched.request_resync_nowait("S")  # de-duplicated while pending
+    assert asked == ["S"]
+    await run_until(sched, lambda: bool(delivered), limit=100)
+    assert asked == ["S", "S", "S"]
+    assert [type(d).__name__ for d in delivered] == ["ResyncFailed"]
+    assert sched.pending == 0
