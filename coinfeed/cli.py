@@ -226,17 +226,11 @@ def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]
             file=sys.stderr,
         )
         return 1
-    entry = getattr(simulator, "main", None) or getattr(simulator, "run_simulate", None)
-    if entry is None:
-        print(
-            "coinfeed: error: coinfeed.simulator.cli has no main() or run_simulate()",
-            file=sys.stderr,
-        )
-        return 1
-    parser = _Parser(prog="coinfeed simulate", description=args.parser.description)
-    if hasattr(simulator, "add_arguments"):
-        simulator.add_arguments(parser)
-    return _call(entry, parser.parse_args(extra))
+    # The simulator parses its own options (and --help) and sets up its own logging.
+    try:
+        return int(simulator.main(list(extra)))
+    except SystemExit as exit_:  # its argparse: --help (0) or a usage error (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
 
 
 def _config(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:

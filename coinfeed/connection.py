@@ -132,14 +132,28 @@ class Connection:
     rng: random.Random = attrs.field(factory=random.Random)
     _drop_log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(interval=5.0))
     _disconnected_at: float | None = attrs.field(default=None, init=False)
+    _stopping: bool = attrs.field(default=False, init=False)
+    _soft_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+    _ws: WebSocket | None = attrs.field(default=None, init=False)
+
+    def stop_nowait(self) -> None:
+        """Stop reading and close the WebSocket gracefully; :meth:`run` then returns.
+
+        Cancelling the caller's scope instead would also cancel the WebSocket library's reader,
+        so the close handshake could not complete and every shutdown would wait it out.
+        """
+        self._stopping = True
+        self._soft_scope.cancel()
 
     async def run(self) -> None:
-        """Connect and reconnect until cancelled; raise :class:`TerminalError` on rejection."""
+        """Connect and reconnect until stopped; raise :class:`TerminalError` on rejection."""
         failures = 0
-        while True:
+        while not self._stopping:
             self.counters.attempts += 1
             connection_id = self.status.connection_id + 1
             end = await self._session(connection_id)
+            if self._stopping:
+                return
             if end.terminal is not None:
                 raise TerminalError(end.terminal)
             self.counters.reconnects[end.reason] = self.counters.reconnects.get(end.reason, 0) + 1
@@ -157,7 +171,9 @@ class Connection:
                 failures,
             )
             if delay > 0:
-                await trio.sleep(delay)
+                self._soft_scope = trio.CancelScope()
+                with self._soft_scope:
+                    await trio.sleep(delay)
 
     def _backoff(self, failures: int) -> float:
         """0 for the first retry, then uniform(0, min(cap, base * 2**(n-1)))."""
@@ -174,32 +190,40 @@ class Connection:
 
     async def _session(self, connection_id: int) -> _SessionEnd:
         self.status.connection_id = connection_id
-        ws: WebSocket | None = None
-        end = _SessionEnd("closed", healthy=False)
+        self._soft_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             try:
-                with trio.fail_after(self.connect_timeout):
-                    ws = await self.transport.connect(nursery, self.url, headers=self._headers())
-                    self.scope_limit.record(trio.current_time())
-                    await ws.send(self._hello())
-            except trio.TooSlowError:
-                end = _SessionEnd("connect_timeout", healthy=False)
-            except TransportError as exc:
-                if exc.status in (401, 403):
-                    end = _SessionEnd("rejected", False, terminal=f"WebSocket upgrade: {exc}")
-                else:
-                    end = _SessionEnd("connect_error", healthy=False)
-                    logger.warning("connect failed connection_id={} error={}", connection_id, exc)
-            except TransportClosed:
-                end = _SessionEnd("closed_during_subscribe", healthy=False)
-            else:
-                end = await self._serve(nursery, ws, connection_id)
+                with self._soft_scope:
+                    end = await self._connect_and_serve(nursery, connection_id)
+                    return end
+                return _SessionEnd("stopped", healthy=True)
             finally:
-                if ws is not None:
+                if self._ws is not None:
+                    # The library's reader still runs in ``nursery``: the close handshake
+                    # completes instead of timing out.
                     with trio.move_on_after(1.0, shield=True):
-                        await ws.aclose()
+                        await self._ws.aclose()
+                    self._ws = None
                 nursery.cancel_scope.cancel()
-        return end
+
+    async def _connect_and_serve(self, nursery: trio.Nursery, connection_id: int) -> _SessionEnd:
+        try:
+            with trio.fail_after(self.connect_timeout):
+                ws = self._ws = await self.transport.connect(
+                    nursery, self.url, headers=self._headers()
+                )
+                self.scope_limit.record(trio.current_time())
+                await ws.send(self._hello())
+        except trio.TooSlowError:
+            return _SessionEnd("connect_timeout", healthy=False)
+        except TransportError as exc:
+            if exc.status in (401, 403):
+                return _SessionEnd("rejected", False, terminal=f"WebSocket upgrade: {exc}")
+            logger.warning("connect failed connection_id={} error={}", connection_id, exc)
+            return _SessionEnd("connect_error", healthy=False)
+        except TransportClosed:
+            return _SessionEnd("closed_during_subscribe", healthy=False)
+        return await self._serve(nursery, ws, connection_id)
 
     async def _serve(self, nursery: trio.Nursery, ws: WebSocket, connection_id: int) -> _SessionEnd:
         status = self.status

@@ -40,6 +40,7 @@ class DroppedStream:
     min_sequence: int | None = None
     max_sequence: int | None = None
     last_time_exchange: str | None = None
+    """The latest ``time_exchange`` among the dropped frames (fixed-width text sorts by time)."""
 
 
 @attrs.frozen
@@ -150,7 +151,8 @@ class FrameQueue:
                     summary.min_sequence = seq
                 if summary.max_sequence is None or seq > summary.max_sequence:
                     summary.max_sequence = seq
-            if head.time_exchange is not None:
+            latest = summary.last_time_exchange
+            if head.time_exchange is not None and (latest is None or head.time_exchange > latest):
                 summary.last_time_exchange = head.time_exchange
         if self._lot:
             self._lot.unpark_all()

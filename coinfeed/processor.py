@@ -85,6 +85,12 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
+def window_end(time_exchange: str) -> datetime:
+    """A window end that includes ``time_exchange``: datetimes hold microseconds, CoinAPI sends
+    100 ns, so truncating would put the trade itself just outside ``time_end``."""
+    return parse_time(time_exchange) + timedelta(microseconds=1)
+
+
 @attrs.define(slots=True)
 class ProcessorCounters:
     """Plain counters (read by the metrics collector and the stats line)."""
@@ -208,7 +214,7 @@ class Processor:
             if not self._restarted("trade", symbol_id, msg.sequence):
                 return
         elif verdict is Verdict.GAP:
-            self._trade_gap(symbol_id, obs.missing, parse_time(msg.time_exchange), out)
+            self._trade_gap(symbol_id, obs.missing, window_end(msg.time_exchange), out)
         elif verdict is Verdict.FIRST:
             self._restart_expected.discard(("trade", symbol_id))
         last = self._last_trade_time.get(symbol_id)
@@ -379,7 +385,7 @@ class Processor:
             missing = dropped.count
         if data_type == "trade":
             end = (
-                parse_time(dropped.last_time_exchange)
+                window_end(dropped.last_time_exchange)
                 if dropped.last_time_exchange
                 else self.wall_clock()
             )

@@ -173,8 +173,12 @@ class RecoveryScheduler:
     @property
     def pending(self) -> int:
         """Work items waiting: trade windows, interim book fetches and unconfirmed resyncs."""
-        windows = sum(len(ws) for ws in self._windows.values())
-        return windows + len(self._book_fetches) + len(self._resyncs)
+        return self.pending_backfills + len(self._book_fetches) + len(self._resyncs)
+
+    @property
+    def pending_backfills(self) -> int:
+        """Trade windows waiting to be fetched (in-flight ones are not counted)."""
+        return sum(len(ws) for ws in self._windows.values())
 
     def request_backfill_nowait(self, window: TradeWindow) -> bool:
         """Queue a trade window, merged with an overlapping pending one; False if over the cap."""

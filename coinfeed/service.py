@@ -170,7 +170,7 @@ class Service:
     async def run(self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED) -> int:
         """Run until shutdown; return the exit code (0 clean, 1 failure, 3 rejected)."""
         status = self.status
-        connection_scope = trio.CancelScope()
+        connection_done = trio.Event()
         recovery_scope = trio.CancelScope()
         processor_done = trio.Event()
         sinks_done = trio.Event()
@@ -181,7 +181,7 @@ class Service:
                     root.start_soon(self._watch_signals, root.cancel_scope)
                 if self.settings.duration is not None:
                     root.start_soon(self._stop_after, self.settings.duration)
-                root.start_soon(self._run_connection, connection_scope)
+                root.start_soon(self._run_connection, connection_done)
                 root.start_soon(self._run_in_scope, self.recovery.run, recovery_scope)
                 root.start_soon(self._run_processor, processor_done)
                 root.start_soon(self._run_sinks, sinks_done)
@@ -195,7 +195,8 @@ class Service:
                 await status.shutdown.wait()
                 logger.info("shutting down reason={}", status.shutdown_reason)
                 with trio.move_on_after(self.settings.shutdown_timeout) as grace:
-                    connection_scope.cancel()
+                    self.connection.stop_nowait()
+                    await connection_done.wait()
                     recovery_scope.cancel()
                     self.queue.close()
                     await processor_done.wait()
@@ -222,12 +223,13 @@ class Service:
         with scope:
             await fn()
 
-    async def _run_connection(self, scope: trio.CancelScope) -> None:
-        with scope:
-            try:
-                await self.connection.run()
-            except TerminalError as exc:
-                self.status.request_shutdown("rejected by CoinAPI", fatal_for(exc))
+    async def _run_connection(self, done: trio.Event) -> None:
+        try:
+            await self.connection.run()
+        except TerminalError as exc:
+            self.status.request_shutdown("rejected by CoinAPI", fatal_for(exc))
+        finally:
+            done.set()
 
     async def _run_processor(self, done: trio.Event) -> None:
         try:
@@ -310,7 +312,7 @@ async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
 
     config = SimulatorConfig(rate=rate, seed=seed, faults=faults)
     async with open_simulator(config) as sim:
-        symbols = settings.symbols or tuple(sim.symbols)
+        symbols = settings.symbols or sim.config.symbols
         logger.info("demo simulator ws_url={} rest_url={}", sim.ws_url, sim.rest_url)
         demo_settings = attrs.evolve(
             settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from coinfeed import __version__
 from coinfeed.cli import main
@@ -205,31 +204,14 @@ def test_simulate_without_the_simulator_exits_1(
     assert "simulator (coinfeed.simulator.cli) is not available" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("style", ["sync main", "async run_simulate"])
-def test_simulate_delegates_its_arguments(style: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    received: list[Any] = []
-    module = types.ModuleType("coinfeed.simulator.cli")
-
-    def add_arguments(parser: Any) -> None:
-        parser.add_argument("--port", type=int, default=0)
-
-    def simulate(args: Any) -> int:
-        received.append(args.port)
-        return 4
-
-    async def run_simulate(args: Any) -> int:
-        await trio.lowlevel.checkpoint()
-        return simulate(args)
-
-    module.add_arguments = add_arguments  # type: ignore[attr-defined]
-    if style == "sync main":
-        module.main = simulate  # type: ignore[attr-defined]
-    else:
-        module.run_simulate = run_simulate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "coinfeed.simulator.cli", module)
-    assert main(["simulate", "--port", "9999"]) == 4
+def test_simulate_runs_the_simulator_and_prints_its_urls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["simulate", "--duration", "0.3", "--rate", "200", "--seed", "3"]) == 0
+    lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["ws_url"].startswith("ws://127.0.0.1:") and lines["ws_url"].endswith("/v1/")
+    assert lines["rest_url"].startswith("http://127.0.0.1:")
     assert main(["simulate", "--bogus"]) == 2
-    assert received == [9999]
 
 
 def test_python_dash_m_coinfeed_exit_code() -> None:

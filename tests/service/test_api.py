@@ -16,10 +16,10 @@ from tests.service.fakes import FakeTransport, FakeWebSocket
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 SNAPSHOT = (
-    '{"type":"book","symbol_id":"%s","sequence":1,"time_exchange":"2026-11-28T10:00:00.0000000Z",'
+    f'{{"type":"book","symbol_id":"{SYM}","sequence":1,"time_exchange":"2026-11-28T10:00:00.0000000Z",'
     '"time_coinapi":"2026-11-28T10:00:00.0000000Z","is_snapshot":true,'
     '"asks":[{"price":101.50,"size":2},{"price":101.25,"size":1}],"bids":[{"price":99.0,"size":3}]}'
-) % SYM
+)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ async def running(
 
 
 async def test_health_ready_and_books(running: tuple[Service, FakeWebSocket, str]) -> None:
-    service, ws, url = running
+    _service, ws, url = running
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health")).status_code == 200
         ws.feed('{"type":"hearbeat"}', SNAPSHOT)
@@ -61,7 +61,7 @@ async def test_health_ready_and_books(running: tuple[Service, FakeWebSocket, str
 
 
 async def test_metrics_and_memory_debug(running: tuple[Service, FakeWebSocket, str]) -> None:
-    service, ws, url = running
+    _service, ws, url = running
     ws.feed('{"type":"hearbeat"}', SNAPSHOT, "not json")
     await trio.sleep(0.05)
     async with httpx.AsyncClient(base_url=url) as client:

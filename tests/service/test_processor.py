@@ -118,7 +118,11 @@ async def test_a_trade_seen_live_is_not_delivered_again_by_backfill() -> None:
     out = h.feed(ConnectionOpened(1, T0), trade(1, "AA-1", 0), trade(3, "AA-3", 2))
     assert [t.uuid for t in trades(out)] == ["aa-1", "aa-3"]
     [window] = h.windows()
-    assert (window.start, window.end, window.expected_missing) == (T0, T0 + timedelta(seconds=2), 1)
+    assert (window.start, window.end, window.expected_missing) == (
+        T0,
+        T0 + timedelta(seconds=2, microseconds=1),
+        1,
+    )
     rest = [
         RestTrade(
             symbol_id=SYM,
@@ -135,6 +139,15 @@ async def test_a_trade_seen_live_is_not_delivered_again_by_backfill() -> None:
     delivered = trades(out)
     assert [(t.uuid, t.source, t.sequence) for t in delivered] == [("aa-2", "rest", None)]
     assert [(g.status, g.recovery) for g in gaps(out)] == [("recovered", "backfill")]
+
+
+async def test_window_end_includes_a_trade_stamped_with_100ns_precision() -> None:
+    h = harness()
+    late = trade(3, "c", 2).replace(ts(2).encode(), b"2026-11-28T12:00:02.0000009Z")
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), late)
+    [window] = h.windows()
+    # 12:00:02.0000009 must lie inside [start, end]: microseconds would truncate it to .000000.
+    assert window.end > T0 + timedelta(seconds=2)
 
 
 async def test_incomplete_backfill_is_retried_then_reported_unrecovered() -> None:
@@ -199,7 +212,10 @@ async def test_dropped_trades_are_repaired_without_waiting_for_a_successor() -> 
     assert [t.uuid for t in trades(out)] == ["a", "b"]
     assert [(g.status, g.missing) for g in gaps(out)] == [("pending", 2)]
     [window] = h.windows()
-    assert (window.start, window.end) == (T0 + timedelta(seconds=1), T0 + timedelta(seconds=3))
+    assert (window.start, window.end) == (
+        T0 + timedelta(seconds=1),
+        T0 + timedelta(seconds=3, microseconds=1),
+    )
     # The successor is in sequence: no second gap, no second request.
     out = h.feed(trade(5, "e", 4))
     assert gaps(out) == [] and len(h.windows()) == 1

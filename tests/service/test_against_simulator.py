@@ -1,0 +1,289 @@
+"""The whole service against the simulator on loopback, checked against its ground truth.
+
+Each scenario runs the market, injects faults, then pauses the market and waits until the
+service has settled; at that point every trade the market produced must have been delivered
+exactly once, live or backfilled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from coinfeed.book import BookState
+from coinfeed.config import Secret, Settings
+from coinfeed.events import GapEvent, TradeEvent
+from coinfeed.service import Service
+from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
+from tests.service.conftest import MemorySink
+
+SYMBOLS = ("BITSTAMP_SPOT_BTC_USD", "BITSTAMP_SPOT_BTC_USDT", "COINBASE_SPOT_ETH_USD")
+
+
+@attrs.define(eq=False)
+class SlowSink(MemorySink):
+    """A sink whose writes take ``delay`` seconds (in a worker thread, like a slow disk)."""
+
+    delay: float = 0.0
+    blocking: bool = True
+
+    def write_batch(self, events: list[Any]) -> None:
+        time.sleep(self.delay)
+        super().write_batch(events)
+
+
+@asynccontextmanager
+async def running(
+    make_settings: Callable[..., Settings],
+    sim_config: SimulatorConfig,
+    *,
+    sink: MemorySink | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[Simulator, Service, MemorySink]]:
+    sink = sink or MemorySink()
+    async with open_simulator(sim_config) as sim:
+        values: dict[str, Any] = {
+            "ws_url": sim.ws_url,
+            "rest_url": sim.rest_url,
+            "symbols": SYMBOLS,
+            "stale_after": 2.0,
+            "recovery_pause": 0.02,
+        }
+        values.update(overrides)
+        service = Service.build(make_settings(**values), sinks=[sink], handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(lambda: service.status.connected, 5, "connected")
+            yield sim, service, sink
+            service.status.request_shutdown("test over")
+
+
+async def wait_for(condition: Callable[[], bool], limit: float, what: str) -> None:
+    with trio.move_on_after(limit):
+        while not condition():
+            await trio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {limit}s waiting for {what}")
+
+
+def trade_uuids(sink: MemorySink) -> list[str]:
+    return [e.uuid for e in sink.events if isinstance(e, TradeEvent)]
+
+
+def truth_uuids(sim: Simulator) -> set[str]:
+    return {t.uuid.lower() for s in SYMBOLS for t in sim.truth.trades(s)}
+
+
+async def settle_and_check_trades(sim: Simulator, service: Service, sink: MemorySink) -> None:
+    """Pause the market, wait for recovery to finish, then compare with ground truth."""
+    sim.pause_market()
+    expected = truth_uuids(sim)
+    assert expected, "the market produced no trades"
+    await wait_for(
+        lambda: set(trade_uuids(sink)) >= expected and service.recovery.pending_backfills == 0,
+        20,
+        "every produced trade to be delivered",
+    )
+    delivered = trade_uuids(sink)
+    duplicates = [u for u, n in Counter(delivered).items() if n > 1]
+    assert duplicates == []
+    assert set(delivered) == expected
+
+
+async def scenario(
+    sim: Simulator, steps: list[Callable[[], Awaitable[None] | None]], gap: float = 0.5
+) -> None:
+    for step in steps:
+        await trio.sleep(gap)
+        result = step()
+        if result is not None:
+            await result
+    await trio.sleep(gap)
+
+
+async def test_overload_drops_are_counted_repaired_and_queue_stays_bounded(
+    make_settings: Callable[..., Settings],
+) -> None:
+    sink = SlowSink(delay=0.02)
+    async with running(
+        make_settings,
+        SimulatorConfig(rate=6000, seed=3),
+        sink=sink,
+        queue_capacity=20,
+        sink_queue_capacity=50,
+    ) as (sim, service, _):
+        await trio.sleep(3)
+        stats = service.queue.statistics()
+        assert stats.dropped > 0, "the slow sink should have forced drops"
+        assert stats.peak <= stats.capacity == 20
+        sink.delay = 0
+        await settle_and_check_trades(sim, service, sink)
+        assert service.queue.statistics().peak <= 20
+        gaps = [e for e in sink.events if isinstance(e, GapEvent) and e.data_type == "trade"]
+        assert any(g.status == "recovered" for g in gaps)
+
+
+async def test_book_gap_resubscribes_and_the_book_matches_ground_truth(
+    make_settings: Callable[..., Settings],
+) -> None:
+    symbol = SYMBOLS[0]
+    async with running(make_settings, SimulatorConfig(rate=2000, seed=4)) as (sim, service, sink):
+        await trio.sleep(0.5)
+        sim.faults.skip_next("book", symbol, 3)
+        await wait_for(
+            lambda: any(
+                isinstance(e, GapEvent) and e.data_type == "book" and e.status == "recovered"
+                for e in sink.events
+            ),
+            10,
+            "the book gap to be recovered",
+        )
+        assert sim.stats.scope_messages >= 2  # unsubscribe + subscribe
+        sim.pause_market()
+        await trio.sleep(0.3)
+        book = service.processor.books.get(symbol)
+        assert book is not None and book.state is BookState.SYNCED
+        truth = sim.truth.book(symbol)
+        assert truth is not None
+        asks, bids = book.top(1000)
+        assert asks == [(lv.price, lv.size) for lv in truth.asks]
+        assert bids == [(lv.price, lv.size) for lv in truth.bids]
+        await settle_and_check_trades(sim, service, sink)
+
+
+async def test_rest_429_retry_after_is_honoured_with_at_most_two_calls_in_flight(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(make_settings, SimulatorConfig(rate=3000, seed=5)) as (sim, service, sink):
+        await trio.sleep(0.5)
+        sim.rest_faults.fail_next(2, status=429, retry_after=2)
+        started = trio.current_time()
+        for symbol in SYMBOLS:
+            sim.faults.skip_next("trade", symbol, 2)
+        await wait_for(
+            lambda: (
+                sum(
+                    1
+                    for e in sink.events
+                    if isinstance(e, GapEvent)
+                    and e.data_type == "trade"
+                    and e.status == "recovered"
+                )
+                >= 3
+            ),
+            20,
+            "the three trade gaps to be recovered",
+        )
+        elapsed = trio.current_time() - started
+        assert elapsed >= 2.0, "recovery finished before Retry-After had passed"
+        assert sim.stats.rest_by_status.get(429) == 2
+        assert sim.stats.rest_peak_in_flight <= 2
+        await settle_and_check_trades(sim, service, sink)
+        assert sim.stats.rest_peak_in_flight <= 2
+
+
+async def test_rejected_key_exits_3_quickly_after_at_most_two_attempts(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with open_simulator(SimulatorConfig(rate=500, keys=frozenset({"good-key"}))) as sim:
+        settings = make_settings(
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            symbols=SYMBOLS,
+            api_key=Secret("wrong-key"),
+        )
+        service = Service.build(settings, sinks=[MemorySink()], handle_signals=False)
+        started = trio.current_time()
+        with trio.fail_after(10):
+            code = await service.run()
+        assert code == 3
+        assert trio.current_time() - started < 5
+        assert sim.stats.ws_connections_total <= 2
+        assert service.status.fatal is not None
+        assert "wrong-key" not in service.status.fatal.message
+
+
+async def test_reconnect_frames_and_abrupt_disconnects_lose_no_trades(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(make_settings, SimulatorConfig(rate=3000, seed=6)) as (sim, service, sink):
+        await scenario(sim, [lambda: sim.send_reconnect_all(1), sim.disconnect_all], gap=1.5)
+        await wait_for(lambda: service.status.connected, 5, "reconnected")
+        reasons = service.connection.counters.reconnects
+        assert reasons.get("server_reconnect", 0) >= 1
+        assert sum(reasons.values()) >= 2
+        await settle_and_check_trades(sim, service, sink)
+        reconnect_gaps = [
+            e
+            for e in sink.events
+            if isinstance(e, GapEvent) and e.reason == "reconnect" and e.data_type == "trade"
+        ]
+        assert reconnect_gaps and {g.status for g in reconnect_gaps} >= {"pending", "recovered"}
+
+
+async def test_stalled_stream_reconnects_after_stale_after(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(make_settings, SimulatorConfig(rate=1000, seed=7), stale_after=0.5) as (
+        sim,
+        service,
+        sink,
+    ):
+        await trio.sleep(0.5)
+        sim.stall(3)
+        await wait_for(
+            lambda: service.connection.counters.reconnects.get("stale", 0) >= 1,
+            5,
+            "the watchdog to reconnect",
+        )
+        await wait_for(lambda: service.status.connected, 5, "reconnected")
+        await settle_and_check_trades(sim, service, sink)
+
+
+async def test_bad_frames_are_counted_by_reason_and_the_service_goes_on(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(
+        make_settings, SimulatorConfig(rate=1000, seed=8), max_frame_bytes=64 * 1024
+    ) as (sim, service, sink):
+        await trio.sleep(0.3)
+        for kind in ("not_json", "wrong_price", "sequence_string", "unknown_type"):
+            sim.inject_malformed_all(kind)
+        sim.inject_oversized_all(200 * 1024)
+        await wait_for(
+            lambda: sum(service.processor.counters.invalid.values()) >= 5,
+            5,
+            "the bad frames to be counted",
+        )
+        assert service.processor.counters.invalid == {
+            "not_json": 1,
+            "invalid_schema": 2,
+            "unknown_type": 1,
+            "too_large": 1,
+        }
+        assert service.status.connected
+        await settle_and_check_trades(sim, service, sink)
+
+
+async def test_prices_reach_the_sink_with_the_digits_sent(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(make_settings, SimulatorConfig(rate=1000, seed=9)) as (sim, _service, sink):
+        await trio.sleep(1)
+        sim.pause_market()
+        await trio.sleep(0.2)
+        by_uuid = {t.uuid.lower(): t for s in SYMBOLS for t in sim.truth.trades(s)}
+        live = [e for e in sink.events if isinstance(e, TradeEvent)]
+        assert live
+        for event in live:
+            truth = by_uuid[event.uuid]
+            assert isinstance(event.price, Decimal)
+            assert str(event.price) == str(truth.price)
+            assert str(event.size) == str(truth.size)
