@@ -184,9 +184,12 @@ class RecoveryScheduler:
         """Queue a trade window, merged with an overlapping pending one; False if over the cap."""
         pending = self._windows.setdefault(window.symbol_id, [])
         for existing in pending:
+            # Merging must never postpone pending work: under a reconnect storm each new
+            # window is due later, and absorbing it would defer the fetch forever.
             if (
                 window.start <= existing.end + MERGE_SLACK
                 and window.end >= existing.start - MERGE_SLACK
+                and window.not_before <= existing.not_before
             ):
                 existing.absorb(window)
                 self._wake.set()

@@ -231,13 +231,14 @@ async def test_reconnect_frames_and_abrupt_disconnects_lose_no_trades(
 async def test_stalled_stream_reconnects_after_stale_after(
     make_settings: Callable[..., Settings],
 ) -> None:
-    async with running(make_settings, SimulatorConfig(rate=1000, seed=7), stale_after=0.5) as (
+    # stale_after must exceed the 1 s heartbeat interval, or a quiet market would flap.
+    async with running(make_settings, SimulatorConfig(rate=1000, seed=7), stale_after=1.5) as (
         sim,
         service,
         sink,
     ):
         await trio.sleep(0.5)
-        sim.stall(3)
+        sim.stall(4)
         await wait_for(
             lambda: service.connection.counters.reconnects.get("stale", 0) >= 1,
             5,

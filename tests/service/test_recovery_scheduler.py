@@ -122,6 +122,29 @@ async def test_overlapping_windows_of_a_symbol_merge_into_one_call(
     assert merged.window.expected_missing == 5
 
 
+async def test_a_later_due_window_does_not_postpone_a_pending_one(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rest, delivered = FakeRest(delay=0.1), []
+    sched = scheduler(rest, delivered, pause=0.0)
+    first = window("S", 0, 10)
+    first.not_before = trio.current_time() + 2
+    sched.request_backfill_nowait(first)
+
+    async def reconnect_storm() -> None:
+        # A new overlapping window, due 2 s later, every second (like repeated reconnects).
+        for i in range(1, 6):
+            await trio.sleep(1)
+            later = window("S", 0, 10 + i)
+            later.not_before = trio.current_time() + 2
+            sched.request_backfill_nowait(later)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconnect_storm)
+        await run_until(sched, lambda: bool(delivered), limit=30)
+    assert rest.calls[0][3] <= 2.1, "the first window was postponed by later ones"
+
+
 async def test_retry_after_holds_every_worker_back(autojump_clock: trio.abc.Clock) -> None:
     rest = FakeRest(delay=0.1, failures=[RestRetryable("HTTP 429", status=429, retry_after=7)])
     delivered: list[object] = []
