@@ -278,7 +278,7 @@ class Connection:
         head = peek_frame(last) if last else None
         if head is not None and head.type == "error":
             message = FrameDecoder().decode(last)
-            text = message.message if isinstance(message, ErrorFrame) else ""
+            text = (message.message or "") if isinstance(message, ErrorFrame) else ""
             if BUFFER_OVERFLOW_HINT in text:
                 return _SessionEnd("server_buffer_overflow", healthy=False)
             return _SessionEnd("rejected", False, terminal=f"CoinAPI error: {text}")

@@ -287,7 +287,7 @@ class Processor:
         if isinstance(msg, Book5 | Book20 | Book50):
             self._on_top_of_book(msg, out)
         elif isinstance(msg, Error):
-            self.status.server_error(self._connection_id, msg.message)
+            self.status.server_error(self._connection_id, msg.message or "")
         elif isinstance(msg, Reconnect):
             logger.info(
                 "server announced a restart within_seconds={} before_time={}",

@@ -150,9 +150,9 @@ class HeartbeatCorrected(msgspec.Struct, tag_field="type", tag="heartbeat", gc=F
 
 
 class Error(msgspec.Struct, tag_field="type", tag="error", gc=False):
-    """Terminal: the server closes the connection after it."""
+    """Terminal: the server closes the connection after it. ``message`` may be null or absent."""
 
-    message: str = ""
+    message: str | None = ""
 
 
 class Reconnect(msgspec.Struct, tag_field="type", tag="reconnect", kw_only=True, gc=False):

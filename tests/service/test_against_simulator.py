@@ -86,15 +86,30 @@ async def settle_and_check_trades(sim: Simulator, service: Service, sink: Memory
     sim.pause_market()
     expected = truth_uuids(sim)
     assert expected, "the market produced no trades"
-    await wait_for(
-        lambda: set(trade_uuids(sink)) >= expected and service.recovery.pending_backfills == 0,
-        20,
-        "every produced trade to be delivered",
-    )
+    with trio.move_on_after(20):
+        while not (set(trade_uuids(sink)) >= expected and service.recovery.pending_backfills == 0):
+            await trio.sleep(0.02)
     delivered = trade_uuids(sink)
+    missing = expected - set(delivered)
+    assert not missing, diagnose(sim, service, sink, missing)
     duplicates = [u for u, n in Counter(delivered).items() if n > 1]
     assert duplicates == []
     assert set(delivered) == expected
+
+
+def diagnose(sim: Simulator, service: Service, sink: MemorySink, missing: set[str]) -> str:
+    """What a failing completeness check needs to be understood from a CI log."""
+    when = {t.uuid.lower(): (s, t.time_exchange) for s in SYMBOLS for t in sim.truth.trades(s)}
+    gap_states = Counter(
+        (e.data_type, e.reason, e.status) for e in sink.events if isinstance(e, GapEvent)
+    )
+    return (
+        f"{len(missing)} trades never delivered, e.g. {sorted(when[u] for u in missing)[:5]}; "
+        f"reconnects={service.connection.counters.reconnects} "
+        f"recoveries={service.processor.counters.recoveries} gaps={dict(gap_states)} "
+        f"pending_backfills={service.recovery.pending_backfills} "
+        f"dropped={service.queue.dropped_total} sim={sim.stats}"
+    )
 
 
 async def scenario(

@@ -1,0 +1,2 @@
+"""Root conftest: its presence puts the repository root on ``sys.path`` (pytest's rootdir
+conftest rule), so ``import coinfeed`` works from ``.venv/bin/pytest`` without an install."""

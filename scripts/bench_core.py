@@ -1,0 +1,324 @@
+"""Throughput of the sans-I/O core on a realistic, seeded frame mix.
+
+Prints frames/s for (a) decode only (``FrameDecoder.decode``) and (b) the full core path: decode,
+``SequenceTracker.observe``, ``OrderBook.apply_*`` for book frames and
+``TradeDedup.first_sighting`` for trades, plus the ratio (b)/(a), each the median of several
+rounds. The mix: about 55 % ``book`` (a snapshot per symbol first, then updates of 1-5 levels with
+some deletes and new levels), 30 % trades, 15 % quotes over 10 symbols.
+
+    .venv/bin/python scripts/bench_core.py [--frames N] [--rounds R] [--json] [--index-compare]
+
+``--index-compare`` also times the book's lazy sorted index against a bisect-maintained one on
+the same updates, with top-10 reads every N updates (the measurement behind ``coinfeed.book``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from coinfeed import protocol
+from coinfeed.book import Books, BookState, LevelLike, OrderBook
+from coinfeed.book import _price_key as price_key
+from coinfeed.dedup import TradeDedup
+from coinfeed.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade
+from coinfeed.sequence import OBSERVED_NEXT, OBSERVED_STALE, SequenceTracker
+
+SYMBOLS = [
+    f"BENCH_SPOT_{base}_USD"
+    for base in ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "AVAX", "LINK"]
+]
+SNAPSHOT_LEVELS = 200  # per side
+LADDER = 400  # ticks per side a level can appear on
+
+
+def _size(rng: random.Random) -> Decimal:
+    return Decimal(rng.randint(1, 5_000_000_000)).scaleb(-8)
+
+
+class _SymbolMarket:
+    """Seeded book state of one symbol, so updates touch live levels and deletes hit."""
+
+    def __init__(self, rng: random.Random, symbol_id: str, mid_ticks: int) -> None:
+        self.rng = rng
+        self.symbol_id = symbol_id
+        self.ask_ticks = range(mid_ticks + 1, mid_ticks + 1 + LADDER)
+        self.bid_ticks = range(mid_ticks - LADDER, mid_ticks)
+        self.asks = set(self.ask_ticks[:SNAPSHOT_LEVELS])
+        self.bids = set(self.bid_ticks[-SNAPSHOT_LEVELS:])
+        self.sequence = {"book": 0, "trade": 0, "quote": 0}
+        self.mid_ticks = mid_ticks
+
+    def next_sequence(self, data_type: str) -> int:
+        self.sequence[data_type] += 1
+        return self.sequence[data_type]
+
+    @staticmethod
+    def price(ticks: int) -> Decimal:
+        return Decimal(ticks).scaleb(-2)
+
+    def snapshot(self, stamp: str) -> BookUpdate:
+        return BookUpdate(
+            symbol_id=self.symbol_id,
+            sequence=self.next_sequence("book"),
+            time_exchange=stamp,
+            time_coinapi=stamp,
+            is_snapshot=True,
+            asks=[Level(self.price(t), _size(self.rng)) for t in sorted(self.asks)],
+            bids=[Level(self.price(t), _size(self.rng)) for t in sorted(self.bids, reverse=True)],
+        )
+
+    def update(self, stamp: str) -> BookUpdate:
+        rng = self.rng
+        asks: list[Level] = []
+        bids: list[Level] = []
+        for _ in range(rng.randint(1, 5)):
+            is_ask = rng.random() < 0.5
+            live, ladder, out = (
+                (self.asks, self.ask_ticks, asks) if is_ask else (self.bids, self.bid_ticks, bids)
+            )
+            roll = rng.random()
+            if roll < 0.2 and len(live) > 50:  # delete a live level
+                tick = rng.choice(tuple(live))
+                live.discard(tick)
+                out.append(Level(self.price(tick), Decimal(0)))
+            elif roll < 0.4:  # a level anywhere on the ladder (often new)
+                tick = rng.choice(ladder)
+                live.add(tick)
+                out.append(Level(self.price(tick), _size(rng)))
+            else:  # new size for a live level
+                tick = rng.choice(tuple(live))
+                out.append(Level(self.price(tick), _size(rng)))
+        return BookUpdate(
+            symbol_id=self.symbol_id,
+            sequence=self.next_sequence("book"),
+            time_exchange=stamp,
+            time_coinapi=stamp,
+            is_snapshot=False,
+            asks=asks,
+            bids=bids,
+        )
+
+    def trade(self, stamp: str) -> Trade:
+        rng = self.rng
+        return Trade(
+            symbol_id=self.symbol_id,
+            sequence=self.next_sequence("trade"),
+            time_exchange=stamp,
+            time_coinapi=stamp,
+            uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)).upper(),
+            price=self.price(self.mid_ticks + rng.randint(-5, 5)),
+            size=_size(rng),
+            taker_side=rng.choice(("BUY", "SELL", "BUY_ESTIMATED", "SELL_ESTIMATED")),
+        )
+
+    def quote(self, stamp: str) -> Quote:
+        rng = self.rng
+        return Quote(
+            symbol_id=self.symbol_id,
+            sequence=self.next_sequence("quote"),
+            time_exchange=stamp,
+            time_coinapi=stamp,
+            ask_price=self.price(self.mid_ticks + 1),
+            ask_size=_size(rng),
+            bid_price=self.price(self.mid_ticks - 1),
+            bid_size=_size(rng),
+        )
+
+
+def build_frames(count: int, seed: int) -> tuple[list[bytes], list[BookUpdate]]:
+    """Pre-encoded frames of the mix, and the book messages in order (for --index-compare)."""
+    rng = random.Random(seed)
+    markets = [_SymbolMarket(rng, symbol_id, rng.randint(100, 6_000_000)) for symbol_id in SYMBOLS]
+    encode = protocol.encode
+    frames: list[bytes] = []
+    books: list[BookUpdate] = []
+    for market in markets:
+        snapshot = market.snapshot("2026-01-02T03:04:05.0000000Z")
+        frames.append(encode(snapshot))
+        books.append(snapshot)
+    while len(frames) < count:
+        n = len(frames)
+        stamp = f"2026-01-02T03:{n // 600000 % 60:02d}:{n // 10000 % 60:02d}.{n % 10000:04d}123Z"
+        market = rng.choice(markets)
+        roll = rng.random()
+        if roll < 0.55:
+            message = market.update(stamp)
+            books.append(message)
+            frames.append(encode(message))
+        elif roll < 0.85:
+            frames.append(encode(market.trade(stamp)))
+        else:
+            frames.append(encode(market.quote(stamp)))
+    return frames, books
+
+
+def decode_only(frames: list[bytes]) -> None:
+    decode = FrameDecoder().decode
+    for frame in frames:
+        decode(frame)
+
+
+def full_core_path(frames: list[bytes]) -> None:
+    """What the processor does per frame, minus events and I/O."""
+    decode = FrameDecoder().decode
+    observe = SequenceTracker().observe
+    get_book = Books().get_or_create
+    first_sighting = TradeDedup(200_000).first_sighting  # the service default
+    synced = BookState.SYNCED
+    for frame in frames:
+        msg = decode(frame)
+        kind = type(msg)  # one type() and "is" tests: cheaper than isinstance per branch
+        if kind is BookUpdate:
+            update: BookUpdate = msg  # type: ignore[assignment]
+            obs = observe("book", update.symbol_id, update.sequence)
+            book = get_book(update.symbol_id)
+            if update.is_snapshot:
+                book.apply_snapshot(update.asks, update.bids, update.sequence)
+            elif obs is OBSERVED_NEXT and book.state is synced:
+                book.apply_update(update.asks, update.bids, update.sequence)
+            elif obs is not OBSERVED_STALE:
+                book.mark_stale()
+        elif kind is Trade:
+            trade: Trade = msg  # type: ignore[assignment]
+            if observe("trade", trade.symbol_id, trade.sequence) is not OBSERVED_STALE:
+                first_sighting(trade.uuid)
+        elif kind is Quote:
+            quote: Quote = msg  # type: ignore[assignment]
+            observe("quote", quote.symbol_id, quote.sequence)
+
+
+def median_rates(
+    runs: list[Callable[[list[bytes]], None]], frames: list[bytes], rounds: int
+) -> list[float]:
+    """Median frames/s of each run; rounds interleave the runs so drift hits them alike."""
+    rates: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, samples in zip(runs, rates, strict=True):
+            started = time.perf_counter()
+            run(frames)
+            samples.append(len(frames) / (time.perf_counter() - started))
+    return [statistics.median(samples) for samples in rates]
+
+
+class _BisectIndexBook:
+    """OrderBook with the other index strategy: sorted (price, key) lists kept up to date by bisect
+    on every added or removed level, instead of sorting lazily on read. Same keys, same dicts."""
+
+    def __init__(self) -> None:
+        self.sizes: tuple[dict[str, Decimal], dict[str, Decimal]] = ({}, {})
+        self.prices: tuple[dict[str, Decimal], dict[str, Decimal]] = ({}, {})
+        self.index: tuple[list[tuple[Decimal, str]], list[tuple[Decimal, str]]] = ([], [])
+
+    def apply_snapshot(self, asks: Iterable[LevelLike], bids: Iterable[LevelLike], _: int) -> None:
+        self.sizes, self.prices, self.index = ({}, {}), ({}, {}), ([], [])
+        self.apply_update(asks, bids, _)
+
+    def apply_update(self, asks: Iterable[LevelLike], bids: Iterable[LevelLike], _: int) -> None:
+        for side, levels in ((0, asks), (1, bids)):
+            sizes, prices, index = self.sizes[side], self.prices[side], self.index[side]
+            for level in levels:
+                key = price_key(level.price)
+                size = level.size
+                if size:
+                    if key not in sizes:
+                        prices[key] = level.price
+                        bisect.insort(index, (level.price, key))
+                    sizes[key] = size
+                elif sizes.pop(key, None) is not None:
+                    del index[bisect.bisect_left(index, (prices.pop(key), key))]
+
+    def top(self, n: int) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        asks = self.index[0][:n]
+        bids = self.index[1][: -n - 1 : -1] if n else []
+        return (
+            [(price, self.sizes[0][key]) for price, key in asks],
+            [(price, self.sizes[1][key]) for price, key in bids],
+        )
+
+
+def index_compare(books: list[BookUpdate], rounds: int) -> dict[str, dict[str, float]]:
+    """ns per book message, lazy vs bisect index, for several read frequencies."""
+    results: dict[str, dict[str, float]] = {}
+    factories: dict[str, Callable[[str], OrderBook | _BisectIndexBook]] = {
+        "lazy": OrderBook,
+        "bisect": lambda _symbol_id: _BisectIndexBook(),
+    }
+    for read_every in (0, 1000, 100, 10):
+        row: dict[str, float] = {}
+        for name, factory in factories.items():
+            timings = []
+            for _ in range(rounds):
+                by_symbol = {symbol_id: factory(symbol_id) for symbol_id in SYMBOLS}
+                started = time.perf_counter()
+                for count, msg in enumerate(books):
+                    book = by_symbol[msg.symbol_id]
+                    if msg.is_snapshot:
+                        book.apply_snapshot(msg.asks, msg.bids, msg.sequence)
+                    else:
+                        book.apply_update(msg.asks, msg.bids, msg.sequence)
+                    if read_every and count % read_every == 0:
+                        book.top(10)
+                timings.append((time.perf_counter() - started) / len(books) * 1e9)
+            row[name] = statistics.median(timings)
+        results[f"read_every_{read_every or 'never'}"] = row
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=200_000, help="frames in the mix")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per figure (median)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the frame mix")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--index-compare", action="store_true", help="also time lazy vs bisect book index"
+    )
+    args = parser.parse_args(argv)
+    if args.frames < len(SYMBOLS) or args.rounds < 1:
+        parser.error(f"--frames must be >= {len(SYMBOLS)} and --rounds >= 1")
+
+    frames, books = build_frames(args.frames, args.seed)
+    decode_rate, core_rate = median_rates([decode_only, full_core_path], frames, args.rounds)
+    report: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "frames": len(frames),
+        "rounds": args.rounds,
+        "mean_frame_bytes": round(sum(map(len, frames)) / len(frames), 1),
+        "decode_only_frames_per_s": round(decode_rate),
+        "full_core_frames_per_s": round(core_rate),
+        "ratio_full_to_decode": round(core_rate / decode_rate, 3),
+    }
+    index_rows = index_compare(books, args.rounds) if args.index_compare else {}
+    if index_rows:
+        report["book_index_ns_per_book_message"] = index_rows
+
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"python {report['python']}, {len(frames):,} frames, median of {args.rounds} rounds")
+    print(f"  mean frame size        {report['mean_frame_bytes']} bytes")
+    print(f"  (a) decode only        {decode_rate:>12,.0f} frames/s  ({1e6 / decode_rate:.2f} µs)")
+    print(f"  (b) full core path     {core_rate:>12,.0f} frames/s  ({1e6 / core_rate:.2f} µs)")
+    print(f"  ratio (b)/(a)          {core_rate / decode_rate:>12.3f}")
+    print("  targets: (b) >= 300,000 frames/s and (b)/(a) >= 0.5")
+    if index_rows:
+        print("  book index, ns per book message (lazy sort on read vs bisect on insert/delete):")
+        for label, row in index_rows.items():
+            print(f"    {label:<20} lazy {row['lazy']:>7.0f}   bisect {row['bisect']:>7.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
