@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import attrs
 
 API_KEY_ENV: Final = "COINAPI_KEY"
+DEBUG_TOKEN_ENV: Final = "COINFEED_DEBUG_TOKEN"
+"""Bearer token for /api/debug/* when the listener is not on loopback; environment only."""
 CONFIG_ENV: Final = "COINFEED_CONFIG"
 ENV_PREFIX: Final = "COINFEED_"
 DATA_TYPES: Final = ("trade", "quote", "book", "book5", "book20", "book50")
@@ -47,6 +49,17 @@ class Secret:
 
     def __str__(self) -> str:
         return "***"
+
+
+@attrs.frozen
+class Shard:
+    """``INDEX/COUNT``: this replica takes the symbols whose stable hash lands on ``index``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 @attrs.frozen
@@ -285,6 +298,19 @@ def _listen(raw: object) -> ListenAddress | None:
     return ListenAddress(host, port)
 
 
+def _shard(raw: object) -> Shard | None:
+    if raw is None or isinstance(raw, Shard):
+        return raw
+    text = _text(raw, "INDEX/COUNT")
+    index_text, slash, count_text = text.partition("/")
+    if not (slash and index_text.isdigit() and count_text.isdigit()):
+        raise _Invalid(f"must be INDEX/COUNT like 0/3, got {_show(raw)}")
+    index, count = int(index_text), int(count_text)
+    if count < 1 or index >= count:
+        raise _Invalid(f"needs COUNT >= 1 and 0 <= INDEX < COUNT, got {_show(raw)}")
+    return Shard(index, count)
+
+
 def _path(raw: object) -> str:
     text = _text(raw, "a file path")
     if not text:
@@ -314,6 +340,13 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("duration", _optional(_seconds()), None, "stop cleanly after this many seconds", "S"),
     _S("queue_capacity", _integer(1), 500, "capacity of the raw frame channel, frames", "N"),
     _S("sink_queue_capacity", _integer(1), 1000, "capacity of the sink channel, events", "N"),
+    _S("sink_batch_size", _integer(1), 1000, "events a sink writes per batch at most", "N"),
+    _S("sink_flush_interval", _seconds(), 0.5,
+       "seconds a sink may hold a partial batch before writing it", "S"),
+    _S("redis_maxlen", _integer(1), 100_000,
+       "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
+    _S("shard", _optional(_shard), None,
+       "INDEX/COUNT: subscribe only this replica's share of the symbols", "INDEX/COUNT"),
     _S("recovery_concurrency", _integer(1, 10), 2, "REST calls in flight at most", "N"),
     _S("recovery_max_attempts", _integer(1), 5, "attempts before a gap is unrecovered", "N"),
     _S("recovery_pause", _seconds(zero_ok=True), 0.2, "seconds between REST batches", "S"),
@@ -327,7 +360,10 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("stats_interval", _seconds(), 10.0, "seconds between stats log lines", "S"),
     _S("interim_rest_book", _boolean, True, "publish the REST book while a book resyncs",
        "BOOL"),
-    _S("apikey_in_hello", _boolean, False, "send the key in the hello, not a header", "BOOL"),
+    _S("apikey_in_hello", _boolean, False,
+       "also send the key in the hello (legacy SDK style; the header is always sent)", "BOOL"),
+    _S("debug_tracemalloc", _boolean, False,
+       "trace allocations so /api/debug/memory can list the top ones (slower)", "BOOL"),
     _S("log_format", _choice(("text", "json"), str.lower), "text", "text or json", "FORMAT"),
     _S("log_level", _choice(LOG_LEVELS, str.upper), "INFO", ", ".join(LOG_LEVELS), "LEVEL"),
     _S("api_key_file", _optional(_path), None,
@@ -382,6 +418,10 @@ class Settings:
     duration: float | None = _DEFAULTS["duration"]
     queue_capacity: int = _DEFAULTS["queue_capacity"]
     sink_queue_capacity: int = _DEFAULTS["sink_queue_capacity"]
+    sink_batch_size: int = _DEFAULTS["sink_batch_size"]
+    sink_flush_interval: float = _DEFAULTS["sink_flush_interval"]
+    redis_maxlen: int = _DEFAULTS["redis_maxlen"]
+    shard: Shard | None = _DEFAULTS["shard"]
     recovery_concurrency: int = _DEFAULTS["recovery_concurrency"]
     recovery_max_attempts: int = _DEFAULTS["recovery_max_attempts"]
     recovery_pause: float = _DEFAULTS["recovery_pause"]
@@ -394,10 +434,13 @@ class Settings:
     stats_interval: float = _DEFAULTS["stats_interval"]
     interim_rest_book: bool = _DEFAULTS["interim_rest_book"]
     apikey_in_hello: bool = _DEFAULTS["apikey_in_hello"]
+    debug_tracemalloc: bool = _DEFAULTS["debug_tracemalloc"]
     log_format: str = _DEFAULTS["log_format"]
     log_level: str = _DEFAULTS["log_level"]
     api_key_file: str | None = _DEFAULTS["api_key_file"]
     api_key: Secret | None = None
+    debug_token: Secret | None = None
+    """From ``COINFEED_DEBUG_TOKEN`` only: required for /api/debug/* off loopback."""
     config_file: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -432,11 +475,14 @@ class Settings:
                 value = list(value)
             elif setting.name == "http":
                 value = "off" if value is None else str(value)
+            elif isinstance(value, Shard):
+                value = str(value)
             values[setting.name] = value
         values["api_key"] = "***" if self.api_key is not None else None
         values["api_key_source"] = (
             None if self.api_key is None else "api_key_file" if self.api_key_file else API_KEY_ENV
         )
+        values["debug_token"] = "***" if self.debug_token is not None else None
         values["config_file"] = self.config_file
         return values
 
@@ -459,7 +505,7 @@ def load_settings(
     ``cli`` maps setting names (and ``config``) to raw values; None means "not given".
     ``defaults`` overrides table defaults (``demo`` uses it). Reads no ``os.environ``.
     """
-    known_secrets = [env.get(API_KEY_ENV, "").strip()]
+    known_secrets = [env.get(API_KEY_ENV, "").strip(), env.get(DEBUG_TOKEN_ENV, "").strip()]
     try:
         return _load(cli, env, require_symbols, require_key, defaults or {}, known_secrets)
     except ConfigError as error:
@@ -516,7 +562,8 @@ def _load(
         )
     if require_key and api_key is None:
         raise ConfigError("api_key", f"{API_KEY_ENV} is not set (or set api_key_file)")
-    return Settings(**values, api_key=api_key, config_file=config_file)
+    debug_token = Secret(known_secrets[1]) if known_secrets[1] else None
+    return Settings(**values, api_key=api_key, debug_token=debug_token, config_file=config_file)
 
 
 def read_config_file(path: str) -> dict[str, object]:
@@ -560,7 +607,10 @@ def unknown_environment(env: Mapping[str, str]) -> dict[str, str | None]:
 
     Not an error (the environment is shared with other tools), but worth a warning.
     """
-    known = {setting.env: setting.name for setting in SETTINGS} | {CONFIG_ENV: "config"}
+    known = {setting.env: setting.name for setting in SETTINGS} | {
+        CONFIG_ENV: "config",
+        DEBUG_TOKEN_ENV: "debug_token",
+    }
     unknown: dict[str, str | None] = {}
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in known:

@@ -38,6 +38,10 @@ INVALID = {
     "duration": "0",
     "queue_capacity": "abc",
     "sink_queue_capacity": "0",
+    "sink_batch_size": "0",
+    "sink_flush_interval": "0",
+    "redis_maxlen": "-5",
+    "shard": "3/3",
     "recovery_concurrency": "11",
     "recovery_max_attempts": "0",
     "recovery_pause": "-0.1",
@@ -50,6 +54,7 @@ INVALID = {
     "stats_interval": "never",
     "interim_rest_book": "maybe",
     "apikey_in_hello": "2",
+    "debug_tracemalloc": "sometimes",
     "log_format": "xml",
     "log_level": "verbose",
     "api_key_file": "/nonexistent/coinapi.key",
@@ -72,7 +77,11 @@ def test_every_setting_has_an_invalid_example() -> None:
 
 def test_the_table_and_the_record_agree() -> None:
     fields = {field.name for field in attrs.fields(Settings)}
-    assert fields == {setting.name for setting in SETTINGS} | {"api_key", "config_file"}
+    assert fields == {setting.name for setting in SETTINGS} | {
+        "api_key",
+        "debug_token",
+        "config_file",
+    }
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.default != ()], ids=lambda s: s.name)
@@ -382,3 +391,14 @@ def test_settings_built_directly_are_validated() -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         load().queue_capacity = 1  # type: ignore[misc]
+
+
+def test_debug_token_comes_from_the_environment_and_is_never_shown() -> None:
+    settings = load_settings(
+        cli={"symbols": "BITSTAMP_SPOT_BTC_USD"},
+        env={**ENV, "COINFEED_DEBUG_TOKEN": "tok-123456"},
+    )
+    assert settings.debug_token is not None and settings.debug_token.reveal() == "tok-123456"
+    assert "tok-123456" not in repr(settings)
+    assert settings.redacted()["debug_token"] == "***"
+    assert "tok-123456" not in str(settings.redacted())
