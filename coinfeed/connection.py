@@ -29,6 +29,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.backoff import full_jitter
 from coinfeed.framequeue import FrameQueue
 from coinfeed.logs import RateLimitedLog
 from coinfeed.protocol import Error as ErrorFrame
@@ -176,10 +177,8 @@ class Connection:
                     await trio.sleep(delay)
 
     def _backoff(self, failures: int) -> float:
-        """0 for the first retry, then uniform(0, min(cap, base * 2**(n-1)))."""
-        if failures == 0:
-            return 0.0
-        return self.rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (failures - 1)))
+        """0 for the first retry (no failure yet), then full jitter."""
+        return full_jitter(failures, base=self.backoff_base, cap=self.backoff_max, rng=self.rng)
 
     def _headers(self) -> list[tuple[str, str]]:
         return [("X-CoinAPI-Key", self.api_key)] if self.api_key else []

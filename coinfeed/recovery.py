@@ -29,6 +29,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.backoff import full_jitter
 from coinfeed.events import GapReason
 from coinfeed.protocol import RestBook, RestTrade, parse_time
 from coinfeed.rest import (
@@ -371,8 +372,7 @@ class RecoveryScheduler:
         self.deliver(TradesUnrecovered(window, error))
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return self._rng.uniform(0, ceiling)
+        return full_jitter(attempt, base=self.backoff_base, cap=self.backoff_max, rng=self._rng)
 
     async def _fetch_interim_book(self, symbol_id: str) -> None:
         try:
