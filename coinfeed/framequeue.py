@@ -67,6 +67,9 @@ class FrameQueue:
     unidentified_drops: int = attrs.field(default=0, init=False)
     _drops: dict[tuple[int, str, str], DroppedStream] = attrs.field(factory=dict, init=False)
     _lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    _control_writers: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
     _closed: bool = attrs.field(default=False, init=False)
 
     def put_frames_nowait(self, connection_id: int, frames: list[str | bytes]) -> int:
@@ -97,10 +100,18 @@ class FrameQueue:
         if self._lot:
             self._lot.unpark_all()
 
+    async def wait_control_room(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` control items are queued (producers of bulky
+        control items, like recovered trades, use it so they never pile up here)."""
+        while self._controls >= limit and not self._closed:
+            await self._control_writers.park()
+        await trio.lowlevel.checkpoint()
+
     def close(self) -> None:
         """No more input: :meth:`get_batch` returns what is left, then raises EndOfChannel."""
         self._closed = True
         self._lot.unpark_all()
+        self._control_writers.unpark_all()
 
     async def get_batch(self) -> tuple[list[object], list[DroppedStream]]:
         """Wait for input; take everything queued (frames and controls) and the drop summary."""
@@ -117,6 +128,8 @@ class FrameQueue:
         self._items.clear()
         self._frames = 0
         self._controls = 0
+        if self._control_writers:
+            self._control_writers.unpark_all()
         drops = list(self._drops.values())
         self._drops.clear()
         return items, drops

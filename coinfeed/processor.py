@@ -473,21 +473,24 @@ class Processor:
 
     def _on_trades_recovered(self, item: TradesRecovered, out: list[Event]) -> None:
         window = item.window
-        new = 0
         for trade in item.trades:
             if trade.symbol_id == window.symbol_id and self.dedup.first_sighting(trade.uuid):
                 out.append(trade_from_rest(trade, self._received_at))
-                new += 1
+                window.found += 1
+        if not item.final:
+            return
         expected = window.expected_missing
-        if expected is not None and new < expected:
+        if expected is not None and window.found < expected:
             # REST may not hold the newest trades yet: fetch again for what is still missing.
-            window.gaps = [GapRecord("trade", window.symbol_id, "sequence", expected - new)]
+            still_missing = expected - window.found
+            window.gaps = [GapRecord("trade", window.symbol_id, "sequence", still_missing)]
+            window.found = 0
             if self.recovery.retry_incomplete(window):
                 return
             self._count_recovery("trade", "unrecovered")
             out.append(
                 self._gap(
-                    "trade", window.symbol_id, "sequence", expected - new, "backfill", "unrecovered"
+                    "trade", window.symbol_id, "sequence", still_missing, "backfill", "unrecovered"
                 )
             )
             return

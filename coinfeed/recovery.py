@@ -21,7 +21,7 @@ How this works:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -67,6 +67,8 @@ class TradeWindow:
     gaps: list[GapRecord]
     attempt: int = 0
     not_before: float = 0.0
+    found: int = 0
+    """New (not yet seen) trades the processor got from this window's pages so far."""
 
     @property
     def expected_missing(self) -> int | None:
@@ -91,10 +93,12 @@ class TradeWindow:
 
 @attrs.frozen
 class TradesRecovered:
-    """Control item: REST trades for a window (not yet de-duplicated)."""
+    """Control item: one page of REST trades for a window (not yet de-duplicated);
+    ``final`` marks the window's last page, when its outcome is decided."""
 
     window: TradeWindow
     trades: list[RestTrade]
+    final: bool = True
 
 
 @attrs.frozen
@@ -157,6 +161,8 @@ class RecoveryScheduler:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     observe_seconds: Callable[[float], None] = lambda _seconds: None
+    wait_for_room: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+    """Waits until the processor's queue can take more recovered data (backpressure)."""
     counters: RecoveryCounters = attrs.field(factory=RecoveryCounters)
     _windows: dict[str, list[TradeWindow]] = attrs.field(factory=dict, init=False)
     _book_fetches: set[str] = attrs.field(factory=set, init=False)
@@ -300,7 +306,7 @@ class RecoveryScheduler:
     async def _backfill(self, window: TradeWindow) -> None:
         started = trio.current_time()
         try:
-            trades = await self._fetch_window(window)
+            await self._fetch_window(window)
         except RestRetryable as exc:
             self._retry_later(window, exc)
             return
@@ -308,10 +314,10 @@ class RecoveryScheduler:
             self._give_up(window, str(exc))
             return
         self.observe_seconds(trio.current_time() - started)
-        self.deliver(TradesRecovered(window, trades))
 
-    async def _fetch_window(self, window: TradeWindow) -> list[RestTrade]:
-        trades: list[RestTrade] = []
+    async def _fetch_window(self, window: TradeWindow) -> None:
+        """Fetch page by page, handing each page over as it arrives (memory stays one page)."""
+        pending: list[RestTrade] | None = None
         for day_start, day_end in split_at_utc_midnight(window.start, window.end):
             start = day_start
             for _ in range(MAX_PAGES):
@@ -324,14 +330,21 @@ class RecoveryScheduler:
                         )
                     finally:
                         self.counters.in_flight -= 1
-                trades.extend(page)
+                if pending is not None:
+                    await self._hand_over(TradesRecovered(window, pending, final=False))
+                pending = page
                 if len(page) < PAGE_LIMIT:
                     break
                 # A full page: continue from the last trade's time (inclusive; dedup drops the
                 # overlap). Pause between pages like between any other calls.
                 start = parse_time(page[-1].time_exchange)
                 await trio.sleep(self.pause)
-        return trades
+        await self._hand_over(TradesRecovered(window, pending or [], final=True))
+
+    async def _hand_over(self, item: object) -> None:
+        """Deliver once the processor has room: recovered data never piles up in its queue."""
+        await self.wait_for_room()
+        self.deliver(item)
 
     def _retry_later(self, window: TradeWindow, exc: RestRetryable) -> None:
         if exc.retry_after is not None:

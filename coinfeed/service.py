@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import resource
 import signal
+import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -23,7 +25,7 @@ import trio
 from loguru import logger
 
 from coinfeed.api import serve_api
-from coinfeed.config import Settings
+from coinfeed.config import ConfigError, Settings
 from coinfeed.connection import Connection, TerminalError, fatal_for
 from coinfeed.dedup import TradeDedup
 from coinfeed.framequeue import FrameQueue, QueueStatistics
@@ -32,6 +34,7 @@ from coinfeed.processor import Processor
 from coinfeed.protocol import FrameDecoder
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
+from coinfeed.shard import symbols_of_shard
 from coinfeed.sinks import Sink, open_sink
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
@@ -40,6 +43,9 @@ from coinfeed.transport import Transport, TrioWebSocketTransport
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+RECOVERY_BACKLOG = 4
+"""Control items (e.g. pages of recovered trades) queued for the processor before REST
+workers wait: keeps recovered data in memory to a few pages during a sink outage."""
 
 
 def rss_bytes() -> int:
@@ -78,7 +84,12 @@ class Service:
         sinks: list[Sink] | None = None,
         handle_signals: bool = True,
     ) -> Service:
-        """Wire the components (opens sinks; raises ``SinkSpecError`` for a bad spec)."""
+        """Wire the components (opens sinks; raises ``SinkSpecError`` for a bad spec).
+
+        With ``settings.shard`` set, only this shard's symbols are subscribed and processed;
+        a shard left with no symbols raises ``ConfigError`` naming ``shard``.
+        """
+        settings = apply_shard(settings)
         status = ServiceStatus()
         queue = FrameQueue(settings.queue_capacity)
         api_key = settings.api_key.reveal() if settings.api_key else None
@@ -116,8 +127,17 @@ class Service:
             interim_books=settings.interim_rest_book,
         )
         sink_counters = SinkCounters()
-        opened = sinks if sinks is not None else [open_sink(spec) for spec in settings.sinks]
-        hub = SinkHub.build(opened, status, sink_counters, capacity=settings.sink_queue_capacity)
+        opened = sinks if sinks is not None else [
+            open_sink(spec, redis_maxlen=settings.redis_maxlen) for spec in settings.sinks
+        ]
+        hub = SinkHub.build(
+            opened,
+            status,
+            sink_counters,
+            capacity=settings.sink_queue_capacity,
+            batch_size=settings.sink_batch_size,
+            flush_interval=settings.sink_flush_interval,
+        )
         processor = Processor(
             queue=queue,
             recovery=recovery,
@@ -155,6 +175,7 @@ class Service:
         service.metrics = metrics
         connection.observe_reconnect = metrics.reconnect_seconds.observe
         recovery.observe_seconds = metrics.recovery_seconds.observe
+        recovery.wait_for_room = partial(queue.wait_control_room, RECOVERY_BACKLOG)
         processor.observe_batch = metrics.observe_batch
         return service
 
@@ -289,13 +310,34 @@ class Service:
             previous = counters.frames
 
 
+def apply_shard(settings: Settings) -> Settings:
+    """``settings`` with ``symbols`` narrowed to its shard (unchanged without ``shard``)."""
+    shard = settings.shard
+    if shard is None:
+        return settings
+    symbols = symbols_of_shard(settings.symbols, shard.index, shard.count)
+    if not symbols:
+        raise ConfigError(
+            "shard",
+            f"shard {shard} takes none of the {len(settings.symbols)} symbols "
+            f"({','.join(settings.symbols)}); check the assignment with `coinfeed shards "
+            f"--symbols ... --count {shard.count}` or use fewer shards",
+        )
+    logger.info("shard {} takes {} of {} symbols", shard, len(symbols), len(settings.symbols))
+    return attrs.evolve(settings, symbols=symbols)
+
+
 def _exit_code_for(exc: BaseException) -> int:
     logger.opt(exception=exc).error("unexpected failure: {}", exc)
     return EXIT_FAILURE
 
 
 async def _serve(settings: Settings) -> int:
-    service = Service.build(settings)
+    try:
+        service = Service.build(settings)
+    except ConfigError as error:  # e.g. a shard with no symbols: invalid usage, exit 2
+        print(f"coinfeed: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return await service.run()
 
 

@@ -274,3 +274,23 @@ async def test_invalid_frames_are_counted_by_reason_and_processing_goes_on() -> 
         "too_large": 1,
     }
     await trio.lowlevel.checkpoint()
+
+
+async def test_a_window_is_judged_only_after_its_last_page() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(4, "d", 3))
+    [window] = h.windows()
+    h.recovery._windows.clear()
+
+    def rest(uuid: str, at: float) -> RestTrade:
+        return RestTrade(
+            symbol_id=SYM, time_exchange=ts(at), time_coinapi=ts(at), uuid=uuid,
+            price=Decimal("1"), size=Decimal("1"), taker_side="BUY",
+        )  # fmt: skip
+
+    out = h.feed(TradesRecovered(window, [rest("b", 1)], final=False))
+    assert [t.uuid for t in trades(out)] == ["b"] and gaps(out) == []
+    out = h.feed(TradesRecovered(window, [rest("c", 2), rest("d", 3)], final=True))
+    assert [t.uuid for t in trades(out)] == ["c"]
+    assert [(g.status, g.missing) for g in gaps(out)] == [("recovered", 2)]
+    assert h.windows() == []

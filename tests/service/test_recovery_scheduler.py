@@ -53,6 +53,8 @@ class FakeRest:
     in_flight: int = 0
     peak: int = 0
     calls: list[tuple[str, datetime, datetime, float]] = attrs.field(factory=list)
+    page_sizes: list[int] = attrs.field(factory=list)
+    """Trades per answer, in order (then 1 each)."""
 
     async def trades_history(
         self, symbol_id: str, time_start: datetime, time_end: datetime, *, limit: int
@@ -64,7 +66,10 @@ class FakeRest:
             await trio.sleep(self.delay)
             if self.failures:
                 raise self.failures.pop(0)
-            return [rest_trade(symbol_id, f"{symbol_id}-{len(self.calls)}")]
+            size = self.page_sizes.pop(0) if self.page_sizes else 1
+            return [
+                rest_trade(symbol_id, f"{symbol_id}-{len(self.calls)}-{i}") for i in range(size)
+            ]
         finally:
             self.in_flight -= 1
 
@@ -203,3 +208,51 @@ async def test_resync_is_retried_until_a_snapshot_then_gives_up(
     assert asked == ["S", "S", "S"]
     assert [type(d).__name__ for d in delivered] == ["ResyncFailed"]
     assert sched.pending == 0
+
+
+async def test_a_long_window_is_fetched_and_handed_over_page_by_page(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from coinfeed.recovery import PAGE_LIMIT
+
+    rest, delivered = FakeRest(delay=0.1, page_sizes=[PAGE_LIMIT, PAGE_LIMIT, 7]), []
+    sched = scheduler(rest, delivered, pause=0.0)
+    sched.request_backfill_nowait(window("S", 0, 3600, missing=None))
+    await run_until(sched, lambda: any(getattr(d, "final", False) for d in delivered))
+    pages = [d for d in delivered if isinstance(d, TradesRecovered)]
+    assert [(len(p.trades), p.final) for p in pages] == [
+        (PAGE_LIMIT, False),
+        (PAGE_LIMIT, False),
+        (7, True),
+    ]
+    # Each next page starts at the last trade of the previous one (inclusive; dedup drops it).
+    assert [c[1] for c in rest.calls][1:] == [T0, T0]
+    assert len(rest.calls) == 3
+
+
+async def test_recovered_data_waits_while_the_processor_queue_is_backed_up(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from functools import partial
+
+    from coinfeed.framequeue import FrameQueue
+
+    queue = FrameQueue(10)
+    sched = RecoveryScheduler(
+        rest=FakeRest(delay=0.1),  # type: ignore[arg-type]
+        deliver=queue.put_control_nowait,
+        resubscribe=lambda _s: None,
+        pause=0.0,
+        wait_for_room=partial(queue.wait_control_room, 2),
+    )
+    for i in range(6):
+        sched.request_backfill_nowait(window(f"S{i}", 0, 1))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.run)
+        await trio.sleep(10)
+        assert queue.statistics().control_items == 2  # nobody consumed: the workers wait
+        taken, _ = queue.take_nowait()
+        assert len(taken) == 2
+        await trio.sleep(10)
+        assert queue.statistics().control_items == 2
+        nursery.cancel_scope.cancel()
