@@ -80,7 +80,7 @@ class ServiceStatus:
     def server_error(self, connection_id: int, message: str) -> None:
         """CoinAPI sent an ``error`` frame (the connection decides whether it is terminal)."""
         self.last_server_error = message
-        logger.error("CoinAPI error frame connection_id={} message={!r}", connection_id, message)
+        logger.bind(connection_id=connection_id, error=message).error("CoinAPI error frame")
 
     def log_invalid(self, frame: InvalidFrame) -> None:
         self._invalid_log.warning(

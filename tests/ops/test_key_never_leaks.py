@@ -1,0 +1,216 @@
+"""The API key shows in no log line, metric, endpoint answer or error, whatever goes wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import trio
+from loguru import logger
+
+from coinfeed.config import ListenAddress, Secret, Settings
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig, open_simulator
+from tests.service.conftest import MemorySink
+from tests.service.test_against_simulator import SYMBOLS, wait_for
+
+KEY = "sekrit-key-4711"
+ENDPOINTS = ("/health", "/ready", "/metrics", "/api/debug/memory", f"/api/books/{SYMBOLS[0]}")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@attrs.define(eq=False)
+class FailingSink(MemorySink):
+    """Every write fails, like a full disk."""
+
+    def write_batch(self, events: list[Any]) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def answers(url: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        return [(await client.get(path)).text for path in ENDPOINTS]
+
+
+async def test_key_is_nowhere_in_process_through_failures(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # An unredacted capture: it proves coinfeed never hands the key to the logger at all.
+    lines: list[str] = []
+    handler = logger.add(
+        lines.append, level="TRACE", format="{message} {extra} {exception}", diagnose=True
+    )
+    seen: list[str] = []
+    try:
+        # 1. Nothing listens: connect failures and backoff, /ready failing.
+        dead = f"127.0.0.1:{closed_port()}"
+        settings = make_settings(
+            ws_url=f"ws://{dead}/v1/",
+            rest_url=f"http://{dead}",
+            api_key=Secret(KEY),
+            http=ListenAddress("127.0.0.1", 0),
+        )
+        service = Service.build(settings, sinks=[MemorySink()], handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(
+                lambda: service.connection.counters.reconnects.get("connect_error", 0) >= 2,
+                10,
+                "two connect failures",
+            )
+            seen += await answers(str(service.http_url))
+            service.status.request_shutdown("test over")
+        assert any("connect failed" in line for line in lines)
+
+        # 2. The simulator accepts only another key: exit 3.
+        async with open_simulator(SimulatorConfig(rate=500, keys=frozenset({"other"}))) as sim:
+            rejected = Service.build(
+                attrs.evolve(settings, ws_url=sim.ws_url, rest_url=sim.rest_url, http=None),
+                sinks=[MemorySink()],
+                handle_signals=False,
+            )
+            with trio.fail_after(10):
+                assert await rejected.run() == 3
+            assert rejected.status.fatal is not None
+            seen.append(rejected.status.fatal.message)
+
+        # 3. A sink failing on every write, with the key accepted and data flowing.
+        async with open_simulator(SimulatorConfig(rate=500, keys=frozenset({KEY}))) as sim:
+            failing = Service.build(
+                # A sink that never recovers holds shutdown until shutdown_timeout.
+                attrs.evolve(
+                    settings, ws_url=sim.ws_url, rest_url=sim.rest_url, shutdown_timeout=0.5
+                ),
+                sinks=[FailingSink(name="disk")],
+                handle_signals=False,
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(failing.run)
+                await wait_for(lambda: "disk" in failing.status.sink_failures, 5, "sink failing")
+                texts = await answers(str(failing.http_url))
+                assert "sink disk failing" in texts[1]
+                seen += texts
+                failing.status.request_shutdown("test over")
+    finally:
+        logger.remove(handler)
+    assert any("sink write failed" in line for line in lines)
+    assert len(lines) > 5 and len(seen) > 10
+    for text in lines + seen:
+        assert KEY not in text, text
+
+
+async def test_a_sink_error_that_carries_the_key_is_redacted_in_ready(
+    make_settings: Callable[..., Settings],
+) -> None:
+    @attrs.define(eq=False)
+    class LeakySink(MemorySink):
+        def write_batch(self, events: list[Any]) -> None:
+            raise OSError(f"cannot open /data/{KEY}/events.jsonl")
+
+    async with open_simulator(SimulatorConfig(rate=500)) as sim:
+        settings = make_settings(
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            api_key=Secret(KEY),
+            http=ListenAddress("127.0.0.1", 0),
+            shutdown_timeout=0.5,
+        )
+        service = Service.build(settings, sinks=[LeakySink(name="leaky")], handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(lambda: "leaky" in service.status.sink_failures, 5, "sink failing")
+            async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
+                ready = await client.get("/ready")
+            service.status.request_shutdown("test over")
+    assert ready.status_code == 503
+    assert "cannot open /data/***/events.jsonl" in ready.text
+    assert KEY not in ready.text
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "COINAPI_KEY" and not name.startswith("COINFEED_")
+    }
+    return {**env, "COINAPI_KEY": KEY, **extra}
+
+
+async def run_coinfeed(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(30):
+        return await trio.run_process(
+            [sys.executable, "-m", "coinfeed", "run", "--log-format", "json", *args],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:
+    dead = f"127.0.0.1:{closed_port()}"
+    http = f"127.0.0.1:{closed_port()}"
+    env = child_environment()
+    common = ("--symbols", SYMBOLS[0], "--log-level", "DEBUG")
+    results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+    seen: list[str] = []
+
+    async def run(name: str, *args: str, env: dict[str, str] = env) -> None:
+        results[name] = await run_coinfeed(*common, *args, env=env)
+
+    async def scrape_while_running() -> None:
+        async with httpx.AsyncClient(base_url=f"http://{http}", timeout=2) as client:
+            with trio.fail_after(15):
+                while True:
+                    try:
+                        await client.get("/health")
+                        break
+                    except httpx.TransportError:
+                        await trio.sleep(0.1)
+            await trio.sleep(1.0)  # a few connect failures
+            seen.extend(await answers(f"http://{http}"))
+
+    async with (
+        open_simulator(SimulatorConfig(rate=500, keys=frozenset({"other"}))) as sim,
+        trio.open_nursery() as nursery,
+    ):
+        unreachable = ("--ws-url", f"ws://{dead}/v1/", "--rest-url", f"http://{dead}")
+        nursery.start_soon(run, "unreachable", *unreachable, "--http", http, "--duration", "4")
+        nursery.start_soon(scrape_while_running)
+        nursery.start_soon(
+            run, "rejected", "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--http", "off"
+        )
+        # The key pasted into a setting: exit 2 naming the setting, value not echoed.
+        nursery.start_soon(
+            lambda: run("bad_config", env=child_environment(COINFEED_STALE_AFTER=KEY))
+        )
+        # An unusable sink path: the service fails with a traceback.
+        nursery.start_soon(
+            run, "crash", *unreachable, "--http", "off", "--sink", "jsonl:/nonexistent/x.jsonl"
+        )
+
+    codes = {name: result.returncode for name, result in results.items()}
+    assert codes == {"unreachable": 0, "rejected": 3, "bad_config": 2, "crash": 1}, codes
+    stderr = {name: result.stderr.decode() for name, result in results.items()}
+    assert "stale_after" in stderr["bad_config"]
+    assert "Traceback" in stderr["crash"]
+    for name in ("unreachable", "rejected", "crash"):
+        records = [json.loads(line) for line in stderr[name].splitlines()]
+        assert records, name
+    assert len(seen) == len(ENDPOINTS)
+    for text in [*stderr.values(), *(r.stdout.decode() for r in results.values()), *seen]:
+        assert KEY not in text

@@ -1,0 +1,144 @@
+"""/metrics and /api/debug/memory over real HTTP while the simulator drives the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from coinfeed.config import ListenAddress, Settings
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig
+from tests.ops.conftest import samples
+from tests.service.conftest import MemorySink
+from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.service.test_against_simulator import SYMBOLS, SlowSink, running, wait_for
+
+# ARCHITECTURE §4.3: every name, its type and its labels.
+CONTRACT = {
+    "coinfeed_messages_received": ("counter", {"type"}),
+    "coinfeed_messages_invalid": ("counter", {"reason"}),
+    "coinfeed_frames_dropped": ("counter", set()),
+    "coinfeed_queue_depth": ("gauge", {"queue"}),
+    "coinfeed_queue_capacity": ("gauge", {"queue"}),
+    "coinfeed_queue_peak": ("gauge", {"queue"}),
+    "coinfeed_gaps_detected": ("counter", {"type"}),
+    "coinfeed_recoveries": ("counter", {"type", "outcome"}),
+    "coinfeed_recovery_in_flight": ("gauge", set()),
+    "coinfeed_recovery_seconds": ("histogram", set()),
+    "coinfeed_reconnects": ("counter", {"reason"}),
+    "coinfeed_reconnect_seconds": ("histogram", set()),
+    "coinfeed_connected": ("gauge", set()),
+    "coinfeed_message_processing_seconds": ("histogram", set()),
+    "coinfeed_sink_events": ("counter", {"sink"}),
+    "coinfeed_sink_errors": ("counter", {"sink"}),
+    "process_resident_memory_bytes": ("gauge", set()),
+}
+
+
+async def test_every_documented_metric_is_exported_with_its_type_and_labels(
+    make_settings: Callable[..., Settings],
+) -> None:
+    ws = FakeWebSocket()
+    settings = make_settings(http=ListenAddress("127.0.0.1", 0))
+    service = Service.build(
+        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        ws.feed('{"type":"hearbeat"}', "not json")
+        await trio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
+            text = (await client.get("/metrics")).text
+        service.status.request_shutdown("test over")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, (kind, labels) in CONTRACT.items():
+        assert name in families, f"{name} is not exported"
+        family = families[name]
+        assert family.type == kind, f"{name} is a {family.type}, documented as a {kind}"
+        for sample in family.samples:
+            if kind == "counter":
+                assert sample.name in (name + "_total", name + "_created"), sample.name
+            if kind != "histogram":
+                assert set(sample.labels) == labels, (name, sample.labels)
+    histogram = {s.name for s in families["coinfeed_message_processing_seconds"].samples}
+    assert {"coinfeed_message_processing_seconds_bucket"} <= histogram
+    assert families["coinfeed_connected"].samples[0].value == 1
+
+
+async def test_counters_move_with_frames_gaps_recoveries_and_drops(
+    make_settings: Callable[..., Settings],
+) -> None:
+    sink = SlowSink(delay=0.0)
+    async with (
+        running(
+            make_settings,
+            SimulatorConfig(rate=6000, seed=12),
+            sink=sink,
+            http=ListenAddress("127.0.0.1", 0),
+            queue_capacity=20,
+            sink_queue_capacity=50,
+        ) as (sim, service, _),
+        httpx.AsyncClient(base_url=str(service.http_url), timeout=5) as client,
+    ):
+
+        async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return samples((await client.get("/metrics")).text)
+
+        def value(
+            metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+            name: str,
+            **labels: str,
+        ) -> float:
+            return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+        await trio.sleep(0.5)
+        first = await scrape()
+        await trio.sleep(0.5)
+        second = await scrape()
+        for kind in ("trade", "quote", "book"):
+            name = "coinfeed_messages_received_total"
+            assert value(second, name, type=kind) > value(first, name, type=kind) > 0
+        events = value(second, "coinfeed_sink_events_total", sink="memory")
+        assert events > value(first, "coinfeed_sink_events_total", sink="memory")
+
+        # A sequence gap: detected, backfilled from REST, counted as recovered.
+        gaps_name, rec_name = "coinfeed_gaps_detected_total", "coinfeed_recoveries_total"
+        before = await scrape()
+        sim.faults.skip_next("trade", SYMBOLS[0], 2)
+        after = before
+        with trio.fail_after(10):
+            while value(after, rec_name, type="trade", outcome="recovered") <= value(
+                before, rec_name, type="trade", outcome="recovered"
+            ):
+                await trio.sleep(0.1)
+                after = await scrape()
+        assert value(after, gaps_name, type="trade") > value(before, gaps_name, type="trade")
+        assert value(after, "coinfeed_recovery_seconds_count") > 0
+
+        # A slow sink fills the sink channel, then the raw queue: frames are dropped.
+        sink.delay = 0.02
+        dropped_before = value(after, "coinfeed_frames_dropped_total")
+        await wait_for(
+            lambda: service.queue.dropped_total > dropped_before, 10, "frames to be dropped"
+        )
+        await trio.sleep(0.5)
+        overloaded = await scrape()
+        assert value(overloaded, "coinfeed_frames_dropped_total") > dropped_before
+        memory = (await client.get("/api/debug/memory")).json()
+        peak = service.queue.statistics().peak
+        assert memory["queues"]["raw"] == {
+            "size": memory["queues"]["raw"]["size"],
+            "capacity": 20,
+            "peak": peak,
+        }
+        assert 0 < peak <= 20
+        assert value(overloaded, "coinfeed_queue_peak", queue="raw") == peak
+        assert value(overloaded, "coinfeed_queue_capacity", queue="raw") == 20
+        sink_queue = memory["queues"]["sink:memory"]
+        assert sink_queue["capacity"] == 50 and sink_queue["peak"] > 0
+        assert memory["frames_dropped"] >= value(overloaded, "coinfeed_frames_dropped_total")
+        assert "tracemalloc" not in memory
+        sink.delay = 0.0

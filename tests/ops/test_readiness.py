@@ -1,0 +1,127 @@
+"""/ready over real HTTP: stale streams, reconnects and books out of sync past their grace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import trio
+
+from coinfeed.config import ListenAddress, Settings
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig
+from tests.service.conftest import MemorySink
+from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.service.test_against_simulator import running, wait_for
+
+SYM = "BITSTAMP_SPOT_BTC_USD"
+OTHER = "COINBASE_SPOT_ETH_USD"
+T = "2026-11-28T10:00:00.0000000Z"
+
+
+def book_frame(symbol: str, sequence: int, *, snapshot: bool) -> str:
+    return (
+        f'{{"type":"book","symbol_id":"{symbol}","sequence":{sequence},"time_exchange":"{T}",'
+        f'"time_coinapi":"{T}","is_snapshot":{str(snapshot).lower()},'
+        '"asks":[{"price":101.5,"size":2}],"bids":[{"price":99.0,"size":3}]}'
+    )
+
+
+async def test_ready_fails_while_the_simulator_stalls_and_recovers_after(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(
+        make_settings,
+        SimulatorConfig(rate=1000, seed=11),
+        stale_after=1.5,
+        http=ListenAddress("127.0.0.1", 0),
+    ) as (sim, service, _sink):
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url, timeout=5) as client:
+
+            async def ready() -> httpx.Response:
+                return await client.get("/ready")
+
+            with trio.fail_after(5):
+                while (await ready()).status_code != 200:
+                    await trio.sleep(0.1)
+            sim.stall(4)
+            reasons: list[str] = []
+            with trio.fail_after(4):
+                while (answer := await ready()).status_code == 200:
+                    await trio.sleep(0.1)
+                reasons = answer.json()["reasons"]
+            assert any("no frame" in r or "not connected" in r for r in reasons), reasons
+            with trio.fail_after(10):
+                while (await ready()).status_code != 200:
+                    await trio.sleep(0.1)
+            assert service.connection.counters.reconnects.get("stale", 0) >= 1
+
+
+async def test_a_reconnect_that_brings_no_frame_is_not_ready(
+    make_settings: Callable[..., Settings],
+) -> None:
+    quiet = FakeWebSocket()
+    settings = make_settings(http=ListenAddress("127.0.0.1", 0), stale_after=5.0, types=("trade",))
+    service = Service.build(
+        settings, transport=FakeTransport([quiet]), sinks=[MemorySink()], handle_signals=False
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url) as client:
+            await wait_for(lambda: service.status.connected, 5, "connected")
+            answer = await client.get("/ready")
+            assert answer.status_code == 503
+            assert any("no frame yet" in r for r in answer.json()["reasons"])
+            quiet.feed('{"type":"hearbeat"}')
+            await trio.sleep(0.05)
+            assert (await client.get("/ready")).status_code == 200
+        service.status.request_shutdown("test over")
+
+
+async def test_one_book_out_of_sync_past_its_grace_makes_ready_fail_naming_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    ws = FakeWebSocket()
+    settings = make_settings(
+        http=ListenAddress("127.0.0.1", 0),
+        symbols=(SYM, OTHER),
+        types=("book",),
+        stale_after=0.5,  # book grace: 2 x stale_after = 1 s
+        recovery_max_attempts=50,
+    )
+    service = Service.build(
+        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url) as client:
+
+            async def ready_after(seconds: float) -> httpx.Response:
+                # Heartbeats keep the connection fresh while time passes.
+                for _ in range(int(seconds / 0.1)):
+                    ws.feed('{"type":"hearbeat"}')
+                    await trio.sleep(0.1)
+                return await client.get("/ready")
+
+            ws.feed(book_frame(SYM, 1, snapshot=True))
+            early = await ready_after(0.3)
+            assert early.status_code == 200, early.text  # OTHER is still within its grace
+            # OTHER never gets a snapshot: past the grace it is named, SYM is not.
+            late = await ready_after(1.2)
+            assert late.status_code == 503
+            (reason,) = late.json()["reasons"]
+            assert reason.startswith(f"book {OTHER} no_snapshot for "), reason
+            ws.feed(book_frame(OTHER, 1, snapshot=True))
+            assert (await ready_after(0.2)).status_code == 200
+            # Connected well past the grace, a book that only now goes out of sync (a sequence
+            # gap; its resubscribe is never answered here) gets its own grace before /ready fails.
+            ws.feed(book_frame(SYM, 5, snapshot=False))
+            assert (await ready_after(0.3)).status_code == 200
+            stale = await ready_after(1.2)
+            assert stale.status_code == 503
+            (reason,) = stale.json()["reasons"]
+            assert reason.startswith(f"book {SYM} stale for "), reason
+        service.status.request_shutdown("test over")
