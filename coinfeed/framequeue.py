@@ -65,6 +65,8 @@ class FrameQueue:
     peak: int = attrs.field(default=0, init=False)
     dropped_total: int = attrs.field(default=0, init=False)
     unidentified_drops: int = attrs.field(default=0, init=False)
+    dropped_by_type: dict[str, int] = attrs.field(factory=dict, init=False)
+    """Dropped frames by their peeked ``type`` (they were received: metrics count them)."""
     _drops: dict[tuple[int, str, str], DroppedStream] = attrs.field(factory=dict, init=False)
     _lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _control_writers: trio.lowlevel.ParkingLot = attrs.field(
@@ -150,6 +152,8 @@ class FrameQueue:
             if head is None or not head.type:
                 self.unidentified_drops += 1
                 continue
+            kind = head.type if len(self.dropped_by_type) < MAX_DROPPED_STREAMS else "other"
+            self.dropped_by_type[kind] = self.dropped_by_type.get(kind, 0) + 1
             key = (connection_id, head.type, head.symbol_id)
             summary = self._drops.get(key)
             if summary is None:

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from coinfeed.connection import ConnectionCounters
-from coinfeed.framequeue import QueueStatistics
+from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.processor import ProcessorCounters
 from coinfeed.protocol import INVALID_REASONS
 from coinfeed.recovery import RecoveryCounters
@@ -38,6 +38,18 @@ class MetricSources:
     sinks: SinkCounters
     sink_names: list[str]
     queues: Callable[[], dict[str, QueueStatistics]]
+    raw_queue: FrameQueue
+
+
+def received_by_type(processed: dict[str, int], raw_queue: FrameQueue) -> dict[str, int]:
+    """Frames that arrived, by type: the processed ones plus those the raw queue dropped
+    (peeked for their type; ``unidentified`` when even that failed)."""
+    counts = dict(processed)
+    for kind, n in raw_queue.dropped_by_type.items():
+        counts[kind] = counts.get(kind, 0) + n
+    if raw_queue.unidentified_drops:
+        counts["unidentified"] = counts.get("unidentified", 0) + raw_queue.unidentified_drops
+    return counts
 
 
 class CoinfeedCollector(Collector):
@@ -51,7 +63,8 @@ class CoinfeedCollector(Collector):
         received = CounterMetricFamily(
             PREFIX + "messages_received", "Frames received, by message type", labels=["type"]
         )
-        for kind, n in sorted(s.processor.received.items()):
+        queues = s.queues()
+        for kind, n in sorted(received_by_type(s.processor.received, s.raw_queue).items()):
             received.add_metric([kind], n)
         yield received
         invalid = CounterMetricFamily(
@@ -60,7 +73,6 @@ class CoinfeedCollector(Collector):
         for reason in INVALID_REASONS:
             invalid.add_metric([reason], s.processor.invalid.get(reason, 0))
         yield invalid
-        queues = s.queues()
         yield CounterMetricFamily(
             PREFIX + "frames_dropped",
             "Frames dropped because the raw queue was full",

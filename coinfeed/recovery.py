@@ -134,13 +134,8 @@ class RecoveryCounters:
     """Plain counters read by the metrics collector."""
 
     in_flight: int = 0
-    outcomes: dict[tuple[str, str], int] = attrs.field(factory=dict)
     refused: int = 0
     rest_calls: int = 0
-
-    def count(self, data_type: str, outcome: str) -> None:
-        key = (data_type, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
 @attrs.define(slots=True, eq=False)
@@ -226,8 +221,7 @@ class RecoveryScheduler:
 
     def book_synced(self, symbol_id: str) -> None:
         """A fresh snapshot arrived: the resync for ``symbol_id`` is done."""
-        if self._resyncs.pop(symbol_id, None) is not None:
-            self.counters.count("book", "recovered")
+        self._resyncs.pop(symbol_id, None)
         self._book_fetches.discard(symbol_id)
 
     def connection_reset(self) -> None:
@@ -254,7 +248,6 @@ class RecoveryScheduler:
                 if resync.attempt >= self.max_attempts:
                     del self._resyncs[symbol_id]
                     self._book_fetches.discard(symbol_id)
-                    self.counters.count("book", "unrecovered")
                     logger.warning(
                         "book resync gave up symbol_id={} attempts={}", symbol_id, resync.attempt
                     )

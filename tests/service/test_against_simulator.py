@@ -20,6 +20,7 @@ import trio
 from coinfeed.book import BookState
 from coinfeed.config import Secret, Settings
 from coinfeed.events import GapEvent, TradeEvent
+from coinfeed.metrics import received_by_type
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
 from tests.service.conftest import MemorySink
@@ -141,6 +142,11 @@ async def test_overload_drops_are_counted_repaired_and_queue_stays_bounded(
         sink.delay = 0
         await settle_and_check_trades(sim, service, sink)
         assert service.queue.statistics().peak <= 20
+        # Dropped frames were received too: the metric counts them by their peeked type.
+        received = received_by_type(service.processor.counters.received, service.queue)
+        assert sum(received.values()) == service.status.frames_received
+        queue = service.queue
+        assert sum(queue.dropped_by_type.values()) + queue.unidentified_drops == queue.dropped_total
         gaps = [e for e in sink.events if isinstance(e, GapEvent) and e.data_type == "trade"]
         assert any(g.status == "recovered" for g in gaps)
 
