@@ -164,13 +164,12 @@ class Connection:
                 failures = 0
             delay = self._backoff(failures)
             failures += 1
-            logger.warning(
-                "connection ended reason={} connection_id={} retry_in={:.2f}s attempt={}",
-                end.reason,
-                connection_id,
-                delay,
-                failures,
-            )
+            logger.bind(
+                reason=end.reason,
+                connection_id=connection_id,
+                retry_in=round(delay, 3),
+                attempt=failures,
+            ).warning("connection ended")
             if delay > 0:
                 self._soft_scope = trio.CancelScope()
                 with self._soft_scope:
@@ -218,7 +217,7 @@ class Connection:
         except TransportError as exc:
             if exc.status in (401, 403):
                 return _SessionEnd("rejected", False, terminal=f"WebSocket upgrade: {exc}")
-            logger.warning("connect failed connection_id={} error={}", connection_id, exc)
+            logger.bind(connection_id=connection_id, error=str(exc)).warning("connect failed")
             return _SessionEnd("connect_error", healthy=False)
         except TransportClosed:
             return _SessionEnd("closed_during_subscribe", healthy=False)
@@ -231,7 +230,7 @@ class Connection:
         status.connected_at = status.last_frame_at = now
         self.scope_requests.clear()
         self.queue.put_control_nowait(ConnectionOpened(connection_id, datetime.now(UTC)))
-        logger.info("connected connection_id={} url={}", connection_id, self.url)
+        logger.bind(connection_id=connection_id, url=self.url).info("connected")
         try:
             with trio.CancelScope() as read_scope:
                 nursery.start_soon(self._watchdog, read_scope)
@@ -291,7 +290,7 @@ class Connection:
             await trio.sleep(check)
             last = self.status.last_frame_at
             if last is not None and trio.current_time() - last > self.stale_after:
-                logger.warning("no frame for {:.1f}s: reconnecting", self.stale_after)
+                logger.bind(stale_after=self.stale_after).warning("no frame: reconnecting")
                 read_scope.cancel()
                 return
 
@@ -303,8 +302,8 @@ class Connection:
                 continue
             await self.scope_limit.wait_for_room(2)
             symbols = sorted(batch)
-            logger.info(
-                "resubscribing symbols={} connection_id={}", ",".join(symbols), connection_id
+            logger.bind(symbols=",".join(symbols), connection_id=connection_id).info(
+                "resubscribing"
             )
             try:
                 await ws.send(encode(scope_message("unsubscribe", self.types, symbols)))

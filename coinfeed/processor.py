@@ -289,10 +289,8 @@ class Processor:
         elif isinstance(msg, Error):
             self.status.server_error(self._connection_id, msg.message or "")
         elif isinstance(msg, Reconnect):
-            logger.info(
-                "server announced a restart within_seconds={} before_time={}",
-                msg.within_seconds,
-                msg.before_time,
+            logger.bind(within_seconds=msg.within_seconds, before_time=msg.before_time).info(
+                "server announced a restart"
             )
             self.status.reconnect_announced_for = self._connection_id
 

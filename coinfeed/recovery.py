@@ -248,14 +248,14 @@ class RecoveryScheduler:
                 if resync.attempt >= self.max_attempts:
                     del self._resyncs[symbol_id]
                     self._book_fetches.discard(symbol_id)
-                    logger.warning(
-                        "book resync gave up symbol_id={} attempts={}", symbol_id, resync.attempt
+                    logger.bind(symbol_id=symbol_id, attempts=resync.attempt).warning(
+                        "book resync gave up"
                     )
                     self.deliver(ResyncFailed(symbol_id))
                     continue
                 resync.attempt += 1
                 resync.deadline = now + self.resync_timeout
-                logger.info("book resync retry symbol_id={} attempt={}", symbol_id, resync.attempt)
+                logger.bind(symbol_id=symbol_id, attempt=resync.attempt).info("book resync retry")
                 self.resubscribe(symbol_id)
 
     async def _worker(self) -> None:
@@ -350,13 +350,12 @@ class RecoveryScheduler:
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         window.not_before = trio.current_time() + delay
-        logger.info(
-            "backfill retry symbol_id={} attempt={} delay={:.2f}s reason={}",
-            window.symbol_id,
-            window.attempt,
-            delay,
-            exc,
-        )
+        logger.bind(
+            symbol_id=window.symbol_id,
+            attempt=window.attempt,
+            delay=round(delay, 3),
+            reason=str(exc),
+        ).info("backfill retry")
         if not self.request_backfill_nowait(window):
             self._give_up(window, "pending recovery work is at its cap")
 
@@ -369,11 +368,8 @@ class RecoveryScheduler:
         return self.request_backfill_nowait(window)
 
     def _give_up(self, window: TradeWindow, error: str) -> None:
-        logger.warning(
-            "backfill failed symbol_id={} attempts={} error={}",
-            window.symbol_id,
-            window.attempt + 1,
-            error,
+        logger.bind(symbol_id=window.symbol_id, attempts=window.attempt + 1, error=error).warning(
+            "backfill failed"
         )
         self.deliver(TradesUnrecovered(window, error))
 
@@ -392,10 +388,10 @@ class RecoveryScheduler:
         except RestRetryable as exc:
             if exc.retry_after is not None:
                 self._resume_at = max(self._resume_at, trio.current_time() + exc.retry_after)
-            logger.info("interim book skipped symbol_id={} reason={}", symbol_id, exc)
+            logger.bind(symbol_id=symbol_id, reason=str(exc)).info("interim book skipped")
             return
         except RestError as exc:
-            logger.info("interim book skipped symbol_id={} reason={}", symbol_id, exc)
+            logger.bind(symbol_id=symbol_id, reason=str(exc)).info("interim book skipped")
             return
         if book is not None and symbol_id in self._resyncs:
             self.deliver(InterimBook(book))
