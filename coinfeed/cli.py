@@ -1,4 +1,4 @@
-"""The ``coinfeed`` command: ``run``, ``demo``, ``simulate`` and ``config``.
+"""The ``coinfeed`` command: ``run``, ``demo``, ``simulate``, ``config`` and ``shards``.
 
 Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
 ``load_settings`` can apply the precedence flags > environment > file > defaults. The service
@@ -38,7 +38,7 @@ from coinfeed.logs import redact, setup_logging
 
 DEMO_DEFAULTS: Mapping[str, object] = {
     "stats_interval": 5.0,
-    "sinks": ("jsonl:coinfeed-demo.jsonl",),
+    "sinks": ("sqlite:coinfeed-demo.sqlite",),
 }
 SETTINGS_HELP = (
     "Each setting NAME can also be set as NAME in the TOML file (--config) or as COINFEED_NAME in "
@@ -105,6 +105,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The whole ``coinfeed`` command line."""
     parser = _Parser(
@@ -144,6 +150,14 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     show = command("config", _config, "Print the effective settings (key redacted) and exit.")
     add_setting_arguments(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+
+    shards = command(
+        "shards", _shards, "Print which symbols each of COUNT replicas takes (--shard I/COUNT)."
+    )
+    shards.add_argument("--symbols", required=True, metavar="ID,...",
+                        help="comma-separated symbol ids")  # fmt: skip
+    shards.add_argument("--count", required=True, type=_positive_int, metavar="N",
+                        help="number of replicas (shards)")  # fmt: skip
     return parser
 
 
@@ -240,6 +254,17 @@ def _config(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) 
         print(json.dumps(values, indent=2))
     else:
         print(render_toml(values))
+    return 0
+
+
+def _shards(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    from coinfeed.shard import assign
+
+    symbols = [item.strip() for item in args.symbols.split(",") if item.strip()]
+    if not symbols:
+        args.parser.error("--symbols: expected at least one symbol id, e.g. BITSTAMP_SPOT_BTC_USD")
+    for index, members in enumerate(assign(symbols, args.count)):
+        print(f"{index}/{args.count}: {','.join(members)}")
     return 0
 
 

@@ -127,9 +127,11 @@ class Service:
             interim_books=settings.interim_rest_book,
         )
         sink_counters = SinkCounters()
-        opened = sinks if sinks is not None else [
-            open_sink(spec, redis_maxlen=settings.redis_maxlen) for spec in settings.sinks
-        ]
+        opened = (
+            sinks
+            if sinks is not None
+            else [open_sink(spec, redis_maxlen=settings.redis_maxlen) for spec in settings.sinks]
+        )
         hub = SinkHub.build(
             opened,
             status,
@@ -170,6 +172,7 @@ class Service:
                 sinks=sink_counters,
                 sink_names=[sink.name for sink in opened],
                 queues=service.queue_statistics,
+                raw_queue=queue,
             )
         )
         service.metrics = metrics

@@ -14,6 +14,9 @@ class SinkSpecError(ValueError):
 class Sink(Protocol):
     """Writes batches of events; ``write_batch`` writes the whole batch or raises.
 
+    After a failure the writer calls ``write_batch`` again with the same list object, so a sink
+    may recognise a retry (the Redis sink reuses its entry ids to write nothing twice).
+
     When ``blocking`` is true (files, sockets, databases) ``write_batch`` and ``close`` run in a
     worker thread so a slow device never stalls the event loop; an in-memory sink sets it false.
     """
@@ -29,13 +32,24 @@ class Sink(Protocol):
 ACCEPTED_FORMS = "jsonl:-, jsonl:PATH, sqlite:PATH, redis://HOST:PORT/DB"
 
 
-def open_sink(spec: str) -> Sink:
-    """Build the sink a spec names (opening files happens here, in the caller's thread)."""
+def open_sink(spec: str, *, redis_maxlen: int = 100_000) -> Sink:
+    """Build the sink a spec names (files are opened here, in the caller's thread; Redis
+    connects lazily on the first write, so a Redis that is down is a failing sink, not a crash).
+    """
     scheme, _, rest = spec.partition(":")
     if scheme == "jsonl" and rest:
         from coinfeed.sinks.jsonl import JsonlSink
 
         return JsonlSink.open(rest)
-    if scheme in ("sqlite", "redis"):
-        raise SinkSpecError(f"sink {spec!r}: the {scheme} sink is not available in this build yet")
+    if scheme == "sqlite" and rest and rest != "-":
+        from coinfeed.sinks.sqlite import SqliteSink
+
+        return SqliteSink.open(rest)
+    if scheme == "redis" and rest.startswith("//"):
+        from coinfeed.sinks.redis_streams import RedisStreamSink
+
+        try:
+            return RedisStreamSink.open(spec, maxlen=redis_maxlen)
+        except ValueError as exc:
+            raise SinkSpecError(f"sink {spec!r}: {exc}; expected redis://HOST:PORT/DB") from exc
     raise SinkSpecError(f"sink {spec!r} is not one of: {ACCEPTED_FORMS}")

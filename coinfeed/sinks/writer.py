@@ -2,12 +2,16 @@
 
 How this works: the processor sends each batch of events to every sink's :class:`EventChannel`,
 whose capacity is counted in events. ``send`` waits while a sink is behind: that is the
-backpressure (the one drop point stays the raw frame queue, whose gaps recovery repairs). A
-writer takes everything waiting, up to ``max_batch`` events, and writes it (in a worker thread
-for blocking sinks), so a slow disk or pipe never stalls the event loop. A failing write is
-retried with backoff while the sink is reported failing (``ServiceStatus.sink_failures``, read
-by /ready); its events are held, not dropped, and the bounded channel turns a long outage into
-backpressure. When the hub closes, each writer drains its channel, writes, and closes its sink.
+backpressure (the one drop point stays the raw frame queue, whose gaps recovery repairs).
+A writer writes when ``max_batch`` events are waiting, when ``flush_interval`` seconds have passed
+since the oldest waiting event arrived, when a sender is blocked on a full channel, or when the
+channel closes, whichever comes first; so a sink is never more than about ``flush_interval``
+behind, and waiting events stay in the channel (counted against its capacity) until written.
+Writes run in a worker thread for blocking sinks, so a slow disk or socket never stalls the event
+loop. A failing write is retried with backoff, with the same batch, while the sink is reported
+failing (``ServiceStatus.sink_failures``, read by /ready, and ``sink_errors_total``); its events are
+held, not dropped, and the bounded channel turns a long outage into backpressure. When the hub
+closes, each writer drains its channel, writes, and closes its sink.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class EventChannel:
     """A bounded (in events) channel of event batches with a blocking ``send``."""
 
     capacity: int
-    _batches: deque[list[Event]] = attrs.field(factory=deque, init=False)
+    _batches: deque[tuple[float, list[Event]]] = attrs.field(factory=deque, init=False)
     _events: int = attrs.field(default=0, init=False)
     peak: int = attrs.field(default=0, init=False)
     _closed: bool = attrs.field(default=False, init=False)
@@ -49,9 +53,10 @@ class EventChannel:
     async def send(self, batch: list[Event]) -> None:
         """Wait until the batch fits (an oversized batch waits for an empty channel), then add."""
         while self._events and self._events + len(batch) > self.capacity:
+            self._readers.unpark_all()  # a blocked sender makes the writer write what it has
             await self._writers.park()
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._batches.append(batch)
+        self._batches.append((trio.current_time(), batch))
         self._events += len(batch)
         self.peak = max(self.peak, self._events)
         self._readers.unpark_all()
@@ -60,18 +65,44 @@ class EventChannel:
         self._closed = True
         self._readers.unpark_all()
 
-    async def receive(self, max_events: int) -> list[Event]:
-        """Wait for events; take whole batches up to ``max_events``. EndOfChannel when done."""
+    @property
+    def oldest_arrival(self) -> float | None:
+        """When the oldest waiting batch arrived (trio clock), or None when empty."""
+        return self._batches[0][0] if self._batches else None
+
+    def _ready(self, min_events: int) -> bool:
+        blocked = self._writers.statistics().tasks_waiting > 0
+        return self._closed or blocked or self._events >= min(min_events, self.capacity)
+
+    async def wait_batch(self, min_events: int, max_wait: float) -> None:
+        """Wait for ``min_events`` waiting events, at most ``max_wait`` s after the oldest arrived.
+
+        Returns early when the channel closes or a sender is blocked on it. EndOfChannel when
+        closed and empty.
+        """
         while not self._batches:
             if self._closed:
                 raise trio.EndOfChannel
             await self._readers.park()
+        oldest = self._batches[0][0]
+        with trio.move_on_at(oldest + max_wait):
+            while not self._ready(min_events):
+                await self._readers.park()
+        await trio.lowlevel.checkpoint()
+
+    def receive_nowait(self, max_events: int) -> list[Event]:
+        """Take whole batches up to ``max_events`` (at least one batch when any is waiting)."""
         taken: list[Event] = []
-        while self._batches and (not taken or len(taken) + len(self._batches[0]) <= max_events):
-            taken.extend(self._batches.popleft())
+        while self._batches and (not taken or len(taken) + len(self._batches[0][1]) <= max_events):
+            taken.extend(self._batches.popleft()[1])
         self._events -= len(taken)
         self._writers.unpark_all()
         return taken
+
+    async def receive(self, max_events: int) -> list[Event]:
+        """Wait for events; take whole batches up to ``max_events``. EndOfChannel when done."""
+        await self.wait_batch(1, 0.0)
+        return self.receive_nowait(max_events)
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(self._events, self.capacity, self.peak, 0, len(self._batches))
@@ -85,17 +116,18 @@ class SinkWriter:
     channel: EventChannel
     status: ServiceStatus
     counters: SinkCounters
-    max_batch: int = 5000
+    max_batch: int = 1000
+    flush_interval: float = 0.5
     retry_max: float = 5.0
 
     async def run(self) -> None:
         try:
             while True:
                 try:
-                    events = await self.channel.receive(self.max_batch)
+                    await self.channel.wait_batch(self.max_batch, self.flush_interval)
                 except trio.EndOfChannel:
                     return
-                await self._write(events)
+                await self._write(self.channel.receive_nowait(self.max_batch))
         finally:
             with trio.move_on_after(2.0, shield=True):
                 await self._call(self.sink.close)
@@ -139,9 +171,29 @@ class SinkHub:
 
     @classmethod
     def build(
-        cls, sinks: list[Sink], status: ServiceStatus, counters: SinkCounters, *, capacity: int
+        cls,
+        sinks: list[Sink],
+        status: ServiceStatus,
+        counters: SinkCounters,
+        *,
+        capacity: int,
+        batch_size: int = 1000,
+        flush_interval: float = 0.5,
     ) -> SinkHub:
-        return cls([SinkWriter(s, EventChannel(capacity), status, counters) for s in sinks])
+        """One writer per sink, each with its own channel of ``capacity`` events."""
+        return cls(
+            [
+                SinkWriter(
+                    s,
+                    EventChannel(capacity),
+                    status,
+                    counters,
+                    max_batch=batch_size,
+                    flush_interval=flush_interval,
+                )
+                for s in sinks
+            ]
+        )
 
     async def send(self, events: list[Event]) -> None:
         for writer in self.writers:

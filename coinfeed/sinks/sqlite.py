@@ -1,0 +1,190 @@
+"""SQLite sink: the embedded default. One table per event kind, one transaction per batch.
+
+How this works: the connection is opened in WAL mode with ``synchronous=NORMAL`` (a commit
+survives the process being killed; after a power loss the last commits may roll back, never
+corrupt). Opening a database applies, in order, every step of :data:`MIGRATIONS` it has not seen
+yet (``schema_version`` holds how many), so an older file is upgraded in place. Prices and sizes
+are stored as exact text (``str(Decimal)``), book levels as JSON arrays of such strings. Trades
+are keyed by ``uuid`` and written with ``INSERT OR IGNORE``, so replaying events never duplicates
+a trade. Every book event that is a snapshot (``is_snapshot``: WS snapshots after each
+(re)subscribe, REST interim views, and every ``book5/20/50`` message) is stored; deltas are not.
+
+Threads: the writer calls ``write_batch`` and ``close`` from trio worker threads, one call at a
+time, so the connection is opened with ``check_same_thread=False`` and is never used by two
+threads at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+import attrs
+import msgspec
+
+from coinfeed.events import BookEvent, Event, GapEvent, PriceLevel, QuoteEvent, TradeEvent
+from coinfeed.sinks.base import SinkSpecError
+
+# Each step is applied once, in order, in its own transaction; never edit a released step,
+# append a new one instead.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (  # 1: one table per event kind
+        """CREATE TABLE trades (
+            uuid TEXT PRIMARY KEY, symbol_id TEXT NOT NULL, sequence INTEGER,
+            time_exchange TEXT NOT NULL, time_coinapi TEXT NOT NULL,
+            price TEXT NOT NULL, size TEXT NOT NULL, taker_side TEXT NOT NULL,
+            source TEXT NOT NULL, received_at TEXT NOT NULL)""",
+        """CREATE TABLE quotes (
+            id INTEGER PRIMARY KEY, symbol_id TEXT NOT NULL, sequence INTEGER,
+            time_exchange TEXT NOT NULL, time_coinapi TEXT NOT NULL,
+            ask_price TEXT NOT NULL, ask_size TEXT NOT NULL,
+            bid_price TEXT NOT NULL, bid_size TEXT NOT NULL,
+            source TEXT NOT NULL, received_at TEXT NOT NULL)""",
+        """CREATE TABLE book_snapshots (
+            id INTEGER PRIMARY KEY, symbol_id TEXT NOT NULL, depth TEXT NOT NULL,
+            sequence INTEGER, time_exchange TEXT NOT NULL,
+            asks TEXT NOT NULL, bids TEXT NOT NULL,
+            source TEXT NOT NULL, received_at TEXT NOT NULL)""",
+        """CREATE TABLE gaps (
+            id INTEGER PRIMARY KEY, data_type TEXT NOT NULL, symbol_id TEXT NOT NULL,
+            reason TEXT NOT NULL, missing INTEGER, recovery TEXT NOT NULL,
+            status TEXT NOT NULL, received_at TEXT NOT NULL)""",
+    ),
+    (  # 2: time-range reads per symbol
+        "CREATE INDEX trades_symbol_time ON trades (symbol_id, time_exchange)",
+        "CREATE INDEX quotes_symbol_time ON quotes (symbol_id, time_exchange)",
+        "CREATE INDEX book_snapshots_symbol_time ON book_snapshots (symbol_id, time_exchange)",
+        "CREATE INDEX gaps_symbol ON gaps (symbol_id, received_at)",
+    ),
+)
+
+_INSERT_TRADE: Final = (
+    "INSERT OR IGNORE INTO trades (uuid, symbol_id, sequence, time_exchange, time_coinapi,"
+    " price, size, taker_side, source, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_QUOTE: Final = (
+    "INSERT INTO quotes (symbol_id, sequence, time_exchange, time_coinapi, ask_price, ask_size,"
+    " bid_price, bid_size, source, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_BOOK: Final = (
+    "INSERT INTO book_snapshots (symbol_id, depth, sequence, time_exchange, asks, bids, source,"
+    " received_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+_INSERT_GAP: Final = (
+    "INSERT INTO gaps (data_type, symbol_id, reason, missing, recovery, status, received_at)"
+    " VALUES (?,?,?,?,?,?,?)"
+)
+_levels_encoder: Final = msgspec.json.Encoder(decimal_format="string")
+
+Row = tuple[object, ...]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """How many migration steps this database has applied (0 for a new file)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS) -> int:
+    """Apply the steps the database has not seen yet, each in one transaction; return version."""
+    version = schema_version(conn)
+    if version > len(migrations):
+        raise SinkSpecError(
+            f"database schema version {version} is newer than this coinfeed knows "
+            f"({len(migrations)}): upgrade coinfeed or use another file"
+        )
+    for number, step in enumerate(migrations[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in step:
+                conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(migrations)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate a coinfeed database, WAL + synchronous=NORMAL."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _levels(levels: list[PriceLevel]) -> str:
+    return _levels_encoder.encode(levels).decode()
+
+
+def _trade_row(e: TradeEvent) -> Row:
+    return (e.uuid, e.symbol_id, e.sequence, e.time_exchange, e.time_coinapi,
+            str(e.price), str(e.size), e.taker_side, e.source, e.received_at)  # fmt: skip
+
+
+def _quote_row(e: QuoteEvent) -> Row:
+    return (e.symbol_id, e.sequence, e.time_exchange, e.time_coinapi, str(e.ask_price),
+            str(e.ask_size), str(e.bid_price), str(e.bid_size), e.source,
+            e.received_at)  # fmt: skip
+
+
+def _book_row(e: BookEvent) -> Row:
+    return (e.symbol_id, e.depth, e.sequence, e.time_exchange, _levels(e.asks), _levels(e.bids),
+            e.source, e.received_at)  # fmt: skip
+
+
+@attrs.define(slots=True, eq=False)
+class SqliteSink:
+    """Writes each batch in one transaction; see the module docstring for tables and threads."""
+
+    name: str
+    _conn: sqlite3.Connection
+    blocking: bool = True
+
+    @classmethod
+    def open(cls, path: str) -> SqliteSink:
+        return cls(f"sqlite:{path}", connect(path))
+
+    def write_batch(self, events: list[Event]) -> None:
+        trades: list[Row] = []
+        quotes: list[Row] = []
+        books: list[Row] = []
+        gaps: list[Row] = []
+        for e in events:
+            if isinstance(e, TradeEvent):
+                trades.append(_trade_row(e))
+            elif isinstance(e, QuoteEvent):
+                quotes.append(_quote_row(e))
+            elif isinstance(e, BookEvent):
+                if e.is_snapshot:
+                    books.append(_book_row(e))
+            elif isinstance(e, GapEvent):
+                gaps.append((e.data_type, e.symbol_id, e.reason, e.missing, e.recovery,
+                             e.status, e.received_at))  # fmt: skip
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            for sql, rows in (
+                (_INSERT_TRADE, trades),
+                (_INSERT_QUOTE, quotes),
+                (_INSERT_BOOK, books),
+                (_INSERT_GAP, gaps),
+            ):
+                if rows:
+                    conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._conn.close()

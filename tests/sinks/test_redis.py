@@ -1,0 +1,151 @@
+"""The Redis Streams sink against a real redis-server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import trio
+
+from coinfeed.config import ListenAddress, Settings
+from coinfeed.events import TradeEvent, decode_event
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig, open_simulator
+from coinfeed.sinks import open_sink
+from coinfeed.sinks.redis_streams import RedisStreamSink
+from tests.service.test_against_simulator import wait_for
+from tests.sinks.conftest import SYM, book, gap, quote, trade
+from tests.sinks.redisserver import RedisServer
+
+OTHER = "COINBASE_SPOT_ETH_USD"
+
+
+def test_events_land_in_one_stream_per_kind_and_symbol(redis_server: RedisServer) -> None:
+    events = [
+        trade(1),
+        trade(2, symbol=OTHER, price="0.00000050"),
+        quote(3),
+        book(4, snapshot=True),
+        gap(),
+    ]
+    sink = open_sink(redis_server.url)
+    sink.write_batch(events)
+    sink.close()
+    with redis_server.client() as client:
+        keys = sorted(k.decode() for k in client.keys("coinfeed:*"))
+        assert keys == sorted([f"coinfeed:book:{SYM}", f"coinfeed:gap:{SYM}",
+                               f"coinfeed:quote:{SYM}", f"coinfeed:trade:{OTHER}",
+                               f"coinfeed:trade:{SYM}"])  # fmt: skip
+        [(_, fields)] = client.xrange(f"coinfeed:trade:{OTHER}")
+        assert list(fields) == [b"json"]
+        assert b'"price":5.0E-7' in fields[b"json"]
+        assert decode_event(fields[b"json"]) == events[1]
+        assert [decode_event(f[b"json"]) for _, f in client.xrange(f"coinfeed:gap:{SYM}")] == [
+            events[4]
+        ]
+
+
+def test_streams_are_trimmed_to_about_redis_maxlen(redis_server: RedisServer) -> None:
+    sink = RedisStreamSink.open(redis_server.url, maxlen=200)
+    for start in range(0, 3000, 500):
+        sink.write_batch([trade(n) for n in range(start, start + 500)])
+    sink.close()
+    with redis_server.client() as client:
+        length = client.xlen(f"coinfeed:trade:{SYM}")
+        info = client.xinfo_stream(f"coinfeed:trade:{SYM}")
+    # MAXLEN ~ trims whole macro-nodes (100 entries by default): at least 200, never far above.
+    assert 200 <= length <= 200 + 100, length
+    assert info["entries-added"] == 3000
+
+
+def test_a_retried_batch_writes_nothing_twice(redis_server: RedisServer) -> None:
+    sink = RedisStreamSink.open(redis_server.url, maxlen=10_000)
+    batch: list[Any] = [trade(n) for n in range(100)] + [quote(1)]
+    sink.write_batch(batch)
+    # The writer retries with the same list object after a failure it could not see through
+    # (e.g. the reply was lost after Redis applied the pipeline): simulate that retry.
+    sink._pending = (batch, ids_of(redis_server, batch))
+    sink.write_batch(batch)
+    assert sink.already_written == len(batch)
+    sink.write_batch([trade(100)])  # a new batch after that is written normally
+    sink.close()
+    with redis_server.client() as client:
+        assert client.xlen(f"coinfeed:trade:{SYM}") == 101
+        assert client.xlen(f"coinfeed:quote:{SYM}") == 1
+
+
+def ids_of(server: RedisServer, batch: list[Any]) -> list[str]:
+    """The ids Redis holds for ``batch`` (one stream per kind here, in order)."""
+    with server.client() as client:
+        trades = [i.decode() for i, _ in client.xrange(f"coinfeed:trade:{SYM}")]
+        quotes = [i.decode() for i, _ in client.xrange(f"coinfeed:quote:{SYM}")]
+    return [trades.pop(0) if isinstance(e, TradeEvent) else quotes.pop(0) for e in batch]
+
+
+def test_a_redis_that_is_down_fails_the_batch_and_the_retry_succeeds_later(
+    redis_server: RedisServer,
+) -> None:
+    sink = RedisStreamSink.open(redis_server.url, maxlen=1000, timeout=1.0)
+    sink.write_batch([trade(1)])
+    redis_server.stop()
+    batch: list[Any] = [trade(2), trade(3)]
+    with pytest.raises(redis.ConnectionError):
+        sink.write_batch(batch)
+    redis_server.start()
+    sink.write_batch(batch)  # the writer's retry, on a fresh connection
+    sink.close()
+    with redis_server.client() as client:  # no persistence: only what came after the restart
+        assert [
+            decode_event(f[b"json"]).uuid for _, f in client.xrange(f"coinfeed:trade:{SYM}")
+        ] == [  # type: ignore[union-attr]
+            trade(2).uuid,
+            trade(3).uuid,
+        ]
+
+
+async def test_a_redis_outage_is_reported_bounded_and_recovered(
+    make_settings: Callable[..., Settings], redis_server: RedisServer
+) -> None:
+    symbols = ("BITSTAMP_SPOT_BTC_USD", "COINBASE_SPOT_ETH_USD")
+    async with open_simulator(SimulatorConfig(rate=3000, seed=21, symbols=symbols)) as sim:
+        settings = make_settings(
+            ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols,
+            sinks=(redis_server.url,), http=ListenAddress("127.0.0.1", 0),
+            queue_capacity=50, sink_queue_capacity=200, sink_batch_size=100,
+            sink_flush_interval=0.2, stale_after=2.0, recovery_pause=0.02,
+        )  # fmt: skip
+        service = Service.build(settings, handle_signals=False)
+        [writer] = service.hub.writers
+        name = writer.sink.name
+        counters = writer.counters
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            assert service.http_url is not None
+            async with httpx.AsyncClient(base_url=service.http_url) as http:
+                await wait_for(lambda: counters.events.get(name, 0) > 200, 5, "events in Redis")
+                assert (await http.get("/ready")).status_code == 200
+                await trio.to_thread.run_sync(redis_server.stop)
+                await wait_for(lambda: counters.errors.get(name, 0) >= 3, 10, "counted errors")
+                ready = await http.get("/ready")
+                assert ready.status_code == 503
+                assert any(f"sink {name} failing" in r for r in ready.json()["reasons"])
+                metrics = (await http.get("/metrics")).text
+                assert f'coinfeed_sink_errors_total{{sink="{name}"}}' in metrics
+                await trio.sleep(1.0)
+                # The processor is blocked on the full channel, the raw queue drops (and
+                # recovery will repair): memory stays bounded by the two capacities.
+                assert writer.channel.statistics().peak <= 200
+                assert service.queue.statistics().peak <= 50
+                assert service.queue.statistics().dropped > 0
+                written = counters.events.get(name, 0)
+                await trio.to_thread.run_sync(redis_server.start)
+                await wait_for(lambda: name not in service.status.sink_failures, 10, "recovery")
+                await wait_for(lambda: counters.events.get(name, 0) > written + 500, 10, "resume")
+                await wait_for(lambda: service.status.connected, 5, "connected")
+                assert (await http.get("/ready")).status_code == 200
+                with redis_server.client() as client:
+                    assert client.xlen(f"coinfeed:trade:{symbols[0]}") > 0
+            service.status.request_shutdown("test over")

@@ -1,0 +1,163 @@
+"""The SQLite sink: exact decimals, no duplicate trades, migrations, durability under kill -9."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from coinfeed.sinks import SinkSpecError, open_sink
+from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
+from tests.sinks.conftest import book, gap, quote, trade
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_replaying_the_same_events_leaves_no_duplicate_trades(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    events = [trade(n) for n in range(50)] + [quote(1), gap()]
+    sink = open_sink(f"sqlite:{path}")
+    sink.write_batch(events)
+    sink.write_batch(events[10:30])
+    sink.close()
+    again = open_sink(f"sqlite:{path}")  # a later process replays everything
+    again.write_batch(events)
+    again.close()
+    assert rows(path, "SELECT count(*), count(DISTINCT uuid) FROM trades") == [(50, 50)]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("770.000000000", "770.000000000"),
+        ("0.00000050", "5.0E-7"),  # str(Decimal): same digits and exponent, exponent notation
+        ("1E-9", "1E-9"),
+        ("123456789.123456789", "123456789.123456789"),
+    ],
+)
+def test_prices_and_sizes_round_trip_exactly(tmp_path: Path, sent: str, stored: str) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([trade(1, price=sent, size=sent), quote(2), book(3, snapshot=True)])
+    sink.close()
+    [(price, size, price_type)] = rows(path, "SELECT price, size, typeof(price) FROM trades")
+    assert (price, size, price_type) == (stored, stored, "text")
+    # Reading it back gives the identical Decimal: value, digits and exponent (trailing zeros).
+    assert Decimal(str(price)).as_tuple() == Decimal(sent).as_tuple()
+    [quote_row] = rows(path, "SELECT ask_price, ask_size, bid_price, bid_size FROM quotes")
+    assert quote_row == ("101.50", "5.0E-7", "99.0", "1E-9")
+    [(asks, bids)] = rows(path, "SELECT asks, bids FROM book_snapshots")
+    assert json.loads(asks) == [["101.50", "2"], ["101.25", "1E-9"]]
+    assert json.loads(bids) == [["99.0", "3.000"]]
+
+
+def test_book_snapshots_are_stored_and_deltas_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([book(1, snapshot=True), book(2, snapshot=False), book(3, snapshot=False)])
+    sink.write_batch([book(4, snapshot=True), gap()])
+    sink.close()
+    assert rows(path, "SELECT sequence FROM book_snapshots ORDER BY id") == [(1,), (4,)]
+    assert rows(path, "SELECT data_type, status, missing FROM gaps") == [("trade", "pending", 3)]
+
+
+def test_the_database_uses_wal_and_indexes_each_market_table(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    SqliteSink.open(str(path)).close()
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    indexed = {
+        (table, tuple(c[2] for c in rows(path, f"PRAGMA index_info({name})")))
+        for name, table in rows(path, "SELECT name, tbl_name FROM sqlite_master WHERE type='index'")
+        if not str(name).startswith("sqlite_autoindex")
+    }
+    for table in ("trades", "quotes", "book_snapshots"):
+        assert (table, ("symbol_id", "time_exchange")) in indexed
+
+
+def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        assert migrate(conn, MIGRATIONS[:1]) == 1
+        conn.execute(
+            "INSERT INTO trades VALUES ('u-1', 'S', 1, 't', 't', '1.0', '2', 'BUY', 'ws', 'r')"
+        )
+    conn.close()
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([trade(7)])
+    sink.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == len(MIGRATIONS)
+    conn.close()
+    assert rows(path, "SELECT uuid FROM trades ORDER BY uuid")[0] == (
+        "00000000-0000-4000-8000-000000000007",
+    )
+    assert ("u-1",) in rows(path, "SELECT uuid FROM trades")
+
+
+def test_a_database_from_a_newer_coinfeed_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    SqliteSink.open(str(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    conn.close()
+    with pytest.raises(SinkSpecError, match="schema version 99 is newer"):
+        SqliteSink.open(str(path))
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from coinfeed.sinks.sqlite import SqliteSink
+    from tests.sinks.conftest import trade, quote
+
+    sink = SqliteSink.open(sys.argv[1])
+    batch = 0
+    while True:
+        base = batch * 200
+        sink.write_batch([trade(base + i) for i in range(200)] + [quote(batch)])
+        print(f"committed {batch}", flush=True)
+        batch += 1
+    """
+)
+
+
+def test_kill_9_mid_run_keeps_every_committed_batch_and_a_sound_database(tmp_path: Path) -> None:
+    path = tmp_path / "killed.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    assert child.stdout is not None
+    committed: list[int] = []
+    try:
+        while len(committed) < 30:
+            line = child.stdout.readline()
+            assert line, f"the writer exited early with {child.wait()}"
+            committed.append(int(line.split()[1]))
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        committed.extend(int(line.split()[1]) for line in child.stdout.read().splitlines())
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    stored = {int(str(u)[-12:]) for (u,) in rows(path, "SELECT uuid FROM trades")}
+    for batch in committed:
+        assert set(range(batch * 200, batch * 200 + 200)) <= stored, f"batch {batch} lost"
+    # Whole batches only: a transaction is all or nothing.
+    assert len(stored) % 200 == 0
+    SqliteSink.open(str(path)).close()  # and it opens again as a sink
