@@ -27,6 +27,7 @@ from coinfeed import __version__
 from coinfeed.config import (
     API_KEY_ENV,
     CONFIG_ENV,
+    DEBUG_TOKEN_ENV,
     SETTINGS,
     ConfigError,
     Settings,
@@ -164,7 +165,7 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``coinfeed`` command line and return its exit code."""
     env = dict(os.environ)
-    secrets = [env.get(API_KEY_ENV, "").strip()]
+    secrets = [env.get(API_KEY_ENV, "").strip(), env.get(DEBUG_TOKEN_ENV, "").strip()]
     setup_logging("text", "INFO", secrets=secrets)
     parser = build_parser(secrets=secrets)
     try:
@@ -200,8 +201,8 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], **options: Any) -> S
         value = getattr(args, setting.name, None)
         cli[setting.name] = ",".join(value) if isinstance(value, list) else value
     settings = load_settings(cli=cli, env=env, **options)
-    key = settings.api_key.reveal() if settings.api_key else ""
-    setup_logging(settings.log_format, settings.log_level, secrets=[key])
+    secrets = [secret.reveal() for secret in (settings.api_key, settings.debug_token) if secret]
+    setup_logging(settings.log_format, settings.log_level, secrets=secrets)
     for name, close in unknown_environment(env).items():
         logger.bind(variable=name, did_you_mean=close).warning("unknown variable ignored")
     return settings

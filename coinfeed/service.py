@@ -35,7 +35,7 @@ from coinfeed.protocol import FrameDecoder
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
 from coinfeed.shard import symbols_of_shard
-from coinfeed.sinks import Sink, open_sink
+from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
 from coinfeed.transport import Transport, TrioWebSocketTransport
@@ -84,7 +84,7 @@ class Service:
         sinks: list[Sink] | None = None,
         handle_signals: bool = True,
     ) -> Service:
-        """Wire the components (opens sinks; raises ``SinkSpecError`` for a bad spec).
+        """Wire the components (opens sinks; ``ConfigError`` naming ``sinks`` if one cannot open).
 
         With ``settings.shard`` set, only this shard's symbols are subscribed and processed;
         a shard left with no symbols raises ``ConfigError`` naming ``shard``.
@@ -127,11 +127,14 @@ class Service:
             interim_books=settings.interim_rest_book,
         )
         sink_counters = SinkCounters()
-        opened = (
-            sinks
-            if sinks is not None
-            else [open_sink(spec, redis_maxlen=settings.redis_maxlen) for spec in settings.sinks]
-        )
+        try:
+            opened = (
+                sinks
+                if sinks is not None
+                else open_sinks(settings.sinks, redis_maxlen=settings.redis_maxlen)
+            )
+        except SinkSpecError as exc:
+            raise ConfigError("sinks", str(exc)) from None
         hub = SinkHub.build(
             opened,
             status,
@@ -338,7 +341,7 @@ def _exit_code_for(exc: BaseException) -> int:
 async def _serve(settings: Settings) -> int:
     try:
         service = Service.build(settings)
-    except ConfigError as error:  # e.g. a shard with no symbols: invalid usage, exit 2
+    except ConfigError as error:  # a shard with no symbols, a sink that cannot open: exit 2
         print(f"coinfeed: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return await service.run()

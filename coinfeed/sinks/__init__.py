@@ -8,6 +8,6 @@ describes each format and its delivery guarantees.
 
 from __future__ import annotations
 
-from coinfeed.sinks.base import Sink, SinkSpecError, open_sink
+from coinfeed.sinks.base import Sink, SinkSpecError, open_sink, open_sinks
 
-__all__ = ["Sink", "SinkSpecError", "open_sink"]
+__all__ = ["Sink", "SinkSpecError", "open_sink", "open_sinks"]

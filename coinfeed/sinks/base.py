@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from typing import Protocol
 
 from coinfeed.events import Event
 
 
 class SinkSpecError(ValueError):
-    """A sink spec that names no known sink; the message lists the accepted forms."""
+    """A sink spec that names no known sink or cannot be opened; the message says which."""
 
 
 class Sink(Protocol):
@@ -36,6 +38,26 @@ def open_sink(spec: str, *, redis_maxlen: int = 100_000) -> Sink:
     """Build the sink a spec names (files are opened here, in the caller's thread; Redis
     connects lazily on the first write, so a Redis that is down is a failing sink, not a crash).
     """
+    try:
+        return _open(spec, redis_maxlen)
+    except (OSError, sqlite3.Error) as exc:
+        raise SinkSpecError(f"sink {spec!r} cannot be opened: {exc}") from None
+
+
+def open_sinks(specs: Sequence[str], *, redis_maxlen: int = 100_000) -> list[Sink]:
+    """Open every sink, or none: if one fails, those already opened are closed again."""
+    opened: list[Sink] = []
+    try:
+        for spec in specs:
+            opened.append(open_sink(spec, redis_maxlen=redis_maxlen))
+    except BaseException:
+        for sink in opened:
+            sink.close()
+        raise
+    return opened
+
+
+def _open(spec: str, redis_maxlen: int) -> Sink:
     scheme, _, rest = spec.partition(":")
     if scheme == "jsonl" and rest:
         from coinfeed.sinks.jsonl import JsonlSink

@@ -155,6 +155,24 @@ def test_unexpected_failure_exits_1_with_a_redacted_traceback(
     assert KEY not in err
 
 
+def test_the_debug_token_is_redacted_like_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "debug-token-8421"
+    module = types.ModuleType("coinfeed.service")
+
+    def run_service(settings: Settings) -> int:
+        raise RuntimeError(f"bad header Authorization: Bearer {token}")
+
+    module.run_service = run_service  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "coinfeed.service", module)
+    monkeypatch.setenv("COINAPI_KEY", KEY)
+    monkeypatch.setenv("COINFEED_DEBUG_TOKEN", token)
+    assert main(["run", "--symbols", "A"]) == 1
+    err = capsys.readouterr().err
+    assert "Bearer ***" in err and token not in err
+
+
 def test_config_prints_toml_that_config_accepts_back(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -198,17 +198,17 @@ async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:
         nursery.start_soon(
             lambda: run("bad_config", env=child_environment(COINFEED_STALE_AFTER=KEY))
         )
-        # An unusable sink path: the service fails with a traceback.
+        # A sink that cannot be opened: invalid usage, exit 2 naming the setting.
         nursery.start_soon(
-            run, "crash", *unreachable, "--http", "off", "--sink", "jsonl:/nonexistent/x.jsonl"
+            run, "bad_sink", *unreachable, "--http", "off", "--sink", "jsonl:/nonexistent/x.jsonl"
         )
 
     codes = {name: result.returncode for name, result in results.items()}
-    assert codes == {"unreachable": 0, "rejected": 3, "bad_config": 2, "crash": 1}, codes
+    assert codes == {"unreachable": 0, "rejected": 3, "bad_config": 2, "bad_sink": 2}, codes
     stderr = {name: result.stderr.decode() for name, result in results.items()}
     assert "stale_after" in stderr["bad_config"]
-    assert "Traceback" in stderr["crash"]
-    for name in ("unreachable", "rejected", "crash"):
+    assert "invalid setting 'sinks'" in stderr["bad_sink"] and "Traceback" not in stderr["bad_sink"]
+    for name in ("unreachable", "rejected"):
         records = [json.loads(line) for line in stderr[name].splitlines()]
         assert records, name
     assert len(seen) == len(ENDPOINTS)
