@@ -217,10 +217,10 @@ class Service:
                     self.http_url = await root.start(
                         serve_api, self, self.settings.http_host, self.settings.http_port, http_stop
                     )
-                    logger.info("http listening url={}", self.http_url)
+                    logger.bind(url=self.http_url).info("http listening")
                 task_status.started(self)
                 await status.shutdown.wait()
-                logger.info("shutting down reason={}", status.shutdown_reason)
+                logger.bind(reason=status.shutdown_reason).info("shutting down")
                 with trio.move_on_after(self.settings.shutdown_timeout) as grace:
                     self.connection.stop_nowait()
                     await connection_done.wait()
@@ -235,12 +235,13 @@ class Service:
             with trio.move_on_after(1.0, shield=True):
                 await self.rest.aclose()
         if status.fatal is not None:
-            logger.error("stopped: {}", status.fatal.message)
+            logger.bind(exit_code=status.fatal.exit_code, reason=status.fatal.message).error(
+                "stopped"
+            )
             return status.fatal.exit_code
         if self._timed_out:
-            logger.error(
-                "shutdown exceeded shutdown_timeout={}s: queued events were not all written",
-                self.settings.shutdown_timeout,
+            logger.bind(shutdown_timeout=self.settings.shutdown_timeout).error(
+                "shutdown exceeded shutdown_timeout: queued events were not all written"
             )
             return EXIT_FAILURE
         logger.info("stopped cleanly")
@@ -286,7 +287,7 @@ class Service:
                 if count == 1:
                     self.status.request_shutdown(f"{name} received")
                 else:
-                    logger.warning("second signal {}: cancelling at once", name)
+                    logger.bind(signal=name).warning("second signal: cancelling at once")
                     self._timed_out = True
                     root.cancel()
 
@@ -298,21 +299,20 @@ class Service:
             counters = self.processor.counters
             queue = self.queue.statistics()
             outcomes = counters.recoveries
-            logger.info(
-                "stats frames_per_s={:.0f} queue={}/{} peak={} dropped={} gaps={} "
-                "recovered={} unrecovered={} pending={} connected={} rss_mb={:.1f}",
-                (counters.frames - previous) / interval,
-                queue.depth,
-                queue.capacity,
-                queue.peak,
-                queue.dropped,
-                sum(counters.gaps.values()),
-                sum(n for (_, outcome), n in outcomes.items() if outcome == "recovered"),
-                sum(n for (_, outcome), n in outcomes.items() if outcome != "recovered"),
-                self.recovery.pending,
-                self.status.connected,
-                rss_bytes() / 1e6,
-            )
+            logger.bind(
+                frames_per_s=round((counters.frames - previous) / interval),
+                queue=f"{queue.depth}/{queue.capacity}",
+                peak=queue.peak,
+                dropped=queue.dropped,
+                gaps=sum(counters.gaps.values()),
+                recovered=sum(n for (_, outcome), n in outcomes.items() if outcome == "recovered"),
+                unrecovered=sum(
+                    n for (_, outcome), n in outcomes.items() if outcome != "recovered"
+                ),
+                pending=self.recovery.pending,
+                connected=self.status.connected,
+                rss_mb=round(rss_bytes() / 1e6, 1),
+            ).info("stats")
             previous = counters.frames
 
 
@@ -329,7 +329,9 @@ def apply_shard(settings: Settings) -> Settings:
             f"({','.join(settings.symbols)}); check the assignment with `coinfeed shards "
             f"--symbols ... --count {shard.count}` or use fewer shards",
         )
-    logger.info("shard {} takes {} of {} symbols", shard, len(symbols), len(settings.symbols))
+    logger.bind(shard=str(shard), symbols=len(symbols), of=len(settings.symbols)).info(
+        "shard assignment"
+    )
     return attrs.evolve(settings, symbols=symbols)
 
 
@@ -361,7 +363,7 @@ async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
     config = SimulatorConfig(rate=rate, seed=seed, faults=faults)
     async with open_simulator(config) as sim:
         symbols = settings.symbols or sim.config.symbols
-        logger.info("demo simulator ws_url={} rest_url={}", sim.ws_url, sim.rest_url)
+        logger.bind(ws_url=sim.ws_url, rest_url=sim.rest_url).info("demo simulator up")
         demo_settings = attrs.evolve(
             settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols
         )

@@ -24,6 +24,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.backoff import full_jitter
 from coinfeed.events import Event
 from coinfeed.framequeue import QueueStatistics
 from coinfeed.sinks.base import Sink
@@ -119,6 +120,7 @@ class SinkWriter:
     max_batch: int = 1000
     flush_interval: float = 0.5
     retry_max: float = 5.0
+    _rng: random.Random = attrs.field(factory=random.Random, init=False)
 
     async def run(self) -> None:
         try:
@@ -131,7 +133,7 @@ class SinkWriter:
         finally:
             with trio.move_on_after(2.0, shield=True):
                 await self._call(self.sink.close)
-            logger.debug("sink closed sink={}", self.sink.name)
+            logger.bind(sink=self.sink.name).debug("sink closed")
 
     def statistics(self) -> QueueStatistics:
         return self.channel.statistics()
@@ -153,12 +155,12 @@ class SinkWriter:
                 attempt += 1
                 self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
                 self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
-                delay = random.uniform(0, min(self.retry_max, 0.1 * 2**attempt))
-                logger.error("sink write failed sink={} attempt={} error={}", name, attempt, exc)
+                delay = full_jitter(attempt + 1, base=0.1, cap=self.retry_max, rng=self._rng)
+                logger.bind(sink=name, attempt=attempt, error=str(exc)).error("sink write failed")
                 await trio.sleep(delay)
                 continue
             if self.status.sink_failures.pop(name, None) is not None:
-                logger.info("sink recovered sink={} attempts={}", name, attempt + 1)
+                logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
             self.counters.events[name] = self.counters.events.get(name, 0) + len(events)
             return
 

@@ -62,9 +62,11 @@ async def test_sigterm_under_load_exits_0_in_time_with_complete_sink(tmp_path: P
                 stderr += chunk
     assert code == 0, stderr.decode()[-3000:]
     assert elapsed < 5
-    messages = [json.loads(line)["message"] for line in stderr.decode().splitlines()]
-    assert any(m.startswith("shutting down reason=SIGTERM") for m in messages)
-    assert "stopped cleanly" in messages
+    records = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert any(
+        r["message"] == "shutting down" and r["reason"] == "SIGTERM received" for r in records
+    )
+    assert "stopped cleanly" in [r["message"] for r in records]
     raw = events_file.read_bytes()
     assert raw.endswith(b"\n"), "the sink ended with a partial line"
     events = [json.loads(line) for line in raw.splitlines()]
