@@ -9,9 +9,11 @@ import subprocess
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import trio
+import yaml
 
 from coinfeed.api import is_loopback
 from coinfeed.config import ListenAddress, Settings, load_settings, unknown_environment
@@ -107,39 +109,45 @@ async def test_healthcheck_command_passes_against_health_and_fails_without_it() 
 MANIFEST = ROOT / "deploy" / "kubernetes.yaml"
 
 
+def manifest() -> dict[str, dict[str, Any]]:
+    """The manifest's documents by kind."""
+    documents = list(yaml.safe_load_all(MANIFEST.read_text()))
+    return {doc["kind"]: doc for doc in documents if doc}
+
+
+def container() -> dict[str, Any]:
+    [only] = manifest()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return cast(dict[str, Any], only)
+
+
 def manifest_env() -> dict[str, str]:
-    """Plain ``- name: X`` / ``value: "Y"`` pairs of the container's environment."""
-    pairs = re.findall(r'- name: (\S+)\n\s+value: "?([^"\n]*)"?', MANIFEST.read_text())
-    return dict(pairs)
-
-
-def block(text: str, key: str) -> str:
-    """The lines indented under ``key:`` (a tiny YAML reader, enough for this manifest)."""
-    match = re.search(rf"^( *){re.escape(key)}:\n((?:\1  .*\n)+)", text, re.MULTILINE)
-    assert match, f"{key} not found"
-    return match.group(2)
+    """The container's plain environment values (secrets are not values)."""
+    return {e["name"]: str(e["value"]) for e in container()["env"] if "value" in e}
 
 
 def test_manifest_probes_resources_and_security() -> None:
-    text = MANIFEST.read_text()
-    assert re.findall(r"^kind: (\S+)", text, re.MULTILINE) == ["Deployment", "Service"]
-    assert "path: /health" in block(text, "livenessProbe")
-    assert "path: /ready" in block(text, "readinessProbe")
-    resources = block(text, "resources")
-    assert re.search(r"requests:\n\s+cpu: 250m\n\s+memory: 128Mi", resources)
-    assert re.search(r"limits:\n\s+memory: 256Mi", resources)
-    assert "runAsNonRoot: true" in text
-    assert "readOnlyRootFilesystem: true" in text
-    assert "allowPrivilegeEscalation: false" in text
-    for variable, secret_key in (
-        ("COINAPI_KEY", "coinapi-key"),
-        ("COINFEED_DEBUG_TOKEN", "debug-token"),
-    ):
-        assert re.search(
-            rf"- name: {variable}\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: coinfeed\n"
-            rf"\s+key: {secret_key}",
-            text,
-        ), variable
+    docs = manifest()
+    assert sorted(docs) == ["Deployment", "Service"]
+    c = container()
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["resources"]["requests"] == {"cpu": "250m", "memory": "128Mi"}
+    assert c["resources"]["limits"]["memory"] == "256Mi"
+    security = c["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert secrets["COINAPI_KEY"] == {"name": "coinfeed", "key": "coinapi-key"}
+    # The debug token is optional: without it the debug endpoints stay closed off loopback.
+    assert secrets["COINFEED_DEBUG_TOKEN"] == {
+        "name": "coinfeed",
+        "key": "debug-token",
+        "optional": True,
+    }
+    assert c["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_manifest_settings_are_valid_and_the_grace_period_covers_shutdown() -> None:
@@ -150,5 +158,5 @@ def test_manifest_settings_are_valid_and_the_grace_period_covers_shutdown() -> N
     assert settings.http is not None and not is_loopback(settings.http.host)
     assert settings.http.port == 8080
     assert "COINFEED_SHUTDOWN_TIMEOUT" in env
-    grace = re.search(r"terminationGracePeriodSeconds: (\d+)", MANIFEST.read_text())
-    assert grace is not None and int(grace[1]) >= settings.shutdown_timeout + 5
+    pod = manifest()["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= settings.shutdown_timeout + 5
