@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import attrs
 
 API_KEY_ENV: Final = "COINAPI_KEY"
+TRANSPORTS: Final = ("trio-websocket", "websockets")
+"""WebSocket client libraries coinfeed can use (``transport`` setting)."""
 DEBUG_TOKEN_ENV: Final = "COINFEED_DEBUG_TOKEN"
 """Bearer token for /api/debug/* when the listener is not on loopback; environment only."""
 CONFIG_ENV: Final = "COINFEED_CONFIG"
@@ -325,6 +327,8 @@ def _path(raw: object) -> str:
 _S = SettingDef
 SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("ws_url", _url("ws", "wss"), "wss://ws.coinapi.io/v1/", "WebSocket endpoint", "URL"),
+    _S("transport", _choice(TRANSPORTS, str.lower), "trio-websocket",
+       "WebSocket client library: " + ", ".join(TRANSPORTS), "NAME"),
     _S("rest_url", _url("http", "https"), "https://rest.coinapi.io", "REST endpoint", "URL"),
     _S("symbols", _list(_symbol, "exact symbol ids"), (), "exact symbol ids (required)", "ID,..."),
     _S("types", _list(_data_type, "data types"), ("trade", "quote", "book"),
@@ -406,6 +410,7 @@ class Settings:
     """The validated, effective configuration of one coinfeed process."""
 
     ws_url: str = _DEFAULTS["ws_url"]
+    transport: str = _DEFAULTS["transport"]
     rest_url: str = _DEFAULTS["rest_url"]
     symbols: tuple[str, ...] = _DEFAULTS["symbols"]
     types: tuple[str, ...] = _DEFAULTS["types"]

@@ -26,6 +26,7 @@ ENV = {"COINAPI_KEY": KEY}
 # One wrong value per setting, as a user would type it. Every setting must have one here.
 INVALID = {
     "ws_url": "https://ws.coinapi.io/v1/",
+    "transport": "aiohttp",
     "rest_url": "ftp://rest.coinapi.io",
     "symbols": "BITSTAMP SPOT BTC USD",
     "types": "trade,ohlcv",
