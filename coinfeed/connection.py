@@ -78,16 +78,20 @@ class ScopeRateLimit:
     _sent: deque[float] = attrs.field(factory=deque, init=False)
 
     def record(self, now: float, n: int = 1) -> None:
+        """Count ``n`` scope messages sent at ``now`` (forgetting those out of the window)."""
+        self._prune(now)
         self._sent.extend([now] * n)
-        while len(self._sent) > self.limit:
+
+    def _prune(self, now: float) -> None:
+        # One expression decides expiry and the wake-up time in wait_for_room: computed two
+        # ways (t <= now - w vs. waking at t + w), rounding could wake us to nothing, forever.
+        while self._sent and self._sent[0] + self.window <= now:
             self._sent.popleft()
 
     async def wait_for_room(self, n: int) -> None:
         n = min(n, self.limit)
         while True:
-            now = trio.current_time()
-            while self._sent and self._sent[0] <= now - self.window:
-                self._sent.popleft()
+            self._prune(trio.current_time())
             if len(self._sent) + n <= self.limit:
                 return
             await trio.sleep_until(self._sent[0] + self.window)

@@ -16,6 +16,7 @@ class FakeWebSocket:
     """A connection the test drives: ``feed`` frames in, ``close`` ends it; ``sent`` records."""
 
     sent: list[bytes | str] = attrs.field(factory=list)
+    sent_at: list[float] = attrs.field(factory=list)
     _send: trio.MemorySendChannel[list[str | bytes] | None] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[list[str | bytes] | None] = attrs.field(init=False)
     closed: bool = False
@@ -40,6 +41,7 @@ class FakeWebSocket:
         if self.closed:
             raise TransportClosed(1006, "fake closed")
         self.sent.append(message)
+        self.sent_at.append(trio.current_time())
 
     async def aclose(self) -> None:
         self.closed = True

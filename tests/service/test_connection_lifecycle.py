@@ -148,3 +148,33 @@ async def test_hello_asks_heartbeats_for_exact_symbols_and_key_goes_in_header(
     assert b'"subscribe_filter_symbol_id":["A_USD$","B_USD$"]' in hello
     assert b"k-123" not in hello
     assert transport.headers[0] == [("X-CoinAPI-Key", "k-123")]
+
+
+async def test_resubscribes_are_batched_and_stay_within_10_scope_messages_per_10_s(
+    autojump_clock: trio.abc.Clock, make_settings: Callable[..., Settings]
+) -> None:
+    ws = FakeWebSocket()
+    transport = FakeTransport([ws])
+    symbols = tuple(f"S{i}_USD" for i in range(8))
+    service, _ = build(make_settings(symbols=symbols, stale_after=1000), transport)
+
+    async def storm() -> None:
+        await transport.connected.wait()
+        await trio.sleep(0.1)
+        for symbol in symbols[:3]:  # three requests at once: one unsubscribe + subscribe pair
+            service.connection.scope_requests.request(symbol)
+        await trio.sleep(0.5)
+        for round_ in range(20):  # then a resubscribe request every 0.25 s for 5 s
+            service.connection.scope_requests.request(symbols[round_ % len(symbols)])
+            await trio.sleep(0.25)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(storm)
+        await run_service(service, lambda: False, limit=30)
+    messages = [m if isinstance(m, bytes) else m.encode() for m in ws.sent]
+    assert b'"type":"unsubscribe"' in messages[1] and b'"type":"subscribe"' in messages[2]
+    assert all(f'"{s}$"'.encode() in messages[1] for s in symbols[:3])
+    # Every 10 s window holds at most 10 scope messages, the hello included.
+    for start in ws.sent_at:
+        assert sum(1 for t in ws.sent_at if start <= t < start + 10) <= 10
+    assert len(ws.sent_at) > 10, "the storm should have needed more than one window"
