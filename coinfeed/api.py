@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coinfeed.book import BookState
+from coinfeed.cgroup import memory_limit_bytes
 from coinfeed.logs import redact
 
 if TYPE_CHECKING:
@@ -182,12 +183,16 @@ def memory_report(service: Service) -> dict[str, Any]:
     """What /api/debug/memory answers (ARCHITECTURE §4.3)."""
     from coinfeed.service import rss_bytes
 
+    rss = rss_bytes()
+    limit = memory_limit_bytes()
     queues = {
         name: {"size": q.depth, "capacity": q.capacity, "peak": q.peak}
         for name, q in service.queue_statistics().items()
     }
     report: dict[str, Any] = {
-        "rss_bytes": rss_bytes(),
+        "rss_bytes": rss,
+        "memory_limit_bytes": limit,
+        "rss_percent_of_limit": None if limit is None else round(100 * rss / limit, 1),
         "python": {
             "allocated_blocks": sys.getallocatedblocks(),
             "gc_counts": list(gc.get_count()),
@@ -319,6 +324,8 @@ async def serve_api(
     started_tracing = service.settings.debug_tracemalloc and not tracemalloc.is_tracing()
     if started_tracing:
         tracemalloc.start()
+    # coinfeed_ready reads the same problems, through the same watch, as /ready.
+    service.metrics.sources.readiness = lambda: not readiness_problems(service, watch)
     try:
         async with trio.open_nursery() as nursery:
 
@@ -335,6 +342,7 @@ async def serve_api(
             binds = await nursery.start(serve_then_stop)
             task_status.started(binds[0] if binds else "")
     finally:
+        service.metrics.sources.readiness = None
         if started_tracing:
             tracemalloc.stop()
 

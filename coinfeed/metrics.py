@@ -4,6 +4,8 @@ Hot paths keep plain integer counters on their own objects; :class:`CoinfeedColl
 them into metric families only when scraped, so a frame costs no prometheus call. Histograms
 (recovery, reconnect, processing time) are observed where the event happens; they are rare or
 observed once per batch. ``message_processing_seconds`` observes a batch's mean time per frame.
+``ready`` is exported only while something answers readiness (the HTTP API sets
+``MetricSources.readiness`` while it serves); ``memory_limit_bytes`` is 0 when there is no limit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from coinfeed.cgroup import memory_limit_bytes
 from coinfeed.connection import ConnectionCounters
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.processor import ProcessorCounters
@@ -39,6 +42,9 @@ class MetricSources:
     sink_names: list[str]
     queues: Callable[[], dict[str, QueueStatistics]]
     raw_queue: FrameQueue
+    readiness: Callable[[], bool] | None = None
+    """True when /ready would answer 200; None (no ``ready`` gauge) while nothing serves it."""
+    memory_limit: Callable[[], int | None] = memory_limit_bytes
 
 
 def received_by_type(processed: dict[str, int], raw_queue: FrameQueue) -> dict[str, int]:
@@ -122,6 +128,15 @@ class CoinfeedCollector(Collector):
             errors.add_metric([name], s.sinks.errors.get(name, 0))
         yield events
         yield errors
+        if s.readiness is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "ready", "1 when /ready answers 200, else 0", value=int(s.readiness())
+            )
+        yield GaugeMetricFamily(
+            PREFIX + "memory_limit_bytes",
+            "Memory limit of the process's cgroup in bytes (0: no limit)",
+            value=s.memory_limit() or 0,
+        )
 
 
 @attrs.define(slots=True, eq=False)
@@ -129,6 +144,7 @@ class Metrics:
     """The registry of one service run and its histograms."""
 
     registry: CollectorRegistry
+    sources: MetricSources
     recovery_seconds: Histogram
     reconnect_seconds: Histogram
     message_processing_seconds: Histogram
@@ -140,6 +156,7 @@ class Metrics:
         registry.register(CoinfeedCollector(sources))
         return cls(
             registry=registry,
+            sources=sources,
             recovery_seconds=Histogram(
                 PREFIX + "recovery_seconds",
                 "Time to fetch one recovery window from REST",
