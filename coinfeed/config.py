@@ -327,7 +327,7 @@ def _path(raw: object) -> str:
 _S = SettingDef
 SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("ws_url", _url("ws", "wss"), "wss://ws.coinapi.io/v1/", "WebSocket endpoint", "URL"),
-    _S("transport", _choice(TRANSPORTS, str.lower), "trio-websocket",
+    _S("transport", _choice(TRANSPORTS, str.lower), "websockets",
        "WebSocket client library: " + ", ".join(TRANSPORTS), "NAME"),
     _S("rest_url", _url("http", "https"), "https://rest.coinapi.io", "REST endpoint", "URL"),
     _S("symbols", _list(_symbol, "exact symbol ids"), (), "exact symbol ids (required)", "ID,..."),

@@ -33,7 +33,7 @@ from coinfeed.backoff import full_jitter
 from coinfeed.framequeue import FrameQueue
 from coinfeed.logs import RateLimitedLog
 from coinfeed.protocol import Error as ErrorFrame
-from coinfeed.protocol import FrameDecoder, encode, peek_frame, scope_message
+from coinfeed.protocol import FrameDecoder, ScopeMessage, encode, peek_frame, scope_message
 from coinfeed.status import ConnectionLost, ConnectionOpened, Fatal, Resubscribed, ServiceStatus
 from coinfeed.transport import Transport, TransportClosed, TransportError, WebSocket
 
@@ -186,9 +186,9 @@ class Connection:
     def _headers(self) -> list[tuple[str, str]]:
         return [("X-CoinAPI-Key", self.api_key)] if self.api_key else []
 
-    def _hello(self) -> bytes:
+    def _hello(self) -> str:
         apikey = self.api_key if self.apikey_in_hello else None
-        return encode(scope_message("hello", self.types, self.symbols, apikey=apikey))
+        return _text(scope_message("hello", self.types, self.symbols, apikey=apikey))
 
     async def _session(self, connection_id: int) -> _SessionEnd:
         self.status.connection_id = connection_id
@@ -310,15 +310,21 @@ class Connection:
                 "resubscribing"
             )
             try:
-                await ws.send(encode(scope_message("unsubscribe", self.types, symbols)))
+                await ws.send(_text(scope_message("unsubscribe", self.types, symbols)))
                 # Marker before the subscribe: restarted sequences can only follow it.
                 self.queue.put_control_nowait(
                     Resubscribed(connection_id, frozenset(symbols), datetime.now(UTC))
                 )
-                await ws.send(encode(scope_message("subscribe", self.types, symbols)))
+                await ws.send(_text(scope_message("subscribe", self.types, symbols)))
             except TransportClosed:
                 return
             self.scope_limit.record(trio.current_time(), 2)
+
+
+def _text(message: ScopeMessage) -> str:
+    """A scope message as ``str``, so every transport sends it as a text frame (CoinAPI's
+    messages are JSON text; a binary frame is not what its docs describe)."""
+    return encode(message).decode()
 
 
 def fatal_for(exc: TerminalError) -> Fatal:

@@ -38,7 +38,7 @@ from coinfeed.shard import symbols_of_shard
 from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
-from coinfeed.transport import Transport, TrioWebSocketTransport
+from coinfeed.transport import Transport, TrioWebSocketTransport, WebsocketsTransport
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -93,8 +93,11 @@ class Service:
         status = ServiceStatus()
         queue = FrameQueue(settings.queue_capacity)
         api_key = settings.api_key.reveal() if settings.api_key else None
-        transport = transport or TrioWebSocketTransport(
-            max_message_bytes=max(settings.max_frame_bytes * 4, 1 << 20)
+        max_message_bytes = max(settings.max_frame_bytes * 4, 1 << 20)
+        transport = transport or (
+            WebsocketsTransport(max_message_bytes=max_message_bytes)
+            if settings.transport == "websockets"
+            else TrioWebSocketTransport(max_message_bytes=max_message_bytes)
         )
         connection = Connection(
             transport=transport,

@@ -15,10 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from coinfeed.book import BookState
-from coinfeed.config import Secret, Settings
+from coinfeed.config import TRANSPORTS, Secret, Settings
 from coinfeed.events import GapEvent, TradeEvent
 from coinfeed.metrics import received_by_type
 from coinfeed.service import Service
@@ -26,6 +27,9 @@ from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
 from tests.service.conftest import MemorySink
 
 SYMBOLS = ("BITSTAMP_SPOT_BTC_USD", "BITSTAMP_SPOT_BTC_USDT", "COINBASE_SPOT_ETH_USD")
+
+# Every scenario runs once per WebSocket library; ids end in [trio-websocket] or [websockets].
+pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
 @attrs.define(eq=False)
@@ -59,9 +63,14 @@ async def running(
         }
         values.update(overrides)
         service = Service.build(make_settings(**values), sinks=[sink], handle_signals=False)
+        # The ground truth holds every trade; one produced before our hello reached the
+        # simulator was never owed to us. Start the market only once it is subscribed.
+        sim.pause_market()
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             await wait_for(lambda: service.status.connected, 5, "connected")
+            await wait_for(lambda: sim.stats.scope_messages >= 1, 5, "the hello to arrive")
+            sim.resume_market()
             yield sim, service, sink
             service.status.request_shutdown("test over")
 
@@ -125,12 +134,13 @@ async def scenario(
 
 
 async def test_overload_drops_are_counted_repaired_and_queue_stays_bounded(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
     sink = SlowSink(delay=0.02)
     async with running(
         make_settings,
         SimulatorConfig(rate=6000, seed=3),
+        transport=transport,
         sink=sink,
         queue_capacity=20,
         sink_queue_capacity=50,
@@ -152,10 +162,14 @@ async def test_overload_drops_are_counted_repaired_and_queue_stays_bounded(
 
 
 async def test_book_gap_resubscribes_and_the_book_matches_ground_truth(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
     symbol = SYMBOLS[0]
-    async with running(make_settings, SimulatorConfig(rate=2000, seed=4)) as (sim, service, sink):
+    async with running(make_settings, SimulatorConfig(rate=2000, seed=4), transport=transport) as (
+        sim,
+        service,
+        sink,
+    ):
         await trio.sleep(0.5)
         sim.faults.skip_next("book", symbol, 3)
         await wait_for(
@@ -180,9 +194,13 @@ async def test_book_gap_resubscribes_and_the_book_matches_ground_truth(
 
 
 async def test_rest_429_retry_after_is_honoured_with_at_most_two_calls_in_flight(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
-    async with running(make_settings, SimulatorConfig(rate=3000, seed=5)) as (sim, service, sink):
+    async with running(make_settings, SimulatorConfig(rate=3000, seed=5), transport=transport) as (
+        sim,
+        service,
+        sink,
+    ):
         await trio.sleep(0.5)
         sim.rest_faults.fail_next(2, status=429, retry_after=2)
         started = trio.current_time()
@@ -211,7 +229,7 @@ async def test_rest_429_retry_after_is_honoured_with_at_most_two_calls_in_flight
 
 
 async def test_rejected_key_exits_3_quickly_after_at_most_two_attempts(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
     async with open_simulator(SimulatorConfig(rate=500, keys=frozenset({"good-key"}))) as sim:
         settings = make_settings(
@@ -219,6 +237,7 @@ async def test_rejected_key_exits_3_quickly_after_at_most_two_attempts(
             rest_url=sim.rest_url,
             symbols=SYMBOLS,
             api_key=Secret("wrong-key"),
+            transport=transport,
         )
         service = Service.build(settings, sinks=[MemorySink()], handle_signals=False)
         started = trio.current_time()
@@ -232,9 +251,13 @@ async def test_rejected_key_exits_3_quickly_after_at_most_two_attempts(
 
 
 async def test_reconnect_frames_and_abrupt_disconnects_lose_no_trades(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
-    async with running(make_settings, SimulatorConfig(rate=3000, seed=6)) as (sim, service, sink):
+    async with running(make_settings, SimulatorConfig(rate=3000, seed=6), transport=transport) as (
+        sim,
+        service,
+        sink,
+    ):
         await scenario(sim, [lambda: sim.send_reconnect_all(1), sim.disconnect_all], gap=1.5)
         await wait_for(lambda: service.status.connected, 5, "reconnected")
         reasons = service.connection.counters.reconnects
@@ -250,10 +273,12 @@ async def test_reconnect_frames_and_abrupt_disconnects_lose_no_trades(
 
 
 async def test_stalled_stream_reconnects_after_stale_after(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
     # stale_after must exceed the 1 s heartbeat interval, or a quiet market would flap.
-    async with running(make_settings, SimulatorConfig(rate=1000, seed=7), stale_after=1.5) as (
+    async with running(
+        make_settings, SimulatorConfig(rate=1000, seed=7), transport=transport, stale_after=1.5
+    ) as (
         sim,
         service,
         sink,
@@ -270,10 +295,13 @@ async def test_stalled_stream_reconnects_after_stale_after(
 
 
 async def test_bad_frames_are_counted_by_reason_and_the_service_goes_on(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
     async with running(
-        make_settings, SimulatorConfig(rate=1000, seed=8), max_frame_bytes=64 * 1024
+        make_settings,
+        SimulatorConfig(rate=1000, seed=8),
+        transport=transport,
+        max_frame_bytes=64 * 1024,
     ) as (sim, service, sink):
         await trio.sleep(0.3)
         for kind in ("not_json", "wrong_price", "sequence_string", "unknown_type"):
@@ -295,9 +323,13 @@ async def test_bad_frames_are_counted_by_reason_and_the_service_goes_on(
 
 
 async def test_prices_reach_the_sink_with_the_digits_sent(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], transport: str
 ) -> None:
-    async with running(make_settings, SimulatorConfig(rate=1000, seed=9)) as (sim, _service, sink):
+    async with running(make_settings, SimulatorConfig(rate=1000, seed=9), transport=transport) as (
+        sim,
+        _service,
+        sink,
+    ):
         await trio.sleep(1)
         sim.pause_market()
         await trio.sleep(0.2)

@@ -142,11 +142,11 @@ async def test_hello_asks_heartbeats_for_exact_symbols_and_key_goes_in_header(
     service, _ = build(settings, transport)
     await run_service(service, lambda: bool(ws.sent), limit=10)
     hello = ws.sent[0]
-    assert isinstance(hello, bytes)
-    assert b'"type":"hello"' in hello
-    assert b'"heartbeat":true' in hello
-    assert b'"subscribe_filter_symbol_id":["A_USD$","B_USD$"]' in hello
-    assert b"k-123" not in hello
+    assert isinstance(hello, str), "scope messages go out as text frames"
+    assert '"type":"hello"' in hello
+    assert '"heartbeat":true' in hello
+    assert '"subscribe_filter_symbol_id":["A_USD$","B_USD$"]' in hello
+    assert "k-123" not in hello
     assert transport.headers[0] == [("X-CoinAPI-Key", "k-123")]
 
 

@@ -12,15 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from coinfeed.api import live_task_count, open_fd_count
-from coinfeed.config import ListenAddress, Settings
+from coinfeed.config import TRANSPORTS, ListenAddress, Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from tests.service.simprocess import simulator_process
 
 SYMBOLS = "BITSTAMP_SPOT_BTC_USD,COINBASE_SPOT_ETH_USD,BITSTAMP_SPOT_BTC_USDT"
+
+# Both tests run once per WebSocket library; ids end in [trio-websocket] or [websockets].
+pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
 def coinfeed_threads() -> set[str]:
@@ -29,7 +33,9 @@ def coinfeed_threads() -> set[str]:
     return {t.name for t in threading.enumerate() if not t.name.startswith("Trio thread")}
 
 
-async def test_sigterm_under_load_exits_0_in_time_with_complete_sink(tmp_path: Path) -> None:
+async def test_sigterm_under_load_exits_0_in_time_with_complete_sink(
+    tmp_path: Path, transport: str
+) -> None:
     events_file = tmp_path / "events.jsonl"
     async with open_simulator(SimulatorConfig(rate=8000, seed=11, faults="gaps")) as sim:
         env = {**os.environ, "COINAPI_KEY": "test-key", "PYTHONUNBUFFERED": "1"}
@@ -37,7 +43,7 @@ async def test_sigterm_under_load_exits_0_in_time_with_complete_sink(tmp_path: P
             sys.executable, "-m", "coinfeed", "run",
             "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--symbols", SYMBOLS,
             "--sink", f"jsonl:{events_file}", "--http", "off", "--shutdown-timeout", "5",
-            "--log-format", "json",
+            "--log-format", "json", "--transport", transport,
         ]  # fmt: skip
         process = await trio.lowlevel.open_process(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -76,7 +82,7 @@ async def test_sigterm_under_load_exits_0_in_time_with_complete_sink(tmp_path: P
 
 
 async def test_nothing_of_coinfeed_outlives_the_root_nursery(
-    tmp_path: Path, make_settings: Callable[..., Settings]
+    tmp_path: Path, make_settings: Callable[..., Settings], transport: str
 ) -> None:
     # The simulator runs in its own process so every task, fd and thread here is coinfeed's.
     async with simulator_process("--rate", "3000", "--seed", "12", "--faults", "gaps") as urls:
@@ -88,6 +94,7 @@ async def test_nothing_of_coinfeed_outlives_the_root_nursery(
             sinks=(f"jsonl:{tmp_path / 'out.jsonl'}",),
             http=ListenAddress("127.0.0.1", 0),
             recovery_pause=0.01,
+            transport=transport,
         )
         service = Service.build(settings, handle_signals=False)
         async with trio.open_nursery() as nursery:
