@@ -1,0 +1,615 @@
+#!/usr/bin/env python
+"""Soak coinfeed against the simulator, check it against ground truth, report and plot.
+
+Starts ``coinfeed simulate`` and ``coinfeed run`` as real child processes on loopback, samples
+``/api/debug/memory`` and ``/metrics`` every ``--interval`` seconds for ``--duration`` seconds,
+then stops coinfeed with SIGTERM (exit code 0 required), fetches ``/_sim/truth`` and compares
+the sink with it. Writes ``report.json``, ``report.md`` and ``soak.png`` into ``--out`` and
+exits 1 when a criterion fails (2 when the run itself could not be carried out).
+
+Completeness rule: the simulator keeps producing while coinfeed shuts down, so only trades
+coinfeed could have seen are required. For each symbol that is every truth trade with
+``first <= time_exchange <= stop - margin``, where ``first`` is the first trade coinfeed
+received live for that symbol (or the oldest trade the simulator still retains, if later) and
+``stop`` the moment SIGTERM was sent. Each of them must be in the sink exactly once, and the sink
+must hold no trade in that window the simulator did not produce. Under profiles that make REST
+fail (``rest-5xx``, ``rest-429``, ``chaos``) trades may be missing, provided each symbol that
+misses some has an ``unrecovered`` trade gap event (the contract: "every drop is either
+repaired or reported as a gap event").
+
+    .venv/bin/python scripts/soak.py [--duration 600] [--rate 2000] [--faults chaos]
+        [--interval 5] [--out reports/soak-<time>] [--sink jsonl|sqlite] [--transport NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import (
+    Child,
+    free_port,
+    metric_sum,
+    parse_metrics,
+    start_coinfeed,
+    start_simulator,
+)
+
+REST_FAILING_PROFILES = frozenset({"rest-5xx", "rest-429", "chaos"})
+RSS_BOUND_MB_PER_10MIN = 1.0
+EXIT_FAILED = 1
+EXIT_BROKEN = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def take_sample(client: httpx.Client, started: float) -> dict[str, Any]:
+    """One sample of ``/api/debug/memory`` and ``/metrics`` (seconds since start in ``t``)."""
+    memory = client.get("/api/debug/memory").json()
+    metrics = parse_metrics(client.get("/metrics").text)
+    queues = memory["queues"]
+    sinks = [q for name, q in queues.items() if name.startswith("sink:")]
+    return {
+        "t": time.monotonic() - started,
+        "rss_mb": memory["rss_bytes"] / 1e6,
+        "gc_objects": memory["python"]["gc_objects"],
+        "raw_depth": queues["raw"]["size"],
+        "raw_peak": queues["raw"]["peak"],
+        "raw_capacity": queues["raw"]["capacity"],
+        "sink_depth": max((q["size"] for q in sinks), default=0),
+        "sink_peak": max((q["peak"] for q in sinks), default=0),
+        "sink_capacity": min((q["capacity"] for q in sinks), default=0),
+        "frames_dropped": memory["frames_dropped"],
+        "recovery_pending": memory["recovery_pending"],
+        "dedup_entries": memory["dedup_entries"],
+        "tasks": memory["tasks"],
+        "open_fds": memory["open_fds"],
+        "messages": metric_sum(metrics, "coinfeed_messages_received_total"),
+        "gaps": metric_sum(metrics, "coinfeed_gaps_detected_total"),
+        "recovered": metric_sum(metrics, "coinfeed_recoveries_total", outcome="recovered"),
+        "unrecovered": metric_sum(metrics, "coinfeed_recoveries_total", outcome="unrecovered"),
+        "refused": metric_sum(metrics, "coinfeed_recoveries_total", outcome="refused"),
+        "book_recovered": metric_sum(
+            metrics, "coinfeed_recoveries_total", type="book", outcome="recovered"
+        ),
+        "book_unrecovered": metric_sum(
+            metrics, "coinfeed_recoveries_total", type="book", outcome="unrecovered"
+        ),
+        "reconnects": metric_sum(metrics, "coinfeed_reconnects_total"),
+        "sink_errors": metric_sum(metrics, "coinfeed_sink_errors_total"),
+    }
+
+
+class Progress:
+    """A one-line ``\\r`` bar on a terminal, a plain line every 30 s otherwise (stderr)."""
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.tty = sys.stderr.isatty()
+        self.last_line = -1e9
+
+    def show(self, sample: dict[str, Any], *, final: bool = False) -> None:
+        t = min(sample["t"], self.duration)
+        text = (
+            f"{t:5.0f}/{self.duration:.0f} s  rss {sample['rss_mb']:6.1f} MB  "
+            f"raw {sample['raw_depth']}/{sample['raw_capacity']} (peak {sample['raw_peak']})  "
+            f"drops {sample['frames_dropped']}  gaps {sample['gaps']:.0f}  "
+            f"recovered {sample['recovered']:.0f}  unrecovered {sample['unrecovered']:.0f}  "
+            f"reconnects {sample['reconnects']:.0f}"
+        )
+        if self.tty:
+            width = 20
+            done = int(width * t / self.duration)
+            end = "\n" if final else ""
+            bar = "#" * done + "." * (width - done)
+            print(f"\r[{bar}] {text}", end=end, file=sys.stderr, flush=True)
+        elif final or sample["t"] - self.last_line >= 30:
+            self.last_line = sample["t"]
+            print(f"soak {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth and the sink
+# ---------------------------------------------------------------------------------------------
+
+
+class TruthTrade(msgspec.Struct):
+    uuid: str
+    time_exchange: str
+
+
+class TruthDump(msgspec.Struct):
+    trades: dict[str, list[TruthTrade]]
+    trades_produced: dict[str, int]
+
+
+class SinkRecord(msgspec.Struct):
+    kind: str
+    symbol_id: str = ""
+    uuid: str = ""
+    time_exchange: str = ""
+    source: str = ""
+    data_type: str = ""
+    status: str = ""
+
+
+def read_sink(kind: str, path: Path) -> tuple[list[SinkRecord], list[SinkRecord], bool]:
+    """(trades, gap events, duplicates detectable) from the sink file."""
+    if kind == "sqlite":
+        with sqlite3.connect(path) as db:
+            trades = [
+                SinkRecord("trade", s, u, t, src)
+                for s, u, t, src in db.execute(
+                    "SELECT symbol_id, uuid, time_exchange, source FROM trades"
+                )
+            ]
+            gaps = [
+                SinkRecord("gap", symbol_id=s, data_type=d, status=st)
+                for s, d, st in db.execute("SELECT symbol_id, data_type, status FROM gaps")
+            ]
+        return trades, gaps, False
+    decoder = msgspec.json.Decoder(SinkRecord)
+    trades, gaps = [], []
+    with path.open("rb") as file:
+        for line in file:
+            if line.startswith(b'{"kind":"trade"') or line.startswith(b'{"kind":"gap"'):
+                record = decoder.decode(line)
+                (trades if record.kind == "trade" else gaps).append(record)
+    return trades, gaps, True
+
+
+def iso_utc(moment: float) -> str:
+    """A wall-clock time in CoinAPI's format (7 fraction digits), comparable as text."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def left_pending(gaps: list[SinkRecord]) -> dict[str, int]:
+    """Per data type, ``pending`` gap events never followed by a final status (at shutdown)."""
+    counts: Counter[str] = Counter()
+    for gap in gaps:
+        if gap.status == "pending":
+            counts[gap.data_type] += 1
+        elif gap.status in ("recovered", "unrecovered") and counts[gap.data_type] > 0:
+            counts[gap.data_type] -= 1
+    return {kind: n for kind, n in counts.items() if n}
+
+
+def check_completeness(
+    truth: TruthDump,
+    trades: list[SinkRecord],
+    gaps: list[SinkRecord],
+    *,
+    cutoff: str,
+    duplicates_detectable: bool,
+) -> dict[str, Any]:
+    """Compare the sink's trades with the truth under the rule in the module docstring."""
+    by_symbol: dict[str, list[SinkRecord]] = {}
+    for trade in trades:
+        by_symbol.setdefault(trade.symbol_id, []).append(trade)
+    unrecovered_symbols = {
+        g.symbol_id for g in gaps if g.data_type == "trade" and g.status == "unrecovered"
+    }
+    symbols: dict[str, Any] = {}
+    for symbol_id, truth_trades in truth.trades.items():
+        delivered = by_symbol.get(symbol_id, [])
+        live = [t.time_exchange for t in delivered if t.source == "ws"]
+        retained = min((t.time_exchange for t in truth_trades), default="")
+        first = max(min(live, default="9999"), retained)
+        expected = {t.uuid.lower() for t in truth_trades if first <= t.time_exchange <= cutoff}
+        in_window = [t.uuid for t in delivered if first <= t.time_exchange <= cutoff]
+        counts = Counter(in_window)
+        window_truth = {t.uuid.lower() for t in truth_trades if first <= t.time_exchange}
+        symbols[symbol_id] = {
+            "window": [first, cutoff],
+            "expected": len(expected),
+            "delivered": len(expected & counts.keys()),
+            "missing": len(expected - counts.keys()),
+            "duplicates": sum(n - 1 for n in counts.values() if n > 1),
+            "phantom": len(counts.keys() - window_truth),
+            "unrecovered_gap_reported": symbol_id in unrecovered_symbols,
+            "produced_total": truth.trades_produced.get(symbol_id, 0),
+            "sink_total": len(delivered),
+        }
+    expected_total = sum(s["expected"] for s in symbols.values())
+    delivered_total = sum(s["delivered"] for s in symbols.values())
+    return {
+        "rule": "every truth trade with first live trade <= time_exchange <= SIGTERM - margin, "
+        "exactly once",
+        "expected": expected_total,
+        "delivered": delivered_total,
+        "missing": sum(s["missing"] for s in symbols.values()),
+        "duplicates": sum(s["duplicates"] for s in symbols.values()),
+        "duplicates_detectable": duplicates_detectable,
+        "phantom": sum(s["phantom"] for s in symbols.values()),
+        "percent": 100.0 * delivered_total / expected_total if expected_total else 0.0,
+        "missing_unreported_symbols": sorted(
+            s for s, v in symbols.items() if v["missing"] and not v["unrecovered_gap_reported"]
+        ),
+        "gap_events": dict(Counter(f"{g.data_type}:{g.status}" for g in gaps)),
+        "gaps_left_pending": left_pending(gaps),
+        "symbols": symbols,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Criteria, report, plot
+# ---------------------------------------------------------------------------------------------
+
+
+def rss_slope(samples: list[dict[str, Any]], warmup: float) -> tuple[float | None, int]:
+    """Least-squares slope of RSS after ``warmup`` seconds, in MB per 10 minutes."""
+    points = [(s["t"], s["rss_mb"]) for s in samples if s["t"] >= warmup]
+    if len(points) < 3:
+        return None, len(points)
+    slope, _ = statistics.linear_regression([p[0] for p in points], [p[1] for p in points])
+    return slope * 600.0, len(points)
+
+
+def dedup_full_at(samples: list[dict[str, Any]]) -> float | None:
+    """When the trade-uuid de-dup set stopped growing (it is bounded: full), if it did."""
+    entries = [s["dedup_entries"] for s in samples]
+    if len(entries) < 3 or entries[-1] != max(entries) or entries[-2] != entries[-1]:
+        return None
+    first = next(i for i, n in enumerate(entries) if n == entries[-1])
+    return float(samples[first]["t"])
+
+
+def judge(report: dict[str, Any], bound: float) -> list[dict[str, Any]]:
+    """Every criterion with its measured value and verdict."""
+    final = report["final_sample"]
+    rest_failing = report["settings"]["faults"] in REST_FAILING_PROFILES
+    comp = report["completeness"]
+    slope = report["rss"]["slope_mb_per_10min"]
+    criteria = [
+        {"name": "clean exit on SIGTERM", "value": report["exit_code"], "target": "0",
+         "ok": report["exit_code"] == 0},
+        {"name": "RSS slope after warm-up (MB / 10 min)",
+         "value": None if slope is None else round(slope, 3), "target": f"< {bound}",
+         "ok": slope is not None and slope < bound},
+        {"name": "raw queue peak within capacity",
+         "value": f"{final['raw_peak']}/{final['raw_capacity']}", "target": "<= capacity",
+         "ok": final["raw_peak"] <= final["raw_capacity"]},
+        {"name": "sink queue peak within capacity",
+         "value": f"{final['sink_peak']}/{final['sink_capacity']}", "target": "<= capacity",
+         "ok": final["sink_peak"] <= final["sink_capacity"]},
+    ]  # fmt: skip
+    if rest_failing:
+        criteria.append({
+            "name": "completeness (missing trades reported as unrecovered gaps)",
+            "value": f"{comp['percent']:.3f} %, {comp['missing']} missing, unreported in "
+                     f"{comp['missing_unreported_symbols'] or 'none'}",
+            "target": "100 %, or every symbol missing trades has an unrecovered gap event",
+            "ok": comp["expected"] > 0 and not comp["missing_unreported_symbols"],
+        })  # fmt: skip
+    else:
+        criteria.append({
+            "name": "completeness", "value": f"{comp['percent']:.3f} % of {comp['expected']}",
+            "target": "100 %", "ok": comp["expected"] > 0 and comp["missing"] == 0,
+        })  # fmt: skip
+        criteria.append({
+            "name": "no unrecovered gaps", "value": final["unrecovered"], "target": "0",
+            "ok": final["unrecovered"] == 0,
+        })  # fmt: skip
+    criteria.append({"name": "no duplicate trades", "value": comp["duplicates"], "target": "0",
+                     "ok": comp["duplicates"] == 0})  # fmt: skip
+    criteria.append({"name": "no phantom trades", "value": comp["phantom"], "target": "0",
+                     "ok": comp["phantom"] == 0})  # fmt: skip
+    books = report["books"]
+    criteria.append({
+        "name": "every book synced at the end",
+        "value": ", ".join(f"{k}={v}" for k, v in books.items()) or "no books",
+        "target": "synced", "ok": bool(books) and all(v == "synced" for v in books.values()),
+    })  # fmt: skip
+    return criteria
+
+
+def plot(samples: list[dict[str, Any]], path: Path, title: str, warmup: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] / 60 for s in samples]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    ax = axes[0]
+    ax.plot(t, [s["rss_mb"] for s in samples], color="tab:blue")
+    ax.axvline(warmup / 60, color="grey", linestyle=":", label="end of warm-up")
+    ax.set_ylabel("RSS (MB)")
+    ax.legend(loc="lower right")
+    ax = axes[1]
+    ax.plot(t, [s["raw_depth"] for s in samples], label="raw queue depth")
+    ax.plot(t, [s["raw_peak"] for s in samples], label="raw queue peak", linestyle="--")
+    ax.plot(t, [s["sink_depth"] for s in samples], label="sink queue depth")
+    ax.plot(t, [s["recovery_pending"] for s in samples], label="recovery pending")
+    if samples:
+        ax.axhline(samples[-1]["raw_capacity"], color="red", linestyle=":", label="raw capacity")
+        ax.axhline(
+            samples[-1]["sink_capacity"], color="green", linestyle=":", label="sink capacity"
+        )
+    ax.set_ylabel("items")
+    ax.legend(loc="upper left", fontsize="small")
+    ax = axes[2]
+    for key, label in [("frames_dropped", "frames dropped"), ("gaps", "gaps detected"),
+                       ("recovered", "recoveries ok"), ("unrecovered", "unrecovered"),
+                       ("reconnects", "reconnects")]:  # fmt: skip
+        ax.plot(t, [s[key] for s in samples], label=label)
+    ax.set_ylabel("cumulative count")
+    ax.set_xlabel("minutes")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def dedup_note(rss: dict[str, Any]) -> str:
+    """The trade de-dup set grows until it holds ``dedup_capacity`` uuids: say where it is."""
+    if rss["dedup_full_at_s"] is None:
+        return (
+            f"The trade de-dup set was still filling at the end ({rss['dedup_entries']:,} "
+            "uuids; it is bounded by `dedup_capacity`), so part of the slope is that fill."
+        )
+    steady = rss["slope_after_dedup_full_mb_per_10min"]
+    return (
+        f"The trade de-dup set was full ({rss['dedup_entries']:,} uuids) from "
+        f"{rss['dedup_full_at_s']:.0f} s; slope after that: "
+        f"{'n/a' if steady is None else format(steady, '.3f')} MB / 10 min."
+    )
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"# coinfeed soak {report['started_at']}",
+        "",
+        f"{s['duration']:.0f} s at {s['rate']:.0f} frames/s, faults `{s['faults']}`, "
+        f"{len(report['symbols'])} symbols, sink `{s['sink']}`, transport "
+        f"`{s['transport'] or 'default'}`, extra coinfeed arguments "
+        f"`{' '.join(s['coinfeed_args']) or 'none'}`; {len(report['samples'])} samples every "
+        f"{s['interval']} s. Verdict: **{'PASS' if report['passed'] else 'FAIL'}**.",
+        "",
+        "| criterion | measured | target | |",
+        "|---|---|---|---|",
+    ]
+    for c in report["criteria"]:
+        lines.append(f"| {c['name']} | {c['value']} | {c['target']} | "
+                     f"{'ok' if c['ok'] else 'FAIL'} |")  # fmt: skip
+    comp, final, rss = report["completeness"], report["final_sample"], report["rss"]
+    lines += [
+        "",
+        f"- RSS {rss['first_mb']:.1f} → {rss['last_mb']:.1f} MB (max {rss['max_mb']:.1f}); "
+        f"slope fitted over {rss['points']} samples after {rss['warmup_s']:.0f} s of warm-up. "
+        + dedup_note(rss),
+        f"- Messages {final['messages']:,.0f}, frames dropped {final['frames_dropped']}, gaps "
+        f"{final['gaps']:.0f}, recoveries {final['recovered']:.0f} ok / "
+        f"{final['unrecovered']:.0f} unrecovered / {final['refused']:.0f} refused (books: "
+        f"{final['book_recovered']:.0f} resyncs ok, {final['book_unrecovered']:.0f} not), "
+        f"reconnects {final['reconnects']:.0f}, sink errors {final['sink_errors']:.0f}.",
+        f"- Trades: {comp['delivered']:,} of {comp['expected']:,} expected "
+        f"({comp['percent']:.3f} %), {comp['missing']} missing, {comp['duplicates']} duplicates"
+        f"{'' if comp['duplicates_detectable'] else ' (not detectable: uuid is the key)'}, "
+        f"{comp['phantom']} phantom. Gap events: {comp['gap_events'] or 'none'}; "
+        f"left pending at shutdown: {comp['gaps_left_pending'] or 'none'}.",
+        f"- Rule: {comp['rule']} (margin {s['margin']} s).",
+        "",
+        "![soak](soak.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_healthy(client: httpx.Client, coinfeed: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if coinfeed.proc.poll() is not None:
+            raise RuntimeError(f"coinfeed exited with {coinfeed.proc.returncode} at start")
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"coinfeed did not answer /health within {timeout} s")
+
+
+def book_states(client: httpx.Client, symbols: list[str], *, wait: float) -> dict[str, str]:
+    """Each book's state; waits up to ``wait`` s for every book to be synced (resyncs end)."""
+    deadline = time.monotonic() + wait
+    while True:
+        states = {s: client.get(f"/api/books/{s}", params={"depth": 1}).json().get("state", "?")
+                  for s in symbols}  # fmt: skip
+        if all(v == "synced" for v in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict[str, Any]:
+    simulator, urls = start_simulator(
+        ["--rate", str(args.rate), "--faults", args.faults, "--seed", str(args.seed),
+         "--symbols", ",".join(symbols)],
+        log=out / "simulator.log",
+    )  # fmt: skip
+    coinfeed: Child | None = None
+    try:
+        http_port = free_port()
+        sink_path = out / ("events.sqlite" if args.sink == "sqlite" else "events.jsonl")
+        run_args = [
+            "--ws-url", urls["ws_url"], "--rest-url", urls["rest_url"],
+            "--symbols", ",".join(symbols), "--sink", f"{args.sink}:{sink_path}",
+            "--http", f"127.0.0.1:{http_port}", "--log-format", "json",
+        ]  # fmt: skip
+        if args.transport:
+            run_args += ["--transport", args.transport]
+        run_args += args.coinfeed_arg
+        coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
+        samples: list[dict[str, Any]] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
+            wait_healthy(client, coinfeed, 60)
+            progress = Progress(args.duration)
+            started = time.monotonic()
+            started_at = datetime.now(UTC).isoformat(timespec="seconds")
+            next_at = started
+            while True:
+                if coinfeed.proc.poll() is not None:
+                    raise RuntimeError(f"coinfeed exited early with {coinfeed.proc.returncode}")
+                samples.append(take_sample(client, started))
+                progress.show(samples[-1])
+                if samples[-1]["t"] >= args.duration:
+                    break
+                next_at += args.interval
+                time.sleep(max(0.0, min(next_at, started + args.duration) - time.monotonic()))
+            progress.show(samples[-1], final=True)
+            books = book_states(client, symbols, wait=args.book_wait)
+            samples.append(take_sample(client, started))
+        stopped_at = time.time()
+        coinfeed.terminate()
+        exit_code = coinfeed.wait(30)
+        with httpx.Client(base_url=urls["rest_url"], timeout=120) as rest:
+            truth = msgspec.json.decode(rest.get("/_sim/truth").content, type=TruthDump)
+    finally:
+        if coinfeed is not None:
+            coinfeed.stop(grace=10)
+        simulator.stop(grace=10)
+    trades, gaps, detectable = read_sink(args.sink, sink_path)
+    completeness = check_completeness(
+        truth, trades, gaps, cutoff=iso_utc(stopped_at - args.margin),
+        duplicates_detectable=detectable,
+    )  # fmt: skip
+    return {
+        "started_at": started_at,
+        "samples": samples,
+        "books": books,
+        "exit_code": exit_code,
+        "completeness": completeness,
+        "sink_path": str(sink_path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[6:18]) if __doc__ else None,
+    )
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds (600)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="simulator frames/s (2000)")
+    parser.add_argument("--faults", default="chaos", help="simulator fault profile (chaos)")
+    parser.add_argument("--seed", type=int, default=1, help="market seed (1)")
+    parser.add_argument("--symbols", type=int, default=6, help="number of symbols (6)")
+    parser.add_argument("--interval", type=float, default=5.0, help="sampling interval, s (5)")
+    parser.add_argument("--transport", default=None, help="coinfeed run --transport value")
+    parser.add_argument("--coinfeed-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for coinfeed run, repeatable "
+                             "(e.g. --coinfeed-arg=--dedup-capacity=20000)")  # fmt: skip
+    parser.add_argument("--sink", choices=("jsonl", "sqlite"), default="jsonl",
+                        help="jsonl (detects duplicates) or sqlite (uuid-keyed)")  # fmt: skip
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=10.0,
+        help="trades younger than SIGTERM minus this are not required (10 s)",
+    )
+    parser.add_argument("--rss-bound", type=float, default=RSS_BOUND_MB_PER_10MIN,
+                        help="max RSS slope after warm-up, MB per 10 min (1.0)")  # fmt: skip
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds left out of the RSS fit (default: 20 %% of the run, at most 60 s)",
+    )
+    parser.add_argument(
+        "--book-wait",
+        type=float,
+        default=20.0,
+        help="seconds to wait for every book to be synced at the end (20)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="report directory")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.interval <= 0:
+        parser.error("--duration and --interval must be > 0")
+    from coinfeed.simulator.config import default_symbols
+
+    symbols = list(default_symbols(args.symbols))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or Path("reports") / f"soak-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    warmup = min(0.2 * args.duration, 60.0) if args.warmup is None else args.warmup
+    print(f"soak: {args.duration:.0f} s, {args.rate:.0f} frames/s, faults {args.faults}, "
+          f"{len(symbols)} symbols, sink {args.sink}, out {out}", file=sys.stderr)  # fmt: skip
+    try:
+        run = sampled_run(args, out, symbols)
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+        print(f"\nsoak: the run could not be completed: {exc} (logs in {out})", file=sys.stderr)
+        return EXIT_BROKEN
+    samples = run["samples"]
+    slope, points = rss_slope(samples, warmup)
+    full_at = dedup_full_at(samples)
+    steady = rss_slope(samples, full_at)[0] if full_at is not None else None
+    rss = [s["rss_mb"] for s in samples]
+    report: dict[str, Any] = {
+        "started_at": run["started_at"],
+        "settings": {"duration": args.duration, "rate": args.rate, "faults": args.faults,
+                     "seed": args.seed, "interval": args.interval, "sink": args.sink,
+                     "transport": args.transport, "margin": args.margin,
+                     "coinfeed_args": args.coinfeed_arg,
+                     "rss_bound_mb_per_10min": args.rss_bound},
+        "symbols": symbols,
+        "exit_code": run["exit_code"],
+        "rss": {"slope_mb_per_10min": slope, "points": points, "warmup_s": warmup,
+                "first_mb": rss[0], "last_mb": rss[-1], "max_mb": max(rss),
+                "dedup_full_at_s": full_at, "dedup_entries": samples[-1]["dedup_entries"],
+                "slope_after_dedup_full_mb_per_10min": steady},
+        "final_sample": samples[-1],
+        "books": run["books"],
+        "completeness": run["completeness"],
+        "samples": samples,
+        "files": {"sink": run["sink_path"], "plot": str(out / "soak.png")},
+    }  # fmt: skip
+    report["criteria"] = judge(report, args.rss_bound)
+    report["passed"] = all(c["ok"] for c in report["criteria"])
+    title = (f"coinfeed soak: {args.duration / 60:.1f} min, {args.rate:.0f} frames/s, "
+             f"faults {args.faults}")  # fmt: skip
+    plot(samples, out / "soak.png", title, warmup)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    print_summary(report, out)
+    return 0 if report["passed"] else EXIT_FAILED
+
+
+def print_summary(report: dict[str, Any], out: Path) -> None:
+    width = max(len(c["name"]) for c in report["criteria"])
+    print(f"\ncoinfeed soak: {'PASS' if report['passed'] else 'FAIL'}  ({out})")
+    for c in report["criteria"]:
+        print(f"  {'ok  ' if c['ok'] else 'FAIL'}  {c['name']:<{width}}  {c['value']}"
+              f"  (target {c['target']})")  # fmt: skip
+    print(f"  {dedup_note(report['rss'])}")
+    comp = report["completeness"]
+    print(f"  trades {comp['delivered']:,}/{comp['expected']:,} in the checked window, "
+          f"gap events {comp['gap_events'] or 'none'}, left pending at shutdown "
+          f"{comp['gaps_left_pending'] or 'none'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""scripts/soak.py end to end: real simulator and coinfeed processes, report, plot, verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_short_soak_with_gaps_passes_and_writes_report_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "soak"
+    # 20 s is all warm-up for RSS (the trade de-dup set is still filling), so the RSS bound is
+    # relaxed here; every other criterion is the real one.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "20", "--rate", "1000",
+         "--faults", "gaps", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
+    names = {c["name"] for c in report["criteria"]}
+    assert {"clean exit on SIGTERM", "completeness", "no duplicate trades"} <= names
+    assert all(c["ok"] for c in report["criteria"])
+    comp = report["completeness"]
+    assert comp["expected"] > 1000 and comp["missing"] == 0 and comp["duplicates"] == 0
+    assert report["final_sample"]["gaps"] > 0, "the gaps profile should have produced gaps"
+    assert report["final_sample"]["recovered"] > 0
+    assert len(report["samples"]) >= 8
+    png = (out / "soak.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "PASS" in (out / "report.md").read_text()
+    assert "coinfeed soak: PASS" in done.stdout
+
+
+def test_soak_fails_when_a_criterion_fails(tmp_path: Path) -> None:
+    # A negative RSS bound cannot be met: the verdict must be FAIL with exit code 1.
+    out = tmp_path / "soak"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "4", "--faults",
+         "none", "--interval", "1", "--margin", "2", "--rss-bound", "-1000", "--out", str(out)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    failed = [c["name"] for c in report["criteria"] if not c["ok"]]
+    assert failed == ["RSS slope after warm-up (MB / 10 min)"]
+    assert "coinfeed soak: FAIL" in done.stdout
