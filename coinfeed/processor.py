@@ -141,6 +141,10 @@ class Processor:
             try:
                 items, drops = await self.queue.get_batch()
             except trio.EndOfChannel:
+                final: list[Event] = []
+                self.report_unfinished(final)
+                if final:
+                    await self.emit(final)
                 return
             started = trio.current_time()
             out: list[Event] = []
@@ -149,6 +153,25 @@ class Processor:
             if out:
                 self.counters.events += len(out)
                 await self.emit(out)
+
+    def report_unfinished(self, out: list[Event]) -> None:
+        """At shutdown: every gap still pending ends ``unrecovered`` (a drop is either repaired
+        or reported, never left ``pending`` in the sinks)."""
+        self._received_at = utc_now_iso(self.wall_clock())
+        for window in self.recovery.unfinished_windows():
+            expected = window.expected_missing
+            if expected is not None and window.found:
+                window.gaps = [
+                    GapRecord("trade", window.symbol_id, "sequence", expected - window.found)
+                ]
+            self._count_recovery("trade", "unrecovered")
+            for gap in window.gaps:
+                out.append(self._gap_from(gap, "backfill", "unrecovered"))
+        for gaps in self._book_gaps.values():
+            for gap in gaps:
+                self._count_recovery("book", "unrecovered")
+                out.append(self._gap_from(gap, "resubscribe", "unrecovered"))
+        self._book_gaps.clear()
 
     # -- one batch ----------------------------------------------------------------------------
 

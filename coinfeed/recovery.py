@@ -44,7 +44,9 @@ from coinfeed.rest import (
 PAGE_LIMIT: Final = 10_000
 MAX_PAGES: Final = 100
 MAX_GAPS_PER_WINDOW: Final = 32
-MERGE_SLACK: Final = timedelta(seconds=1)
+MERGE_SLACK: Final = timedelta(seconds=5)
+"""Pending windows of a symbol closer than this are fetched as one: a few seconds of trades
+fetched twice (dedup drops them) cost less than one more REST call under a burst of gaps."""
 
 
 @attrs.frozen
@@ -166,6 +168,7 @@ class RecoveryScheduler:
     _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
     _resume_at: float = attrs.field(default=0.0, init=False)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
+    _in_flight: list[TradeWindow] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.concurrency)
@@ -176,6 +179,11 @@ class RecoveryScheduler:
     def pending(self) -> int:
         """Work items waiting: trade windows, interim book fetches and unconfirmed resyncs."""
         return self.pending_backfills + len(self._book_fetches) + len(self._resyncs)
+
+    def unfinished_windows(self) -> list[TradeWindow]:
+        """Trade windows pending or being fetched (after a cancel: the abandoned ones), so
+        shutdown can report their gaps instead of leaving them ``pending`` forever."""
+        return [*self._in_flight, *(w for ws in self._windows.values() for w in ws)]
 
     @property
     def pending_backfills(self) -> int:
@@ -264,10 +272,14 @@ class RecoveryScheduler:
             if job is None:
                 await self._wait_for_work()
                 continue
-            await self._respect_retry_after()
             if isinstance(job, TradeWindow):
+                self._in_flight.append(job)
+                await self._respect_retry_after()
                 await self._backfill(job)
+                # Not reached when cancelled: unfinished_windows() still reports the window.
+                self._in_flight.remove(job)
             else:
+                await self._respect_retry_after()
                 await self._fetch_interim_book(job)
             if self.pause > 0:
                 await trio.sleep(self.pause)

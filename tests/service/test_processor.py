@@ -294,3 +294,27 @@ async def test_a_window_is_judged_only_after_its_last_page() -> None:
     assert [t.uuid for t in trades(out)] == ["c"]
     assert [(g.status, g.missing) for g in gaps(out)] == [("recovered", 2)]
     assert h.windows() == []
+
+
+async def test_gaps_still_pending_at_shutdown_end_unrecovered_not_pending() -> None:
+    h = harness()
+    h.feed(
+        ConnectionOpened(1, T0),
+        trade(1, "a", 0),
+        trade(4, "d", 3),  # a trade gap, its window pending in recovery
+        book(1, True, [("10", "1")]),
+        book(3, False, [("11", "1")]),  # a book gap, resync pending
+    )
+    emitted: list[Event] = []
+
+    async def emit(events: list[Event]) -> None:
+        emitted.extend(events)
+
+    h.processor.emit = emit
+    h.queue.close()
+    await h.processor.run()
+    final = {(g.data_type, g.recovery, g.status, g.missing) for g in gaps(emitted)}
+    assert final == {
+        ("trade", "backfill", "unrecovered", 2),
+        ("book", "resubscribe", "unrecovered", 1),
+    }

@@ -256,3 +256,19 @@ async def test_recovered_data_waits_while_the_processor_queue_is_backed_up(
         await trio.sleep(10)
         assert queue.statistics().control_items == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_a_window_cancelled_mid_fetch_is_still_reported_unfinished(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rest, delivered = FakeRest(delay=5.0), []
+    sched = scheduler(rest, delivered, pause=0.0)
+    sched.request_backfill_nowait(window("S", 0, 1))
+    sched.request_backfill_nowait(window("T", 0, 1))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.run)
+        await trio.sleep(1)  # both fetches in flight
+        assert sched.pending_backfills == 0
+        nursery.cancel_scope.cancel()
+    assert delivered == []
+    assert sorted(w.symbol_id for w in sched.unfinished_windows()) == ["S", "T"]
