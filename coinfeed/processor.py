@@ -159,11 +159,6 @@ class Processor:
         or reported, never left ``pending`` in the sinks)."""
         self._received_at = utc_now_iso(self.wall_clock())
         for window in self.recovery.unfinished_windows():
-            expected = window.expected_missing
-            if expected is not None and window.found:
-                window.gaps = [
-                    GapRecord("trade", window.symbol_id, "sequence", expected - window.found)
-                ]
             self._count_recovery("trade", "unrecovered")
             for gap in window.gaps:
                 out.append(self._gap_from(gap, "backfill", "unrecovered"))
@@ -502,18 +497,14 @@ class Processor:
             return
         expected = window.expected_missing
         if expected is not None and window.found < expected:
-            # REST may not hold the newest trades yet: fetch again for what is still missing.
-            still_missing = expected - window.found
-            window.gaps = [GapRecord("trade", window.symbol_id, "sequence", still_missing)]
-            window.found = 0
+            # REST may not hold the newest trades yet: fetch the window again (what was found
+            # stays counted; dedup drops it when it comes again). Each gap keeps its record, so
+            # every pending gap event gets exactly one final one.
             if self.recovery.retry_incomplete(window):
                 return
             self._count_recovery("trade", "unrecovered")
-            out.append(
-                self._gap(
-                    "trade", window.symbol_id, "sequence", still_missing, "backfill", "unrecovered"
-                )
-            )
+            for gap in window.gaps:
+                out.append(self._gap_from(gap, "backfill", "unrecovered"))
             return
         self._count_recovery("trade", "recovered")
         for gap in window.gaps:
