@@ -17,7 +17,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,10 @@ from pathlib import Path
 
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import free_port
 
 from coinfeed.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.sinks import Sink, open_sink
@@ -78,12 +80,6 @@ def make_events(count: int, seed: int = 7) -> list[Event]:
                                      bid_price=price(), bid_size=size(), source="ws",
                                      received_at=AT))  # fmt: skip
     return events
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

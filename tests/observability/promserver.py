@@ -6,16 +6,15 @@ installs the Debian package ``prometheus``, which provides both).
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
-import pytest
 import trio
+
+from tests.servers import free_port, require_binary, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -24,22 +23,9 @@ DASHBOARD = REPO / "deploy" / "grafana" / "coinfeed.json"
 TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"
 
 
-def require_binary(name: str) -> str:
+def require_prometheus_binary(name: str) -> str:
     """The path of ``name`` (from the Debian ``prometheus`` package), or a failure saying so."""
-    binary = shutil.which(name)
-    if binary is None:
-        pytest.fail(
-            f"{name} is not installed, so the Prometheus rules and scrape cannot be tested: run "
-            "scripts/test (it installs it) or `apt-get install -y prometheus`",
-            pytrace=False,
-        )
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return require_binary(name, package="prometheus", needed_for="the Prometheus rules and scrape")
 
 
 @attrs.define(eq=False)
@@ -56,7 +42,7 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = require_binary("prometheus")
+        binary = require_prometheus_binary("prometheus")
         config = self.directory / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -97,11 +83,4 @@ class PrometheusServer:
     def stop(self) -> None:
         """SIGTERM (Prometheus shuts down cleanly on it), SIGKILL after 10 s."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)

@@ -13,7 +13,7 @@ from tests.observability.promserver import (
     ALERT_TESTS,
     ALERTS,
     TROUBLESHOOTING,
-    require_binary,
+    require_prometheus_binary,
 )
 
 
@@ -24,7 +24,7 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_binary("promtool"), *args], capture_output=True, text=True, timeout=60
+        [require_prometheus_binary("promtool"), *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from fnmatch import fnmatch
@@ -18,6 +17,7 @@ import yaml
 from coinfeed.api import is_loopback
 from coinfeed.config import ListenAddress, Settings, load_settings, unknown_environment
 from coinfeed.service import Service
+from tests.servers import free_port
 from tests.service.conftest import MemorySink
 from tests.service.fakes import FakeTransport
 
@@ -73,13 +73,6 @@ def test_build_context_keeps_what_the_dockerfile_copies() -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not any(fnmatch(source, pattern) for pattern in ignored), source
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_healthcheck_command_passes_against_health_and_fails_without_it() -> None:

@@ -6,21 +6,14 @@ the Debian package ``redis-server``).
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import attrs
-import pytest
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.servers import free_port, require_binary, stop_process
 
 
 @attrs.define(eq=False)
@@ -39,13 +32,7 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed, so the Redis sink cannot be tested: run "
-                "scripts/test (it installs it) or `apt-get install -y redis-server`",
-                pytrace=False,
-            )
+        binary = require_binary("redis-server", package="redis-server", needed_for="the Redis sink")
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.directory)]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -64,13 +51,6 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
+        stop_process(process, timeout=5)
+        if process is not None and process.stderr is not None:
             process.stderr.close()
