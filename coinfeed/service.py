@@ -43,6 +43,8 @@ from coinfeed.transport import Transport, TrioWebSocketTransport, WebsocketsTran
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+OVERSIZE_SLACK_BYTES = 1 << 20
+"""How far past ``max_frame_bytes`` a frame is still read (and counted) rather than refused."""
 RECOVERY_BACKLOG = 4
 """Control items (e.g. pages of recovered trades) queued for the processor before REST
 workers wait: keeps recovered data in memory to a few pages during a sink outage."""
@@ -93,7 +95,11 @@ class Service:
         status = ServiceStatus()
         queue = FrameQueue(settings.queue_capacity)
         api_key = settings.api_key.reveal() if settings.api_key else None
-        max_message_bytes = max(settings.max_frame_bytes * 4, 1 << 20)
+        # A frame a little over max_frame_bytes is still read, then counted as too_large; one
+        # far over it closes the connection (1009) and the reconnect backfill covers it. Reading
+        # frames several times the limit cost 15-24 MB of RSS each that the process never gave
+        # back (seen in the chaos soak with 16 MiB frames).
+        max_message_bytes = settings.max_frame_bytes + OVERSIZE_SLACK_BYTES
         transport = transport or (
             WebsocketsTransport(max_message_bytes=max_message_bytes)
             if settings.transport == "websockets"

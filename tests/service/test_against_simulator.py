@@ -341,3 +341,24 @@ async def test_prices_reach_the_sink_with_the_digits_sent(
             assert isinstance(event.price, Decimal)
             assert str(event.price) == str(truth.price)
             assert str(event.size) == str(truth.size)
+
+
+async def test_a_frame_far_over_the_limit_reconnects_without_losing_trades(
+    make_settings: Callable[..., Settings], transport: str
+) -> None:
+    # Frames up to max_frame_bytes + 1 MiB are read and counted as too_large; one far beyond
+    # that is refused by the WebSocket library (1009), which costs a reconnect, not memory.
+    async with running(
+        make_settings,
+        SimulatorConfig(rate=1000, seed=10),
+        transport=transport,
+        max_frame_bytes=64 * 1024,
+    ) as (sim, service, sink):
+        await trio.sleep(0.3)
+        sim.inject_oversized_all(3 * 1024 * 1024)
+        await wait_for(
+            lambda: sum(service.connection.counters.reconnects.values()) >= 1, 5, "a reconnect"
+        )
+        assert "too_large" not in service.processor.counters.invalid
+        await wait_for(lambda: service.status.connected, 5, "reconnected")
+        await settle_and_check_trades(sim, service, sink)
