@@ -50,8 +50,6 @@ from coinfeed.protocol import (
     BookUpdate,
     Error,
     FrameDecoder,
-    Heartbeat,
-    HeartbeatCorrected,
     InvalidFrame,
     Quote,
     Reconnect,
@@ -70,19 +68,10 @@ from coinfeed.recovery import (
 from coinfeed.sequence import SequenceTracker, Verdict
 from coinfeed.status import ConnectionLost, ConnectionOpened, Resubscribed, ServiceStatus
 
-_TOP_OF_BOOK = {Book5: "book5", Book20: "book20", Book50: "book50"}
-_TYPE_NAMES: dict[type, str] = {
-    Trade: "trade",
-    Quote: "quote",
-    BookUpdate: "book",
-    Book5: "book5",
-    Book20: "book20",
-    Book50: "book50",
-    Heartbeat: "hearbeat",
-    HeartbeatCorrected: "hearbeat",
-    Error: "error",
-    Reconnect: "reconnect",
-}
+
+def _wire_type(record: object) -> str:
+    """The ``type`` a record was decoded from (its msgspec tag): one source for wire names."""
+    return str(record.__struct_config__.tag)  # type: ignore[attr-defined]
 
 
 def window_end(time_exchange: str) -> datetime:
@@ -195,7 +184,7 @@ class Processor:
                 elif kind is InvalidFrame:
                     self._on_invalid(msg)  # type: ignore[arg-type]
                 else:
-                    name = _TYPE_NAMES.get(kind, getattr(msg, "type", "other"))
+                    name = _wire_type(msg)
                     received[name] = received.get(name, 0) + 1
                     self._on_other(msg, out)
             else:
@@ -250,7 +239,7 @@ class Processor:
             out.append(quote_from_ws(msg, self._received_at))
 
     def _on_top_of_book(self, msg: Book5 | Book20 | Book50, out: list[Event]) -> None:
-        data_type = _TOP_OF_BOOK[type(msg)]
+        data_type = _wire_type(msg)
         if not self._wanted(data_type, msg.symbol_id):
             return
         if self._simple_stream(data_type, msg.symbol_id, msg.sequence, out):

@@ -318,3 +318,14 @@ async def test_gaps_still_pending_at_shutdown_end_unrecovered_not_pending() -> N
         ("trade", "backfill", "unrecovered", 2),
         ("book", "resubscribe", "unrecovered", 1),
     }
+
+
+async def test_messages_are_counted_under_the_type_they_arrived_as() -> None:
+    h = harness(types=("book5",))
+    h.feed(
+        ConnectionOpened(1, T0),
+        '{"type":"hearbeat"}',
+        '{"type":"heartbeat"}',
+        '{"type":"reconnect","within_seconds":5}',
+    )
+    assert h.processor.counters.received == {"hearbeat": 1, "heartbeat": 1, "reconnect": 1}
