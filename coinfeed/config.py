@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 import attrs
 
 API_KEY_ENV: Final = "COINAPI_KEY"
-TRANSPORTS: Final = ("trio-websocket", "websockets")
-"""WebSocket client libraries coinfeed can use (``transport`` setting)."""
+TRANSPORTS: Final = ("direct", "websockets", "trio-websocket")
+"""WebSocket clients coinfeed can use (``transport`` setting): its own RFC 6455 framing on a trio
+stream (``direct``), websockets' trio client, trio-websocket."""
 DEBUG_TOKEN_ENV: Final = "COINFEED_DEBUG_TOKEN"
 """Bearer token for /api/debug/* when the listener is not on loopback; environment only."""
 CONFIG_ENV: Final = "COINFEED_CONFIG"
@@ -327,8 +328,8 @@ def _path(raw: object) -> str:
 _S = SettingDef
 SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("ws_url", _url("ws", "wss"), "wss://ws.coinapi.io/v1/", "WebSocket endpoint", "URL"),
-    _S("transport", _choice(TRANSPORTS, str.lower), "websockets",
-       "WebSocket client library: " + ", ".join(TRANSPORTS), "NAME"),
+    _S("transport", _choice(TRANSPORTS, str.lower), "direct",
+       "WebSocket client: " + ", ".join(TRANSPORTS), "NAME"),
     _S("rest_url", _url("http", "https"), "https://rest.coinapi.io", "REST endpoint", "URL"),
     _S("symbols", _list(_symbol, "exact symbol ids"), (), "exact symbol ids (required)", "ID,..."),
     _S("types", _list(_data_type, "data types"), ("trade", "quote", "book"),

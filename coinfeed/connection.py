@@ -255,7 +255,7 @@ class Connection:
         last: str | bytes = b""
         while True:
             try:
-                batch = await ws.receive_batch()
+                batch = await ws.receive_batch(queue.room())
             except TransportClosed as exc:
                 return self._classify_close(exc, last, connection_id)
             now = trio.current_time()

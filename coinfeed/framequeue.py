@@ -95,6 +95,10 @@ class FrameQueue:
                 self._lot.unpark_all()
         return dropped
 
+    def room(self) -> int:
+        """Frames that fit now."""
+        return max(self.capacity - self._frames, 0)
+
     def put_control_nowait(self, item: object) -> None:
         """Enqueue a control item in order with the frames; it is never dropped."""
         self._items.append(item)

@@ -39,6 +39,7 @@ from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
 from coinfeed.transport import Transport, TrioWebSocketTransport, WebsocketsTransport
+from coinfeed.wsclient import DirectTransport
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -100,11 +101,7 @@ class Service:
         # frames several times the limit cost 15-24 MB of RSS each that the process never gave
         # back (seen in the chaos soak with 16 MiB frames).
         max_message_bytes = settings.max_frame_bytes + OVERSIZE_SLACK_BYTES
-        transport = transport or (
-            WebsocketsTransport(max_message_bytes=max_message_bytes)
-            if settings.transport == "websockets"
-            else TrioWebSocketTransport(max_message_bytes=max_message_bytes)
-        )
+        transport = transport or _transport(settings.transport, max_message_bytes)
         connection = Connection(
             transport=transport,
             queue=queue,
@@ -323,6 +320,15 @@ class Service:
                 rss_mb=round(rss_bytes() / 1e6, 1),
             ).info("stats")
             previous = counters.frames
+
+
+def _transport(name: str, max_message_bytes: int) -> Transport:
+    """The WebSocket client named by the ``transport`` setting."""
+    if name == "direct":
+        return DirectTransport(max_message_bytes=max_message_bytes)
+    if name == "websockets":
+        return WebsocketsTransport(max_message_bytes=max_message_bytes)
+    return TrioWebSocketTransport(max_message_bytes=max_message_bytes)
 
 
 def apply_shard(settings: Settings) -> Settings:

@@ -1,11 +1,13 @@
 """The WebSocket seam: the only module that imports a WebSocket library.
 
-The service talks to :class:`Transport` / :class:`WebSocket`; tests may pass fakes. Two
-implementations, chosen by the ``transport`` setting: trio-websocket and websockets' native
-trio client. Both connect inside a nursery the caller owns (so the library's reader task is
-supervised), and :meth:`WebSocket.receive_batch` hands over every message that is already
+The service talks to :class:`Transport` / :class:`WebSocket`; tests may pass fakes. Three
+implementations, chosen by the ``transport`` setting: coinfeed's own client (``direct``,
+:mod:`coinfeed.wsclient`: RFC 6455 framing on a trio stream, no library and no background
+task; the default, measured fastest), trio-websocket, and websockets' native trio client. The
+two library clients here connect inside a nursery the caller owns (so the library's reader task
+is supervised). :meth:`WebSocket.receive_batch` hands over every message that is already
 buffered in one call, so one await (one task switch) is paid per socket read rather than per
-frame. Neither relies on the library's own connect timeout: the caller's ``fail_after`` does.
+frame. None relies on a library's own connect timeout: the caller's ``fail_after`` does.
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ class TransportClosed(Exception):
 class WebSocket(Protocol):
     """An open WebSocket connection."""
 
-    async def receive_batch(self) -> list[str | bytes]:
-        """Wait for at least one message; return it with every message already buffered."""
+    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
+        """Wait for at least one message; return it with every message already buffered.
+
+        ``room`` (messages the caller can take now) is a hint: a transport that reads the
+        socket itself sizes its reads by it; the library clients, whose readers run on their
+        own, ignore it.
+        """
         ...
 
     async def send(self, message: str | bytes) -> None: ...
@@ -74,7 +81,7 @@ class _TrioWebSocket:
     _conn: trio_websocket.WebSocketConnection
     _max_batch: int
 
-    async def receive_batch(self) -> list[str | bytes]:
+    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
         conn = self._conn
         try:
             first = await conn.get_message()
@@ -194,7 +201,7 @@ class _WebsocketsConnection:
     def __attrs_post_init__(self) -> None:
         self._buffered = _buffered_frames(self._conn.recv_messages)
 
-    async def receive_batch(self) -> list[str | bytes]:
+    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
         try:
             # Raw bytes: msgspec validates UTF-8 itself, so the library need not decode.
             first = await self._conn.recv(decode=False)

@@ -203,8 +203,8 @@ class StampingWebSocket:
     inner: Any
     received: dict[str, float]
 
-    async def receive_batch(self) -> list[str | bytes]:
-        batch: list[str | bytes] = await self.inner.receive_batch()
+    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
+        batch: list[str | bytes] = await self.inner.receive_batch(room)
         now = time.perf_counter()
         for message in batch:
             text = message if isinstance(message, str) else message.decode()

@@ -30,7 +30,7 @@ class FakeWebSocket:
     def close(self) -> None:
         self._send.send_nowait(None)
 
-    async def receive_batch(self) -> list[str | bytes]:
+    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
         batch = await self._receive.receive()
         if batch is None:
             self.closed = True

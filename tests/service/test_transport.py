@@ -1,6 +1,6 @@
-"""Both WebSocket transports behind the seam, against the simulator or a tiny trio-websocket server.
+"""Every WebSocket transport behind the seam, against the simulator or a tiny trio-websocket server.
 
-Each test runs once per library: ids end in [trio-websocket] or [websockets].
+Each test runs once per transport: ids end in [direct], [websockets] or [trio-websocket].
 """
 
 from __future__ import annotations
@@ -25,19 +25,33 @@ from coinfeed.transport import (
     WebSocket,
     WebsocketsTransport,
 )
+from coinfeed.wsclient import DirectTransport
 
 SYMBOL = "BITSTAMP_SPOT_BTC_USD"
 Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
 
 
-@pytest.fixture(params=TRANSPORTS)
-def make_transport(request: pytest.FixtureRequest) -> Callable[..., Transport]:
+def _maker(name: str) -> Callable[..., Transport]:
     def make(**options: Any) -> Transport:
-        if request.param == "websockets":
+        if name == "direct":
+            return DirectTransport(**options)
+        if name == "websockets":
             return WebsocketsTransport(**options)
+        assert name == "trio-websocket", name
         return TrioWebSocketTransport(**options)
 
     return make
+
+
+@pytest.fixture(params=TRANSPORTS)
+def make_transport(request: pytest.FixtureRequest) -> Callable[..., Transport]:
+    return _maker(request.param)
+
+
+@pytest.fixture(params=[name for name in TRANSPORTS if name != "direct"])
+def make_library_transport(request: pytest.FixtureRequest) -> Callable[..., Transport]:
+    """The transports whose library reads the socket in a task of its own."""
+    return _maker(request.param)
 
 
 @asynccontextmanager
@@ -160,8 +174,10 @@ async def test_a_stalled_handshake_is_bounded_by_our_fail_after(
 
 
 async def test_server_pings_are_answered_while_nobody_reads(
-    make_transport: Callable[..., Transport],
+    make_library_transport: Callable[..., Transport],
 ) -> None:
+    """The library clients answer from their reader task. (``direct`` has none: it answers
+    from ``receive_batch``, which the connection task always runs; see test_wsclient.py.)"""
     answered: list[bool] = []
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
@@ -173,7 +189,7 @@ async def test_server_pings_are_answered_while_nobody_reads(
         await trio.sleep_forever()
 
     async with tiny_server(handler) as url, trio.open_nursery() as nursery:
-        ws = await make_transport().connect(nursery, url, headers=[])
+        ws = await make_library_transport().connect(nursery, url, headers=[])
         with trio.move_on_after(3):
             while len(answered) < 3:
                 await trio.sleep(0.02)
