@@ -344,7 +344,7 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("shutdown_timeout", _seconds(), 10.0, "seconds from SIGTERM to exit", "S"),
     _S("duration", _optional(_seconds()), None, "stop cleanly after this many seconds", "S"),
     _S("queue_capacity", _integer(1), 500, "capacity of the raw frame channel, frames", "N"),
-    _S("sink_queue_capacity", _integer(1), 1000, "capacity of each sink's channel, events", "N"),
+    _S("sink_queue_capacity", _integer(1), 4000, "capacity of each sink's channel, events", "N"),
     _S("sink_batch_size", _integer(1), 1000, "events a sink writes per batch at most", "N"),
     _S("sink_flush_interval", _seconds(), 0.5,
        "seconds a sink may hold a partial batch before writing it", "S"),

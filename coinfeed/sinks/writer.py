@@ -41,13 +41,22 @@ class SinkCounters:
 
 @attrs.define(slots=True, eq=False)
 class EventChannel:
-    """A bounded (in events) channel of event batches with a blocking ``send``."""
+    """A bounded (in events) channel of event batches with a blocking ``send``.
+
+    Events taken by :meth:`receive_nowait` still count against the capacity until the writer
+    calls :meth:`release` (written), so ``capacity`` bounds every event the sink holds.
+    """
 
     capacity: int
     _batches: deque[tuple[float, list[Event]]] = attrs.field(factory=deque, init=False)
     _events: int = attrs.field(default=0, init=False)
+    """Events waiting plus events taken and not yet released."""
+    _waiting: int = attrs.field(default=0, init=False)
     peak: int = attrs.field(default=0, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    _wake_at: int = attrs.field(default=1, init=False)
+    """Waiting events at which a ``send`` wakes the parked reader (it sets this before parking;
+    waking it earlier would only make it check and park again)."""
     _readers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
 
@@ -59,8 +68,10 @@ class EventChannel:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._batches.append((trio.current_time(), batch))
         self._events += len(batch)
+        self._waiting += len(batch)
         self.peak = max(self.peak, self._events)
-        self._readers.unpark_all()
+        if self._waiting >= self._wake_at:
+            self._readers.unpark_all()
 
     def close(self) -> None:
         self._closed = True
@@ -73,7 +84,7 @@ class EventChannel:
 
     def _ready(self, min_events: int) -> bool:
         blocked = self._writers.statistics().tasks_waiting > 0
-        return self._closed or blocked or self._events >= min(min_events, self.capacity)
+        return self._closed or blocked or self._waiting >= min(min_events, self.capacity)
 
     async def wait_batch(self, min_events: int, max_wait: float) -> None:
         """Wait for ``min_events`` waiting events, at most ``max_wait`` s after the oldest arrived.
@@ -84,26 +95,36 @@ class EventChannel:
         while not self._batches:
             if self._closed:
                 raise trio.EndOfChannel
+            self._wake_at = 1
             await self._readers.park()
         oldest = self._batches[0][0]
         with trio.move_on_at(oldest + max_wait):
             while not self._ready(min_events):
+                self._wake_at = min(min_events, self.capacity)
                 await self._readers.park()
         await trio.lowlevel.checkpoint()
 
     def receive_nowait(self, max_events: int) -> list[Event]:
-        """Take whole batches up to ``max_events`` (at least one batch when any is waiting)."""
+        """Take whole batches up to ``max_events`` (at least one batch when any is waiting);
+        they keep their place in the capacity until :meth:`release`."""
         taken: list[Event] = []
         while self._batches and (not taken or len(taken) + len(self._batches[0][1]) <= max_events):
             taken.extend(self._batches.popleft()[1])
-        self._events -= len(taken)
-        self._writers.unpark_all()
+        self._waiting -= len(taken)
         return taken
 
+    def release(self, n: int) -> None:
+        """``n`` taken events are written: their room goes back to senders."""
+        self._events -= n
+        self._writers.unpark_all()
+
     async def receive(self, max_events: int) -> list[Event]:
-        """Wait for events; take whole batches up to ``max_events``. EndOfChannel when done."""
+        """Wait for events; take whole batches up to ``max_events`` and release them at once
+        (for readers that need no bound on what they hold). EndOfChannel when done."""
         await self.wait_batch(1, 0.0)
-        return self.receive_nowait(max_events)
+        taken = self.receive_nowait(max_events)
+        self.release(len(taken))
+        return taken
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(self._events, self.capacity, self.peak, 0, len(self._batches))
@@ -129,7 +150,15 @@ class SinkWriter:
                     await self.channel.wait_batch(self.max_batch, self.flush_interval)
                 except trio.EndOfChannel:
                     return
-                await self._write(self.channel.receive_nowait(self.max_batch))
+                # Up to half the channel per hand-off: the processor fills the other half while
+                # a worker thread writes, and one thread hop is paid per several batches.
+                events = self.channel.receive_nowait(
+                    max(self.max_batch, self.channel.capacity // 2)
+                )
+                try:
+                    await self._write(events)
+                finally:
+                    self.channel.release(len(events))
         finally:
             with trio.move_on_after(2.0, shield=True):
                 await self._call(self.sink.close)
@@ -145,13 +174,36 @@ class SinkWriter:
             await trio.lowlevel.checkpoint()
             fn(*args)
 
-    async def _write(self, events: list[Event]) -> None:
+    def _write_batches(self, batches: list[list[Event]], written: list[int]) -> None:
+        """Write ``batches`` from ``written[0]`` on, counting each one done in ``written``
+        (runs in the worker thread for a blocking sink)."""
+        for batch in batches[written[0] :]:
+            self.sink.write_batch(batch)
+            written[0] += 1
+
+    def _count(self, batches: list[list[Event]], counted: int, written: int) -> int:
         name = self.sink.name
-        attempt = 0
+        n = sum(len(batch) for batch in batches[counted:written])
+        self.counters.events[name] = self.counters.events.get(name, 0) + n
+        return written
+
+    async def _write(self, events: list[Event]) -> None:
+        """Write ``events`` as batches of at most ``max_batch``, in one call to the worker
+        thread; a failed batch is retried (the same list object) after those before it."""
+        name = self.sink.name
+        size = self.max_batch
+        batches = (
+            [events]
+            if len(events) <= size
+            else [events[i : i + size] for i in range(0, len(events), size)]
+        )
+        written = [0]
+        counted = attempt = 0
         while True:
             try:
-                await self._call(self.sink.write_batch, events)
+                await self._call(self._write_batches, batches, written)
             except Exception as exc:  # a sink's failure is reported and retried, never fatal
+                counted = self._count(batches, counted, written[0])
                 attempt += 1
                 self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
                 self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
@@ -159,9 +211,9 @@ class SinkWriter:
                 logger.bind(sink=name, attempt=attempt, error=str(exc)).error("sink write failed")
                 await trio.sleep(delay)
                 continue
+            self._count(batches, counted, written[0])
             if self.status.sink_failures.pop(name, None) is not None:
                 logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
-            self.counters.events[name] = self.counters.events.get(name, 0) + len(events)
             return
 
 

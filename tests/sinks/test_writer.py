@@ -112,7 +112,8 @@ async def test_a_failing_sink_is_retried_reported_and_holds_at_most_its_capacity
         assert writer.counters.errors["memory"] >= 5
         assert "memory" in writer.status.sink_failures
         assert writer.channel.peak <= 8
-        assert sent <= 8 + 4 + 1, "the producer must be blocked, not buffered without bound"
+        # The batch being retried still counts against the capacity.
+        assert sent <= 8 + 1, "the producer must be blocked, not buffered without bound"
         sink.failing = False
         await trio.sleep(10)
         assert writer.status.sink_failures == {}
@@ -121,3 +122,64 @@ async def test_a_failing_sink_is_retried_reported_and_holds_at_most_its_capacity
     assert len(sink.events) == 500
     uuids = [e.uuid for e in sink.events]  # type: ignore[union-attr]
     assert uuids == sorted(set(uuids)), "retries must neither duplicate nor reorder events"
+
+
+@attrs.define(eq=False)
+class FlakySink(RecordingSink):
+    """Fails the write of its ``fail_on``-th batch once (counting from 1)."""
+
+    fail_on: int = 0
+    calls: int = 0
+
+    def write_batch(self, events: list[Event]) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise ConnectionError("one failure")
+        super().write_batch(events)
+
+
+async def test_one_hand_off_writes_what_waits_in_batches_and_a_retry_resumes_where_it_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = FlakySink(fail_on=3)
+    writer = SinkWriter(
+        sink, EventChannel(40), ServiceStatus(), SinkCounters(), max_batch=4, flush_interval=1.0
+    )
+    # 18 events wait before the writer starts: it takes half the channel (20 events at most,
+    # whole sends) in one hand-off and writes them as batches of at most 4.
+    for start in range(0, 18, 6):
+        await writer.channel.send([trade(n) for n in range(start, start + 6)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.sleep(5)
+        writer.channel.close()
+    assert [len(b) for _, b in sink.batches] == [4, 4, 4, 4, 2]
+    assert sink.calls == 6, "the failed third batch is written again, the first two are not"
+    uuids = [e.uuid for e in sink.events]  # type: ignore[union-attr]
+    assert uuids == [trade(n).uuid for n in range(18)]
+    assert writer.counters.events["memory"] == 18
+    assert writer.counters.errors["memory"] == 1
+    assert writer.status.sink_failures == {}
+
+
+async def test_a_sender_waits_while_taken_events_are_being_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    channel = EventChannel(10)
+    await channel.send([trade(n) for n in range(8)])
+    taken = channel.receive_nowait(8)
+    assert len(taken) == 8
+    sent = trio.Event()
+
+    async def send() -> None:
+        await channel.send([trade(8), trade(9), trade(10)])
+        sent.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.sleep(1)
+        assert not sent.is_set(), "8 taken + 3 new would exceed the capacity of 10"
+        channel.release(8)
+        await trio.sleep(0.01)
+        assert sent.is_set()
+    assert channel.statistics().depth == 3
