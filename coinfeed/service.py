@@ -13,10 +13,11 @@ cancel what is left (signals, stats, HTTP). A second signal cancels everything a
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -46,6 +47,12 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 OVERSIZE_SLACK_BYTES = 1 << 20
 """How far past ``max_frame_bytes`` a frame is still read (and counted) rather than refused."""
+GIL_SWITCH_INTERVAL = 0.001
+"""Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005), set
+while ``coinfeed run``/``demo`` runs. Sink writes run in worker threads, and each hand-off needs
+the GIL twice; at 5 ms a busy event loop delayed one by up to ~10 ms, the processor filled the
+sink channel meanwhile and the raw queue dropped frames at full speed (the 200,000-frame peer
+stream served by ``scripts/harness.py``: 3-771 drops per run; 0 at 1 ms, three runs)."""
 RECOVERY_BACKLOG = 4
 """Control items (e.g. pages of recovered trades) queued for the processor before REST
 workers wait: keeps recovered data in memory to a few pages during a sink outage."""
@@ -364,10 +371,22 @@ async def _serve(settings: Settings) -> int:
     return await service.run()
 
 
+@contextlib.contextmanager
+def _prompt_gil_handoff() -> Iterator[None]:
+    """:data:`GIL_SWITCH_INTERVAL` for the duration, then the interpreter's value again."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def run_service(settings: Settings) -> int:
     """``coinfeed run``: connect to CoinAPI and serve until stopped; returns the exit code."""
     try:
-        return trio.run(_serve, settings)
+        with _prompt_gil_handoff():
+            return trio.run(_serve, settings)
     except Exception as exc:
         return _exit_code_for(exc)
 
@@ -388,7 +407,8 @@ async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
 def run_demo(settings: Settings, *, rate: float, faults: str, seed: int | None) -> int:
     """``coinfeed demo``: the built-in simulator and ``run`` against it, in one process."""
     try:
-        return trio.run(_demo, settings, rate, faults, 7 if seed is None else seed)
+        with _prompt_gil_handoff():
+            return trio.run(_demo, settings, rate, faults, 7 if seed is None else seed)
     except Exception as exc:
         return _exit_code_for(exc)
 
