@@ -168,6 +168,21 @@ def book_from_ws(msg: BookUpdate | TopOfBook, received_at: str) -> BookEvent:
     )
 
 
+def book_update_event(msg: BookUpdate, received_at: str) -> BookEvent:
+    """:func:`book_from_ws` for the incremental ``book`` stream (its hot path)."""
+    return BookEvent(
+        symbol_id=msg.symbol_id,
+        depth="book",
+        sequence=msg.sequence,
+        time_exchange=msg.time_exchange,
+        is_snapshot=msg.is_snapshot,
+        asks=[(level.price, level.size) for level in msg.asks],
+        bids=[(level.price, level.size) for level in msg.bids],
+        source="ws",
+        received_at=received_at,
+    )
+
+
 def book_from_rest(msg: RestBook, received_at: str) -> BookEvent:
     """The REST ``/current`` book as an unsequenced interim view (``source`` = ``rest``)."""
     return BookEvent(

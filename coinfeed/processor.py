@@ -37,6 +37,7 @@ from coinfeed.events import (
     GapStatus,
     book_from_rest,
     book_from_ws,
+    book_update_event,
     quote_from_ws,
     trade_from_rest,
     trade_from_ws,
@@ -123,6 +124,14 @@ class Processor:
     _restart_expected: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
+    _want_trade: bool = attrs.field(init=False)
+    _want_quote: bool = attrs.field(init=False)
+    _want_book: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._want_trade = "trade" in self.types
+        self._want_quote = "quote" in self.types
+        self._want_book = "book" in self.types
 
     async def run(self) -> None:
         """Process until the queue is closed and drained."""
@@ -165,31 +174,35 @@ class Processor:
         """Handle frames and control items in order, then the drops recorded behind them."""
         self._received_at = utc_now_iso(self.wall_clock())
         decode = self.decoder.decode
-        received = self.counters.received
-        frames = 0
+        on_trade, on_book, on_quote = self._on_trade, self._on_book, self._on_quote
+        trades = books = quotes = frames = 0
         for item in items:
             if type(item) is str or type(item) is bytes:
                 frames += 1
                 msg = decode(item)
                 kind = type(msg)
-                if kind is Trade:
-                    received["trade"] = received.get("trade", 0) + 1
-                    self._on_trade(msg, out)  # type: ignore[arg-type]
-                elif kind is BookUpdate:
-                    received["book"] = received.get("book", 0) + 1
-                    self._on_book(msg, out)  # type: ignore[arg-type]
+                if kind is BookUpdate:
+                    books += 1
+                    on_book(msg, out)  # type: ignore[arg-type]
+                elif kind is Trade:
+                    trades += 1
+                    on_trade(msg, out)  # type: ignore[arg-type]
                 elif kind is Quote:
-                    received["quote"] = received.get("quote", 0) + 1
-                    self._on_quote(msg, out)  # type: ignore[arg-type]
+                    quotes += 1
+                    on_quote(msg, out)  # type: ignore[arg-type]
                 elif kind is InvalidFrame:
                     self._on_invalid(msg)  # type: ignore[arg-type]
                 else:
-                    name = _wire_type(msg)
-                    received[name] = received.get(name, 0) + 1
+                    self.counters.bump(self.counters.received, _wire_type(msg))
                     self._on_other(msg, out)
             else:
                 self._on_control(item, out)
-        self.counters.frames += frames
+        counters = self.counters
+        counters.frames += frames
+        received = counters.received
+        for name, n in (("book", books), ("trade", trades), ("quote", quotes)):
+            if n:
+                received[name] = received.get(name, 0) + n
         for dropped in drops:
             self._on_drop(dropped, out)
 
@@ -213,7 +226,8 @@ class Processor:
 
     def _on_trade(self, msg: Trade, out: list[Event]) -> None:
         symbol_id = msg.symbol_id
-        if not self._wanted("trade", symbol_id):
+        if symbol_id not in self.symbols or not self._want_trade:
+            self.counters.unrequested += 1
             return
         obs = self.tracker.observe("trade", symbol_id, msg.sequence)
         verdict = obs.verdict
@@ -233,7 +247,8 @@ class Processor:
             self.counters.duplicates += 1
 
     def _on_quote(self, msg: Quote, out: list[Event]) -> None:
-        if not self._wanted("quote", msg.symbol_id):
+        if msg.symbol_id not in self.symbols or not self._want_quote:
+            self.counters.unrequested += 1
             return
         if self._simple_stream("quote", msg.symbol_id, msg.sequence, out):
             out.append(quote_from_ws(msg, self._received_at))
@@ -261,7 +276,8 @@ class Processor:
 
     def _on_book(self, msg: BookUpdate, out: list[Event]) -> None:
         symbol_id = msg.symbol_id
-        if not self._wanted("book", symbol_id):
+        if symbol_id not in self.symbols or not self._want_book:
+            self.counters.unrequested += 1
             return
         obs = self.tracker.observe("book", symbol_id, msg.sequence)
         book = self.books.get_or_create(symbol_id)
@@ -271,7 +287,7 @@ class Processor:
             self._restart_expected.discard(("book", symbol_id))
             book.apply_snapshot(msg.asks, msg.bids, msg.sequence)
             self._book_synced(symbol_id, out)
-            out.append(book_from_ws(msg, self._received_at))
+            out.append(book_update_event(msg, self._received_at))
             return
         verdict = obs.verdict
         if verdict is Verdict.STALE:
@@ -284,7 +300,7 @@ class Processor:
             self._book_gap(symbol_id, "sequence", obs.missing, out)
             return
         book.apply_update(msg.asks, msg.bids, msg.sequence)
-        out.append(book_from_ws(msg, self._received_at))
+        out.append(book_update_event(msg, self._received_at))
 
     def _on_invalid(self, msg: InvalidFrame) -> None:
         self.counters.bump(self.counters.invalid, msg.reason)

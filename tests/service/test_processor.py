@@ -13,7 +13,7 @@ from coinfeed.dedup import TradeDedup
 from coinfeed.events import BookEvent, Event, GapEvent, TradeEvent
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor
-from coinfeed.protocol import BookUpdate, FrameDecoder, Level, RestTrade, Trade, encode
+from coinfeed.protocol import BookUpdate, FrameDecoder, Level, Quote, RestTrade, Trade, encode
 from coinfeed.recovery import RecoveryScheduler, TradesRecovered, TradeWindow
 from coinfeed.status import ConnectionOpened, Resubscribed, ServiceStatus
 
@@ -253,6 +253,20 @@ async def test_prefix_matched_symbols_and_unsubscribed_types_are_not_delivered()
     out = h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(1, "x", 0, symbol=SYM + "T"))
     assert out == []
     assert h.processor.counters.unrequested == 2
+    h = harness(types=("trade",))
+    quote = encode(
+        Quote(
+            symbol_id=SYM, sequence=1, time_exchange=ts(0), time_coinapi=ts(0),
+            ask_price=Decimal("2"), ask_size=Decimal("1"), bid_price=Decimal("1"),
+            bid_size=Decimal("1"),
+        )
+    )  # fmt: skip
+    prefixed_book = book(1, True, [("10", "1")]).replace(SYM.encode(), (SYM + "T").encode())
+    out = h.feed(ConnectionOpened(1, T0), quote, book(1, True, [("10", "1")]), prefixed_book)
+    assert out == []
+    assert h.processor.counters.unrequested == 3
+    # Counted as received all the same: they came over the wire.
+    assert h.processor.counters.received == {"quote": 1, "book": 2}
 
 
 async def test_invalid_frames_are_counted_by_reason_and_processing_goes_on() -> None:
