@@ -4,7 +4,10 @@ Prints frames/s for (a) decode only (``FrameDecoder.decode``) and (b) the full c
 ``SequenceTracker.observe``, ``OrderBook.apply_*`` for book frames and
 ``TradeDedup.first_sighting`` for trades, plus the ratio (b)/(a), each the median of several
 rounds. The mix: about 55 % ``book`` (a snapshot per symbol first, then updates of 1-5 levels with
-some deletes and new levels), 30 % trades, 15 % quotes over 10 symbols.
+some deletes and new levels), 30 % trades, 15 % quotes over 10 symbols. Also the WebSocket framing
+cost of the same frames as server text frames cut into 64 KiB reads: coinfeed's
+``wsframes.FrameReader`` against websockets' and wsproto's sans-I/O parsers (the measurement
+behind the ``direct`` transport).
 
     .venv/bin/python scripts/bench_core.py [--frames N] [--rounds R] [--json] [--index-compare]
 
@@ -276,6 +279,82 @@ def index_compare(books: list[BookUpdate], rounds: int) -> dict[str, dict[str, f
     return results
 
 
+def _framed_chunks(frames: list[bytes], chunk_bytes: int = 64 * 1024) -> list[bytes]:
+    """The frames as unmasked server text frames, cut into socket-read-sized chunks."""
+    from coinfeed.wsframes import OP_TEXT
+
+    parts = []
+    for body in frames:
+        n = len(body)
+        if n < 126:
+            head = bytes((0x80 | OP_TEXT, n))
+        elif n < 1 << 16:
+            head = bytes((0x80 | OP_TEXT, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | OP_TEXT, 127)) + n.to_bytes(8, "big")
+        parts += (head, body)
+    stream = b"".join(parts)
+    return [stream[i : i + chunk_bytes] for i in range(0, len(stream), chunk_bytes)]
+
+
+def framing_compare(frames: list[bytes], rounds: int) -> dict[str, float]:
+    """Frames/s of three sans-I/O WebSocket parsers fed the same 64 KiB reads: coinfeed's
+    :class:`~coinfeed.wsframes.FrameReader`, websockets' client protocol, wsproto's."""
+    import websockets.client
+    import websockets.protocol
+    import websockets.uri
+    import wsproto.connection
+    import wsproto.events
+
+    from coinfeed.wsframes import FrameReader
+
+    chunks = _framed_chunks(frames)
+
+    def coinfeed_reader() -> int:
+        reader = FrameReader(1 << 24)
+        return sum(len(reader.feed(chunk)) for chunk in chunks)
+
+    def websockets_protocol() -> int:
+        protocol = websockets.client.ClientProtocol(
+            websockets.uri.parse_uri("ws://127.0.0.1/"), max_size=None
+        )
+        protocol.state = websockets.protocol.State.OPEN  # as after the handshake...
+        protocol.parser = protocol.parse()  # ...whose parser now reads frames
+        next(protocol.parser)
+        count = 0
+        for chunk in chunks:
+            protocol.receive_data(chunk)
+            count += len(protocol.events_received())
+        return count
+
+    def wsproto_connection() -> int:
+        connection = wsproto.connection.Connection(wsproto.connection.ConnectionType.CLIENT)
+        count = 0
+        for chunk in chunks:
+            connection.receive_data(chunk)
+            count += sum(
+                isinstance(e, wsproto.events.Message) and e.message_finished
+                for e in connection.events()
+            )
+        return count
+
+    parsers = {
+        "coinfeed": coinfeed_reader,
+        "websockets": websockets_protocol,
+        "wsproto": wsproto_connection,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in parsers}
+    for _ in range(rounds):
+        for name, parse in parsers.items():
+            started = time.perf_counter()
+            count = parse()
+            elapsed = time.perf_counter() - started
+            if count != len(frames):
+                raise RuntimeError(f"{name} parsed {count} of {len(frames)} frames")
+            rates[name].append(len(frames) / elapsed)
+    return {name: round(statistics.median(samples)) for name, samples in rates.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=200_000, help="frames in the mix")
@@ -300,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         "full_core_frames_per_s": round(core_rate),
         "ratio_full_to_decode": round(core_rate / decode_rate, 3),
     }
+    framing = framing_compare(frames, args.rounds)
+    report["ws_framing_frames_per_s"] = framing
     index_rows = index_compare(books, args.rounds) if args.index_compare else {}
     if index_rows:
         report["book_index_ns_per_book_message"] = index_rows
@@ -313,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (b) full core path     {core_rate:>12,.0f} frames/s  ({1e6 / core_rate:.2f} µs)")
     print(f"  ratio (b)/(a)          {core_rate / decode_rate:>12.3f}")
     print("  targets: (b) >= 300,000 frames/s and (b)/(a) >= 0.5")
+    print("  WebSocket framing (sans-I/O parsers, the same 64 KiB reads of the mix):")
+    for name, rate in framing.items():
+        print(f"    {name:<20} {rate:>12,.0f} frames/s  ({1e6 / rate:.2f} µs)")
     if index_rows:
         print("  book index, ns per book message (lazy sort on read vs bisect on insert/delete):")
         for label, row in index_rows.items():
