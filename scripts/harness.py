@@ -5,12 +5,16 @@
 - :func:`start_simulator` / :func:`start_coinfeed` run ``python -m coinfeed simulate|run`` on
   loopback; :func:`parse_metrics` reads a Prometheus text page into ``{(name, labels): value}``.
 - :func:`generate_frames` builds a deterministic CoinAPI stream (books, trades, quotes with
-  gap-free sequences) and ``serve-stream`` (this file run as a program) serves it pre-framed to
-  one WebSocket client at full speed, like ``../shared/peer-bench/server.py`` but on trio.
-- ``bare-client`` (this file run as a program) is the baseline receive loop: connect with the
-  transport library coinfeed uses, send the hello, count messages, nothing else.
+  gap-free sequences) and ``serve-stream`` (this file run as a program) serves it, or the first
+  N frames of a file with one frame per line (``--frames-file``, e.g. the peer-bench stream),
+  pre-framed to one WebSocket client at full speed, like ``../shared/peer-bench/server.py`` but
+  on trio.
+- ``bare-client`` (this file run as a program) is the baseline receive loop: connect with one of
+  the WebSocket clients coinfeed can use (:data:`BARE_TRANSPORTS`), send the hello, count
+  messages, nothing else (no decoding).
 
     python scripts/harness.py serve-stream --frames 200000 [--seed 7]   # prints READY <port>
+    python scripts/harness.py serve-stream --frames-file frames.jsonl [--frames N]
     python scripts/harness.py bare-client --url ws://127.0.0.1:P/v1/ --frames N --transport T
 """
 
@@ -269,6 +273,21 @@ def generate_frames(count: int, *, seed: int = 7) -> list[bytes]:
     return frames
 
 
+def read_frames_file(path: Path, count: int | None = None) -> list[bytes]:
+    """The first ``count`` frames (all if None) of a file holding one frame per line."""
+    frames: list[bytes] = []
+    with path.open("rb") as file:
+        for line in file:
+            if count is not None and len(frames) >= count:
+                break
+            line = line.rstrip(b"\r\n")
+            if line:
+                frames.append(line)
+    if count is not None and len(frames) < count:
+        raise ValueError(f"{path} holds {len(frames)} frames, fewer than the {count} asked for")
+    return frames
+
+
 def prebuild_chunks(frames: Sequence[bytes], chunk_bytes: int = 256 * 1024) -> list[bytes]:
     """Frame each message once as an unmasked text frame; join them into ~``chunk_bytes`` writes."""
     chunks: list[bytes] = []
@@ -360,24 +379,47 @@ async def serve_stream(chunks: list[bytes], *, port: int = 0, lifetime: float = 
 BARE_HELLO = json.dumps(
     {"type": "hello", "heartbeat": True, "subscribe_data_type": ["trade", "quote", "book"]}
 )
+BARE_TRANSPORTS = ("direct", "websockets", "trio-websocket")
+"""The bare loops, one per ``transport`` setting of coinfeed (``coinfeed.config.TRANSPORTS``)."""
 
 
 async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]:
-    """Connect, send the hello, count messages until ``frames``; times on the monotonic clock."""
+    """Connect, send the hello, count messages until ``frames``; times on the monotonic clock.
+
+    - ``direct``: coinfeed's own client (:class:`coinfeed.wsclient.DirectTransport`), one
+      ``receive_batch()`` per socket read, counting the messages each returns;
+    - ``websockets``: ``websockets.trio.client``, one ``await ws.recv()`` per message;
+    - ``trio-websocket``: with coinfeed's buffer sizes, one ``await get_message()`` per message.
+
+    ``cpu_seconds`` is this process's CPU time over the same interval (hello to last message).
+    """
     import trio
 
-    if transport == "websockets":
+    if transport == "direct":
+        from coinfeed.wsclient import DirectTransport
+
+        async with trio.open_nursery() as nursery:
+            ws = await DirectTransport().connect(nursery, url, headers=[])
+            await ws.send(BARE_HELLO)
+            started, cpu_started = time.monotonic(), time.process_time()
+            count = 0
+            while count < frames:
+                count += len(await ws.receive_batch())
+            ended, cpu_ended = time.monotonic(), time.process_time()
+            with trio.move_on_after(2, shield=True):
+                await ws.aclose()
+    elif transport == "websockets":
         from websockets.trio.client import connect
 
         async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
             await ws.send(BARE_HELLO)
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
             count = 0
             while count < frames:
                 await ws.recv()
                 count += 1
-            ended = time.monotonic()
-    else:
+            ended, cpu_ended = time.monotonic(), time.process_time()
+    elif transport == "trio-websocket":
         import trio_websocket
 
         from coinfeed.transport import LIBRARY_QUEUE_MESSAGES, RECEIVE_BUFFER_BYTES
@@ -391,17 +433,19 @@ async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]
                 receive_buffer_size=RECEIVE_BUFFER_BYTES,
             )
             await conn.send_message(BARE_HELLO)
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
             count = 0
             while count < frames:
                 await conn.get_message()
                 count += 1
-            ended = time.monotonic()
+            ended, cpu_ended = time.monotonic(), time.process_time()
             with trio.move_on_after(2, shield=True):
                 await conn.aclose()
             nursery.cancel_scope.cancel()
+    else:
+        raise ValueError(f"unknown transport {transport!r}; one of {BARE_TRANSPORTS}")
     return {"started": started, "ended": ended, "frames": float(count),
-            "cpu_seconds": time.process_time()}  # fmt: skip
+            "cpu_seconds": cpu_ended - cpu_started}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,17 +454,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve-stream", help="serve a generated stream to one client")
-    serve.add_argument("--frames", type=int, default=200_000)
+    serve.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames to serve (200,000 generated; all of --frames-file)",
+    )
+    serve.add_argument(
+        "--frames-file",
+        type=Path,
+        default=None,
+        help="serve this file's frames (one per line) instead of generating",
+    )
     serve.add_argument("--seed", type=int, default=7)
     serve.add_argument("--timeout", type=float, default=120.0)
     client = commands.add_parser("bare-client", help="count messages on a bare receive loop")
     client.add_argument("--url", required=True)
     client.add_argument("--frames", type=int, required=True)
-    client.add_argument("--transport", choices=("trio-websocket", "websockets"),
-                        default="trio-websocket")  # fmt: skip
+    client.add_argument("--transport", choices=BARE_TRANSPORTS, default="direct")
     args = parser.parse_args(argv)
     if args.command == "serve-stream":
-        chunks = prebuild_chunks(generate_frames(args.frames, seed=args.seed))
+        if args.frames_file is not None:
+            frames = read_frames_file(args.frames_file, args.frames)
+        else:
+            frames = generate_frames(args.frames or 200_000, seed=args.seed)
+        chunks = prebuild_chunks(frames)
+        del frames
         trio.run(lambda: serve_stream(chunks, lifetime=args.timeout))
     else:
         result = trio.run(bare_client, args.url, args.frames, args.transport)
