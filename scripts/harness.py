@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Shared pieces of ``scripts/soak.py`` and ``scripts/bench.py``: child processes, metrics, streams.
+"""Shared pieces of the soak and bench scripts: child processes, metrics, streams.
 
 - :class:`Child` starts a command in its own session and always stops it (SIGTERM, then SIGKILL).
 - :func:`start_simulator` / :func:`start_coinfeed` run ``python -m coinfeed simulate|run`` on
