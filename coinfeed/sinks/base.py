@@ -21,6 +21,11 @@ class Sink(Protocol):
 
     When ``blocking`` is true (files, sockets, databases) ``write_batch`` and ``close`` run in a
     worker thread so a slow device never stalls the event loop; an in-memory sink sets it false.
+
+    A sink that writes bytes may also have ``encode_batch(events) -> bytes`` and
+    ``write_encoded(data)``: the writer then encodes on the event loop and hands only the bytes
+    to the worker thread (JSON Lines does; encoding in the thread held the GIL just as long and
+    made each hand-off wait for it), and a retry writes the same bytes again.
     """
 
     name: str

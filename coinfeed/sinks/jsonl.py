@@ -25,9 +25,17 @@ class JsonlSink:
             return cls("jsonl:-", sys.stdout.buffer, owned=False)
         return cls(f"jsonl:{target}", open(target, "ab"), owned=True)
 
-    def write_batch(self, events: list[Event]) -> None:
-        self._stream.write(encode_lines(events))
+    def encode_batch(self, events: list[Event]) -> bytes:
+        """The batch as complete lines (the writer calls this on the event loop)."""
+        return encode_lines(events)
+
+    def write_encoded(self, data: bytes) -> None:
+        """Append lines from :meth:`encode_batch` (in the writer's worker thread)."""
+        self._stream.write(data)
         self._stream.flush()
+
+    def write_batch(self, events: list[Event]) -> None:
+        self.write_encoded(self.encode_batch(events))
 
     def close(self) -> None:
         if self._owned:

@@ -174,9 +174,17 @@ class SinkWriter:
             await trio.lowlevel.checkpoint()
             fn(*args)
 
-    def _write_batches(self, batches: list[list[Event]], written: list[int]) -> None:
-        """Write ``batches`` from ``written[0]`` on, counting each one done in ``written``
-        (runs in the worker thread for a blocking sink)."""
+    def _write_batches(
+        self, batches: list[list[Event]], encoded: list[bytes] | None, written: list[int]
+    ) -> None:
+        """Write ``batches`` (or their ``encoded`` form) from ``written[0]`` on, counting each
+        one done in ``written`` (runs in the worker thread for a blocking sink)."""
+        if encoded is not None:
+            write_encoded = self.sink.write_encoded  # type: ignore[attr-defined]
+            for data in encoded[written[0] :]:
+                write_encoded(data)
+                written[0] += 1
+            return
         for batch in batches[written[0] :]:
             self.sink.write_batch(batch)
             written[0] += 1
@@ -197,11 +205,16 @@ class SinkWriter:
             if len(events) <= size
             else [events[i : i + size] for i in range(0, len(events), size)]
         )
+        # A sink that writes bytes gets them encoded here, on the event loop: the worker thread
+        # then needs the GIL only around its system calls, so its hand-off comes back quickly
+        # (encoding in the thread held the GIL as long, and made every hand-off wait for it).
+        encode = getattr(self.sink, "encode_batch", None)
+        encoded = [encode(batch) for batch in batches] if encode is not None else None
         written = [0]
         counted = attempt = 0
         while True:
             try:
-                await self._call(self._write_batches, batches, written)
+                await self._call(self._write_batches, batches, encoded, written)
             except Exception as exc:  # a sink's failure is reported and retried, never fatal
                 counted = self._count(batches, counted, written[0])
                 attempt += 1

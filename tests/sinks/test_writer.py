@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import attrs
 import trio
 import trio.testing
 
-from coinfeed.events import Event
+from coinfeed.events import Event, encode_lines
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.service.conftest import MemorySink
@@ -183,3 +185,48 @@ async def test_a_sender_waits_while_taken_events_are_being_written(
         await trio.sleep(0.01)
         assert sent.is_set()
     assert channel.statistics().depth == 3
+
+
+@attrs.define(eq=False)
+class BytesSink:
+    """A blocking sink that takes encoded lines, like the JSONL sink; fails its first write."""
+
+    name: str = "bytes"
+    blocking: bool = True
+    encoded_in: list[str] = attrs.field(factory=list)
+    written: list[bytes] = attrs.field(factory=list)
+    attempts: int = 0
+
+    def encode_batch(self, events: list[Event]) -> bytes:
+        self.encoded_in.append(threading.current_thread().name)
+        return encode_lines(events)
+
+    def write_encoded(self, data: bytes) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise OSError("disk full")
+        self.written.append(data)
+
+    def write_batch(self, events: list[Event]) -> None:  # pragma: no cover - not called
+        raise AssertionError("the writer must use encode_batch/write_encoded")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_bytes_sink_is_encoded_on_the_event_loop_and_retried_with_the_same_bytes() -> None:
+    sink = BytesSink()
+    writer = SinkWriter(
+        sink, EventChannel(10), ServiceStatus(), SinkCounters(), max_batch=3, flush_interval=0.05
+    )
+    events = [trade(n) for n in range(5)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send(events)
+        writer.channel.close()
+    # Encoding ran in the event loop's thread (the worker thread only writes bytes)...
+    assert set(sink.encoded_in) == {threading.main_thread().name}
+    assert len(sink.encoded_in) == 2, "encoded once per batch, not again for the retry"
+    # ...and the failed first batch went out again, byte for byte, before the second.
+    assert sink.written == [encode_lines(events[:3]), encode_lines(events[3:])]
+    assert writer.counters.events["bytes"] == 5
