@@ -25,7 +25,9 @@ class Sink(Protocol):
     A sink that writes bytes may also have ``encode_batch(events) -> bytes`` and
     ``write_encoded(data)``: the writer then encodes on the event loop and hands only the bytes
     to the worker thread (JSON Lines does; encoding in the thread held the GIL just as long and
-    made each hand-off wait for it), and a retry writes the same bytes again.
+    made each hand-off wait for it), and a retry writes the same bytes again. The writer may
+    encode a batch in slices and join the bytes: the encoding of a batch must be the
+    concatenation of the encodings of its parts (as JSON Lines are).
     """
 
     name: str

@@ -30,6 +30,9 @@ from coinfeed.framequeue import QueueStatistics
 from coinfeed.sinks.base import Sink
 from coinfeed.status import ServiceStatus
 
+ENCODE_SLICE = 250
+"""Events encoded at once on the event loop (see :meth:`SinkWriter._encode`)."""
+
 
 @attrs.define(slots=True)
 class SinkCounters:
@@ -189,6 +192,19 @@ class SinkWriter:
             self.sink.write_batch(batch)
             written[0] += 1
 
+    @staticmethod
+    async def _encode(encode: Callable[[list[Event]], bytes], batch: list[Event]) -> bytes:
+        """``encode(batch)`` in slices of :data:`ENCODE_SLICE` events with a checkpoint after
+        each, so the event loop stalls ~0.1 ms at a time whatever ``sink_batch_size`` is (1,000
+        events take ~0.4 ms, 10,000 ~4 ms)."""
+        if len(batch) <= ENCODE_SLICE:
+            return encode(batch)
+        parts = []
+        for start in range(0, len(batch), ENCODE_SLICE):
+            parts.append(encode(batch[start : start + ENCODE_SLICE]))
+            await trio.lowlevel.checkpoint()
+        return b"".join(parts)
+
     def _count(self, batches: list[list[Event]], counted: int, written: int) -> int:
         name = self.sink.name
         n = sum(len(batch) for batch in batches[counted:written])
@@ -209,7 +225,9 @@ class SinkWriter:
         # then needs the GIL only around its system calls, so its hand-off comes back quickly
         # (encoding in the thread held the GIL as long, and made every hand-off wait for it).
         encode = getattr(self.sink, "encode_batch", None)
-        encoded = [encode(batch) for batch in batches] if encode is not None else None
+        encoded = None
+        if encode is not None:
+            encoded = [await self._encode(encode, batch) for batch in batches]
         written = [0]
         counted = attempt = 0
         while True:
