@@ -235,13 +235,13 @@ async def test_a_bytes_sink_is_encoded_on_the_event_loop_and_retried_with_the_sa
 async def test_a_large_batch_is_encoded_in_slices_that_join_into_the_same_lines() -> None:
     sink = BytesSink()
     writer = SinkWriter(
-        sink, EventChannel(1000), ServiceStatus(), SinkCounters(), max_batch=1000,
+        sink, EventChannel(3000), ServiceStatus(), SinkCounters(), max_batch=3000,
         flush_interval=0.05,
     )  # fmt: skip
-    events = [trade(n) for n in range(600)]
+    events = [trade(n) for n in range(2500)]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         await writer.channel.send(events)
         writer.channel.close()
-    assert len(sink.encoded_in) == 3, "600 events: three slices of at most 250"
+    assert len(sink.encoded_in) == 3, "2,500 events: three slices of at most 1,000"
     assert sink.written == [encode_lines(events)]
