@@ -123,6 +123,7 @@ class Processor:
     _last_trade_time: dict[str, str] = attrs.field(factory=dict, init=False)
     _restart_expected: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
+    _stale_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
     _want_trade: bool = attrs.field(init=False)
     _want_quote: bool = attrs.field(init=False)
@@ -295,6 +296,8 @@ class Processor:
             return
         if book.state is not BookState.SYNCED:
             self.counters.unsynced_updates += 1
+            if book.state is BookState.STALE and symbol_id not in self._book_gaps:
+                self._retry_stale_book(symbol_id, out)
             return
         if verdict is Verdict.GAP:
             self._book_gap(symbol_id, "sequence", obs.missing, out)
@@ -377,6 +380,16 @@ class Processor:
             self._count_recovery("book", "refused")
         status: GapStatus = "pending" if accepted else "unrecovered"
         out.append(self._gap("book", symbol_id, reason, missing, "resubscribe", status))
+
+    def _retry_stale_book(self, symbol_id: str, out: list[Event]) -> None:
+        """A stale book with no resync in flight (it gave up, or was refused at the cap) asks
+        again, at most once per ``resync_timeout``: without this it stayed stale until the next
+        reconnect, its updates dropped. Each new attempt is one more ``gap`` event."""
+        now = trio.current_time()
+        if now < self._stale_retry_at.get(symbol_id, 0.0):
+            return
+        self._stale_retry_at[symbol_id] = now + self.recovery.resync_timeout
+        self._book_gap(symbol_id, "sequence", None, out)
 
     def _book_synced(self, symbol_id: str, out: list[Event]) -> None:
         self.recovery.book_synced(symbol_id)

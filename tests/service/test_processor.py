@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import attrs
 import trio
+import trio.testing
 
 from coinfeed.book import BookState
 from coinfeed.dedup import TradeDedup
@@ -14,7 +15,7 @@ from coinfeed.events import BookEvent, Event, GapEvent, TradeEvent
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor
 from coinfeed.protocol import BookUpdate, FrameDecoder, Level, Quote, RestTrade, Trade, encode
-from coinfeed.recovery import RecoveryScheduler, TradesRecovered, TradeWindow
+from coinfeed.recovery import RecoveryScheduler, ResyncFailed, TradesRecovered, TradeWindow
 from coinfeed.status import ConnectionOpened, Resubscribed, ServiceStatus
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
@@ -239,6 +240,33 @@ async def test_reconnect_backfills_each_trade_stream_and_resyncs_books() -> None
     out = h.feed(trade(1, "b", 31), book(1, True, [("11", "1")]))
     assert [t.uuid for t in trades(out)] == ["b"]
     assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "recovered")]
+
+
+async def test_a_book_whose_resync_gave_up_asks_again_and_not_on_every_update(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), book(1, True, [("10", "1")]))
+    out = h.feed(book(3, False, [("10", "2")]))  # 2 is missing: stale, resync asked
+    assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "pending")]
+    assert h.resubscribed == [SYM]
+    out = h.feed(ResyncFailed(SYM))  # no snapshot after every attempt
+    assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "unrecovered")]
+    h.recovery.book_synced(SYM)  # (the scheduler forgot it when it gave up)
+    # The next update finds a stale book with nothing in flight: it asks again, once.
+    out = h.feed(book(4, False, [("10", "3")]), book(5, False, [("10", "4")]))
+    assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "pending")]
+    assert h.resubscribed == [SYM, SYM]
+    # Still stale, and the new attempt gave up too: not again before resync_timeout...
+    h.feed(ResyncFailed(SYM))
+    h.recovery.book_synced(SYM)
+    assert gaps(h.feed(book(6, False, [("10", "5")]))) == []
+    # ...then once more; a snapshot ends it.
+    await trio.sleep(h.recovery.resync_timeout)
+    assert [g.status for g in gaps(h.feed(book(7, False, [("10", "6")])))] == ["pending"]
+    out = h.feed(book(1, True, [("10", "7")]))
+    assert [(g.data_type, g.status) for g in gaps(out)] == [("book", "recovered")]
+    assert h.processor.books.get(SYM).state is BookState.SYNCED  # type: ignore[union-attr]
 
 
 async def test_book_updates_before_a_snapshot_are_not_applied() -> None:
