@@ -109,13 +109,44 @@ def test_stream_falls_back_to_the_built_in_one(tmp_path: Path) -> None:
     assert stream["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.skipif(not HAVE_PEER_GENERATOR, reason="../shared/peer-bench is not there")
+STAND_IN_GENERATOR = """
+import argparse, json, sys
+sys.path.insert(0, {scripts!r})
+from harness import generate_frames
+parser = argparse.ArgumentParser()
+parser.add_argument("--out")
+parser.add_argument("-n", type=int)
+parser.add_argument("--seed", type=int)
+args = parser.parse_args()
+data = b"".join(frame + b"\\n" for frame in generate_frames(args.n, seed=args.seed))
+open(args.out, "wb").write(data)
+meta = {{"seed": args.seed, "n": args.n, "bytes": len(data)}}
+json.dump(meta, open(args.out + ".meta.json", "w"))
+"""
+
+
+def peer_generator_dir(tmp_path: Path) -> Path:
+    """../shared/peer-bench when it is there; else a stand-in with the same interface
+    (gen_frames.py --out -n --seed, a meta file, compare.py's N_FRAMES and SEED)."""
+    if HAVE_PEER_GENERATOR:
+        return PEER_DIR
+    stand_in = tmp_path / "peer-bench-stand-in"
+    stand_in.mkdir()
+    (stand_in / "gen_frames.py").write_text(
+        STAND_IN_GENERATOR.format(scripts=str(ROOT / "scripts"))
+    )
+    (stand_in / "common.py").write_text("")
+    (stand_in / "compare.py").write_text("N_FRAMES = 200_000\nSEED = 20261128\n")
+    return stand_in
+
+
 def test_peer_stream_is_generated_or_taken_from_a_longer_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bench = load_bench()
+    peer_dir = peer_generator_dir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "empty"))
-    fresh = bench.prepare_stream(300, tmp_path, PEER_DIR, "auto")
+    fresh = bench.prepare_stream(300, tmp_path, peer_dir, "auto")
     assert fresh["source"] == "peer-bench"
     assert fresh["origin"].startswith("generated")
     assert fresh["generator"] == "gen_frames.py -n 300 --seed 20261128"
@@ -125,12 +156,12 @@ def test_peer_stream_is_generated_or_taken_from_a_longer_cache(
     cache = tmp_path / "cached" / "peer-bench"
     cache.mkdir(parents=True)
     subprocess.run(
-        [sys.executable, str(PEER_DIR / "gen_frames.py"), "--out", str(cache / "frames.jsonl"),
+        [sys.executable, str(peer_dir / "gen_frames.py"), "--out", str(cache / "frames.jsonl"),
          "-n", "500", "--seed", "20261128"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     monkeypatch.setenv("TMPDIR", str(tmp_path / "cached"))
-    reused = bench.prepare_stream(300, tmp_path, PEER_DIR, "auto")
+    reused = bench.prepare_stream(300, tmp_path, peer_dir, "auto")
     assert reused["origin"].startswith("reused")
     assert reused["sha256"] == fresh["sha256"]
     assert reused["bytes"] == fresh["bytes"]
