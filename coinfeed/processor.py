@@ -125,14 +125,6 @@ class Processor:
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
     _stale_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
-    _want_trade: bool = attrs.field(init=False)
-    _want_quote: bool = attrs.field(init=False)
-    _want_book: bool = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._want_trade = "trade" in self.types
-        self._want_quote = "quote" in self.types
-        self._want_book = "book" in self.types
 
     async def run(self) -> None:
         """Process until the queue is closed and drained."""
@@ -227,7 +219,7 @@ class Processor:
 
     def _on_trade(self, msg: Trade, out: list[Event]) -> None:
         symbol_id = msg.symbol_id
-        if symbol_id not in self.symbols or not self._want_trade:
+        if symbol_id not in self.symbols or "trade" not in self.types:
             self.counters.unrequested += 1
             return
         obs = self.tracker.observe("trade", symbol_id, msg.sequence)
@@ -248,7 +240,7 @@ class Processor:
             self.counters.duplicates += 1
 
     def _on_quote(self, msg: Quote, out: list[Event]) -> None:
-        if msg.symbol_id not in self.symbols or not self._want_quote:
+        if msg.symbol_id not in self.symbols or "quote" not in self.types:
             self.counters.unrequested += 1
             return
         if self._simple_stream("quote", msg.symbol_id, msg.sequence, out):
@@ -277,7 +269,7 @@ class Processor:
 
     def _on_book(self, msg: BookUpdate, out: list[Event]) -> None:
         symbol_id = msg.symbol_id
-        if symbol_id not in self.symbols or not self._want_book:
+        if symbol_id not in self.symbols or "book" not in self.types:
             self.counters.unrequested += 1
             return
         obs = self.tracker.observe("book", symbol_id, msg.sequence)
