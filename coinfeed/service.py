@@ -52,7 +52,9 @@ GIL_SWITCH_INTERVAL = 0.001
 while ``coinfeed run``/``demo`` runs. Sink writes run in worker threads, and each hand-off needs
 the GIL twice; at 5 ms a busy event loop delayed one by up to ~10 ms, the processor filled the
 sink channel meanwhile and the raw queue dropped frames at full speed (the 200,000-frame peer
-stream served by ``scripts/harness.py``: 3-771 drops per run; 0 at 1 ms, three runs)."""
+stream served by ``scripts/harness.py``: 3-771 drops per run; none in three runs at 1 ms, but
+drops came back in later runs until the JSONL sink also encoded on the event loop, see
+``coinfeed.sinks.writer``)."""
 RECOVERY_BACKLOG = 4
 """Control items (e.g. pages of recovered trades) queued for the processor before REST
 workers wait: keeps recovered data in memory to a few pages during a sink outage."""
