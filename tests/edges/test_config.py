@@ -403,3 +403,31 @@ def test_debug_token_comes_from_the_environment_and_is_never_shown() -> None:
     assert "tok-123456" not in repr(settings)
     assert settings.redacted()["debug_token"] == "***"
     assert "tok-123456" not in str(settings.redacted())
+
+
+def _shown(default: object) -> str:
+    """A default as the README's settings table writes it."""
+    if default is None:
+        return "none"
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) if default else "(required)"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def test_the_readme_settings_table_states_the_real_defaults() -> None:
+    """README and code must agree on every default the table lists (a contract users read)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    defaults = {s.name: s.default for s in SETTINGS}
+    table = readme[readme.index("| setting | default | meaning |") :].split("\n\n")[0]
+    checked = 0
+    for row in table.splitlines()[2:]:
+        names_cell, default_cell = row.split(" | ")[:2]
+        names = [n for n in names_cell.split("`")[1::2] if n in defaults]
+        shown = default_cell.split("`")[1::2] or [default_cell.strip()]
+        assert len(names) == len(shown), row
+        for name, text in zip(names, shown, strict=True):
+            assert text == _shown(defaults[name]), f"README says {name} = {text}"
+            checked += 1
+    assert checked >= 25
