@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -161,9 +162,57 @@ async def run_coinfeed(*args: str, env: dict[str, str]) -> subprocess.CompletedP
         )
 
 
+async def run_coinfeed_scraped(
+    *args: str, env: dict[str, str], seen: list[str]
+) -> subprocess.CompletedProcess[bytes]:
+    """Run coinfeed with ``--http 127.0.0.1:0``; once its log names the port it bound, scrape
+    every endpoint while it runs. No port is guessed in advance, so none can be taken first."""
+    command = [sys.executable, "-m", "coinfeed", "run", "--log-format", "json", *args]
+    command += ["--http", "127.0.0.1:0"]
+    stderr = bytearray()
+    stdout = bytearray()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            # Started in the nursery: trio kills the process if the test fails or times out.
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    command,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                )
+            )
+            assert process.stdout is not None and process.stderr is not None
+            output = process.stdout
+
+            async def drain_stdout() -> None:
+                async for chunk in output:
+                    stdout.extend(chunk)
+
+            nursery.start_soon(drain_stdout)
+            url = None
+            async for chunk in process.stderr:
+                stderr.extend(chunk)
+                if url is None and (url := listening_url(stderr)) is not None:
+                    await trio.sleep(1.0)  # a few connect failures first
+                    seen.extend(await answers(url))
+            assert url is not None, f"coinfeed never listened:\n{stderr.decode()}"
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(command, process.returncode, bytes(stdout), bytes(stderr))
+
+
+def listening_url(stderr: bytes | bytearray) -> str | None:
+    for line in bytes(stderr).splitlines():
+        if b'"http listening"' in line:
+            url: str = json.loads(line)["url"]
+            return url
+    return None
+
+
 async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:
     dead = f"127.0.0.1:{closed_port()}"
-    http = f"127.0.0.1:{closed_port()}"
     env = child_environment()
     common = ("--symbols", SYMBOLS[0], "--log-level", "DEBUG")
     results: dict[str, subprocess.CompletedProcess[bytes]] = {}
@@ -172,25 +221,15 @@ async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:
     async def run(name: str, *args: str, env: dict[str, str] = env) -> None:
         results[name] = await run_coinfeed(*common, *args, env=env)
 
-    async def scrape_while_running() -> None:
-        async with httpx.AsyncClient(base_url=f"http://{http}", timeout=2) as client:
-            with trio.fail_after(15):
-                while True:
-                    try:
-                        await client.get("/health")
-                        break
-                    except httpx.TransportError:
-                        await trio.sleep(0.1)
-            await trio.sleep(1.0)  # a few connect failures
-            seen.extend(await answers(f"http://{http}"))
+    async def run_scraped(name: str, *args: str) -> None:
+        results[name] = await run_coinfeed_scraped(*common, *args, env=env, seen=seen)
 
     async with (
         open_simulator(SimulatorConfig(rate=500, keys=frozenset({"other"}))) as sim,
         trio.open_nursery() as nursery,
     ):
         unreachable = ("--ws-url", f"ws://{dead}/v1/", "--rest-url", f"http://{dead}")
-        nursery.start_soon(run, "unreachable", *unreachable, "--http", http, "--duration", "4")
-        nursery.start_soon(scrape_while_running)
+        nursery.start_soon(run_scraped, "unreachable", *unreachable, "--duration", "4")
         nursery.start_soon(
             run, "rejected", "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--http", "off"
         )
