@@ -201,17 +201,25 @@ class FrameReader:
         return self._tail_bytes + self._fragment_bytes
 
 
+WIRE_CLOSE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+"""The 1xxx codes a close frame may carry: RFC 6455 §7.4.1's and IANA's 1012-1014. So may
+3000-4999 (libraries, applications). 1005, 1006 and 1015 only report what happened locally."""
+
+
 def parse_close(payload: bytes) -> tuple[int, str]:
     """A close frame's code and reason (1005 when it carries none)."""
     if not payload:
         return CLOSE_NO_STATUS, ""
     if len(payload) == 1:
         raise FrameViolation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
+    code: int = _U16.unpack_from(payload)[0]
+    if code not in WIRE_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise FrameViolation(CLOSE_PROTOCOL_ERROR, f"close code {code} is not allowed on the wire")
     try:
         reason = payload[2:].decode()
     except UnicodeDecodeError:
         raise FrameViolation(CLOSE_INVALID_DATA, "close reason is not UTF-8") from None
-    return _U16.unpack_from(payload)[0], reason
+    return code, reason
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

@@ -321,6 +321,19 @@ def test_parse_close() -> None:
     assert bad_utf8.value.code == 1007
 
 
+@pytest.mark.parametrize("code", [1012, 1013, 1014, 3000, 4999])
+def test_parse_close_takes_every_code_a_server_may_send(code: int) -> None:
+    assert parse_close(struct.pack("!H", code) + b"bye") == (code, "bye")
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_parse_close_refuses_codes_that_must_not_be_sent(code: int) -> None:
+    with pytest.raises(FrameViolation) as refused:
+        parse_close(struct.pack("!H", code))
+    assert refused.value.code == 1002
+    assert str(code) in refused.value.reason
+
+
 @pytest.mark.parametrize(
     "reason",
     ["", "protocol error", "x" * 200, "é" * 100, "€" * 60],

@@ -491,8 +491,13 @@ async def test_a_server_close_is_echoed_and_the_messages_before_it_come_first() 
 
 @pytest.mark.parametrize(
     ("payload", "reported", "echoed"),
-    [(b"", 1005, 1000), (b"\x03", 1002, 1002), (b"\x03\xe8\xff\xfe", 1007, 1007)],
-    ids=["no code", "1-byte payload", "reason not UTF-8"],
+    [
+        (b"", 1005, 1000),
+        (b"\x03", 1002, 1002),
+        (b"\x03\xe8\xff\xfe", 1007, 1007),
+        (b"\x03\xee", 1002, 1002),
+    ],
+    ids=["no code", "1-byte payload", "reason not UTF-8", "code 1006 sent"],
 )
 async def test_an_odd_close_frame_gets_the_right_code(
     payload: bytes, reported: int, echoed: int
