@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from coinfeed.allocator import pinned_mmap_threshold
 from coinfeed.book import BookState
 from coinfeed.cgroup import memory_limit_bytes
 from coinfeed.logs import redact
@@ -203,6 +204,7 @@ def memory_report(service: Service) -> dict[str, Any]:
         "frames_dropped": service.queue.dropped_total,
         "recovery_pending": service.recovery.pending,
         "dedup_entries": len(service.processor.dedup),
+        "malloc_mmap_threshold": pinned_mmap_threshold(),
         "tasks": live_task_count(),
         "open_fds": open_fd_count(),
     }

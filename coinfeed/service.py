@@ -25,6 +25,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.allocator import pin_mmap_threshold
 from coinfeed.api import serve_api
 from coinfeed.config import ConfigError, Settings
 from coinfeed.connection import Connection, TerminalError, fatal_for
@@ -365,6 +366,11 @@ def _exit_code_for(exc: BaseException) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    # Process-wide, and kept to the end: what a weeks-long run frees must go back to the system.
+    threshold = pin_mmap_threshold()
+    logger.bind(mmap_threshold=threshold).debug(
+        "malloc mmap threshold " + ("pinned" if threshold else "left alone")
+    )
     try:
         service = Service.build(settings)
     except ConfigError as error:  # a shard with no symbols, a sink that cannot open: exit 2
