@@ -79,6 +79,20 @@ class CoinfeedCollector(Collector):
         for reason in INVALID_REASONS:
             invalid.add_metric([reason], s.processor.invalid.get(reason, 0))
         yield invalid
+        skipped = CounterMetricFamily(
+            PREFIX + "messages_skipped",
+            "Valid frames that made no event, by reason",
+            labels=["reason"],
+        )
+        p = s.processor
+        for skip, n in (
+            ("unrequested", p.unrequested),
+            ("stale_sequence", p.stale),
+            ("duplicate_trade", p.duplicates),
+            ("book_unsynced", p.unsynced_updates),
+        ):
+            skipped.add_metric([skip], n)
+        yield skipped
         yield CounterMetricFamily(
             PREFIX + "frames_dropped",
             "Frames dropped because the raw queue was full",

@@ -20,6 +20,7 @@ from tests.service.test_against_simulator import SYMBOLS, SlowSink, running, wai
 CONTRACT = {
     "coinfeed_messages_received": ("counter", {"type"}),
     "coinfeed_messages_invalid": ("counter", {"reason"}),
+    "coinfeed_messages_skipped": ("counter", {"reason"}),  # added beyond §4.3 (issue 10)
     "coinfeed_frames_dropped": ("counter", set()),
     "coinfeed_queue_depth": ("gauge", {"queue"}),
     "coinfeed_queue_capacity": ("gauge", {"queue"}),

@@ -62,23 +62,29 @@ async def test_health_ready_and_books(running: tuple[Service, FakeWebSocket, str
 
 async def test_metrics_and_memory_debug(running: tuple[Service, FakeWebSocket, str]) -> None:
     _service, ws, url = running
-    ws.feed('{"type":"hearbeat"}', SNAPSHOT, "not json")
+    other_symbol = SNAPSHOT.replace(SYM, "KRAKEN_SPOT_BTC_USD")  # a prefix filter's extra
+    replayed_update = SNAPSHOT.replace('"is_snapshot":true', '"is_snapshot":false')
+    ws.feed('{"type":"hearbeat"}', SNAPSHOT, "not json", other_symbol, replayed_update)
     await trio.sleep(0.05)
     async with httpx.AsyncClient(base_url=url) as client:
         text = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        received = {
-            s.labels["type"]: s.value
-            for s in families["coinfeed_messages_received"].samples
-            if s.name.endswith("_total")
+
+        def by(label: str, family: str) -> dict[str, float]:
+            return {
+                s.labels[label]: s.value
+                for s in families[family].samples
+                if s.name.endswith("_total")
+            }
+
+        assert by("type", "coinfeed_messages_received") == {"book": 3, "hearbeat": 1}
+        assert by("reason", "coinfeed_messages_invalid")["not_json"] == 1
+        assert by("reason", "coinfeed_messages_skipped") == {
+            "unrequested": 1,
+            "stale_sequence": 1,
+            "duplicate_trade": 0,
+            "book_unsynced": 0,
         }
-        assert received == {"book": 1, "hearbeat": 1}
-        invalid = {
-            s.labels["reason"]: s.value
-            for s in families["coinfeed_messages_invalid"].samples
-            if s.name.endswith("_total")
-        }
-        assert invalid["not_json"] == 1
         for name in (
             "coinfeed_queue_capacity",
             "coinfeed_frames_dropped",
