@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from typing import Final
 
 MMAP_THRESHOLD: Final = 1 << 20
@@ -58,7 +59,7 @@ def pinned_mmap_threshold() -> int | None:
     return _pinned
 
 
-def _glibc_mallopt() -> ctypes._NamedFuncPointer | None:
+def _glibc_mallopt() -> Callable[[int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -69,4 +70,5 @@ def _glibc_mallopt() -> ctypes._NamedFuncPointer | None:
         return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return mallopt
+    call: Callable[[int, int], int] = mallopt
+    return call
