@@ -79,21 +79,24 @@ async def test_healthcheck_command_passes_against_health_and_fails_without_it() 
     healthcheck = dict(final_stage())["HEALTHCHECK"]
     command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
     assert command[0] == "python" and "http://127.0.0.1:8080/health" in command[-1]
-    port = free_port()
-    probe = [sys.executable, *command[1:-1], command[-1].replace(":8080/", f":{port}/")]
 
-    async def exit_code() -> int:
+    async def exit_code(port: int) -> int:
+        probe = [sys.executable, *command[1:-1], command[-1].replace(":8080/", f":{port}/")]
         done = await trio.run_process(probe, check=False, stderr=subprocess.DEVNULL)
         return done.returncode
 
-    assert await exit_code() != 0  # nothing listens yet
-    settings = Settings(symbols=("BITSTAMP_SPOT_BTC_USD",), http=ListenAddress("127.0.0.1", port))
+    assert await exit_code(free_port()) != 0  # nothing listens there
+    # Port 0: the service binds a port of its own (one picked in advance could be taken first).
+    settings = Settings(symbols=("BITSTAMP_SPOT_BTC_USD",), http=ListenAddress("127.0.0.1", 0))
     service = Service.build(
         settings, transport=FakeTransport(["stall"]), sinks=[MemorySink()], handle_signals=False
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
-        assert await exit_code() == 0  # alive even while not connected (liveness, not readiness)
+        assert service.http_url is not None
+        port = httpx.URL(service.http_url).port
+        assert port is not None
+        assert await exit_code(port) == 0  # alive while not connected: liveness, not readiness
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"{service.http_url}/ready")).status_code == 503
         service.status.request_shutdown("test over")
