@@ -283,7 +283,7 @@ def _framed_chunks(frames: list[bytes], chunk_bytes: int = 64 * 1024) -> list[by
     """The frames as unmasked server text frames, cut into socket-read-sized chunks."""
     from coinfeed.wsframes import OP_TEXT
 
-    parts = []
+    parts: list[bytes] = []
     for body in frames:
         n = len(body)
         if n < 126:

@@ -490,8 +490,8 @@ def run_peer(
                 if not chunk:
                     break
                 *lines, buffer = (buffer + chunk).split(b"\n")
-                for line in lines:
-                    output.append(line.decode(errors="replace"))
+                for raw in lines:
+                    output.append(raw.decode(errors="replace"))
                     progress(f"peer | {output[-1]}")
         if buffer:
             output.append(buffer.decode(errors="replace"))

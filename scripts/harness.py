@@ -67,6 +67,9 @@ class Child:
     ) -> None:
         self.argv = list(argv)
         self._log: IO[bytes] | None = log.open("ab") if log is not None else None
+        self.log_path = log
+        self.log_offset = self._log.tell() if self._log is not None else 0
+        """Where this child's output starts in ``log`` (an earlier run's lines come before)."""
         sink: int | IO[bytes] = self._log if self._log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             self.argv,
@@ -154,6 +157,24 @@ def start_simulator(
 def start_coinfeed(args: Sequence[str], *, log: Path | None = None) -> Child:
     """``coinfeed run ARGS`` as a child (``COINAPI_KEY`` set)."""
     return Child([sys.executable, "-m", "coinfeed", "run", *args], log=log, env=coinfeed_env())
+
+
+def coinfeed_http_url(child: Child, *, timeout: float) -> str:
+    """The URL a ``coinfeed run --http 127.0.0.1:0 --log-format json`` child listens on, read
+    from its log: a port picked in advance could be taken before the child binds it."""
+    assert child.log_path is not None, "the child needs a log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with child.log_path.open("rb") as log:
+            log.seek(child.log_offset)
+            for line in log:
+                if b'"http listening"' in line:
+                    url: str = json.loads(line)["url"]
+                    return url
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"coinfeed exited with {child.proc.returncode} before listening")
+        time.sleep(0.1)
+    raise RuntimeError(f"coinfeed did not listen within {timeout} s")
 
 
 def free_port() -> int:
@@ -411,12 +432,12 @@ async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]
     elif transport == "websockets":
         from websockets.trio.client import connect
 
-        async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
-            await ws.send(BARE_HELLO)
+        async with connect(url, compression=None, max_size=None, ping_interval=None) as client:
+            await client.send(BARE_HELLO)
             started, cpu_started = time.monotonic(), time.process_time()
             count = 0
             while count < frames:
-                await ws.recv()
+                await client.recv()
                 count += 1
             ended, cpu_ended = time.monotonic(), time.process_time()
     elif transport == "trio-websocket":

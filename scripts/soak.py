@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import (
     Child,
-    free_port,
+    coinfeed_http_url,
     metric_sum,
     parse_metrics,
     start_coinfeed,
@@ -473,19 +473,19 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
     )  # fmt: skip
     coinfeed: Child | None = None
     try:
-        http_port = free_port()
         sink_path = out / ("events.sqlite" if args.sink == "sqlite" else "events.jsonl")
         run_args = [
             "--ws-url", urls["ws_url"], "--rest-url", urls["rest_url"],
             "--symbols", ",".join(symbols), "--sink", f"{args.sink}:{sink_path}",
-            "--http", f"127.0.0.1:{http_port}", "--log-format", "json",
+            "--http", "127.0.0.1:0", "--log-format", "json",
         ]  # fmt: skip
         if args.transport:
             run_args += ["--transport", args.transport]
         run_args += args.coinfeed_arg
         coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
         samples: list[dict[str, Any]] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
+        http_url = coinfeed_http_url(coinfeed, timeout=60)
+        with httpx.Client(base_url=http_url, timeout=10) as client:
             wait_healthy(client, coinfeed, 60)
             progress = Progress(args.duration)
             started = time.monotonic()
