@@ -168,7 +168,7 @@ def coinfeed_http_url(child: Child, *, timeout: float) -> str:
         with child.log_path.open("rb") as log:
             log.seek(child.log_offset)
             for line in log:
-                if b'"http listening"' in line:
+                if b'"http listening"' in line and line.endswith(b"\n"):  # written whole
                     url: str = json.loads(line)["url"]
                     return url
         if child.proc.poll() is not None:

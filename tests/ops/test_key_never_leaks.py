@@ -185,26 +185,36 @@ async def run_coinfeed_scraped(
                 )
             )
             assert process.stdout is not None and process.stderr is not None
-            output = process.stdout
+            output, errors = process.stdout, process.stderr
+            found: list[str] = []
+            listening = trio.Event()
 
             async def drain_stdout() -> None:
                 async for chunk in output:
                     stdout.extend(chunk)
 
+            async def drain_stderr() -> None:
+                # Read to the end, also while scraping: a full pipe would block the child.
+                async for chunk in errors:
+                    stderr.extend(chunk)
+                    if not found and (url := listening_url(stderr)) is not None:
+                        found.append(url)
+                        listening.set()
+                listening.set()  # the child is gone
+
             nursery.start_soon(drain_stdout)
-            url = None
-            async for chunk in process.stderr:
-                stderr.extend(chunk)
-                if url is None and (url := listening_url(stderr)) is not None:
-                    await trio.sleep(1.0)  # a few connect failures first
-                    seen.extend(await answers(url))
-            assert url is not None, f"coinfeed never listened:\n{stderr.decode()}"
+            nursery.start_soon(drain_stderr)
+            await listening.wait()
+            assert found, f"coinfeed never listened:\n{stderr.decode()}"
+            await trio.sleep(1.0)  # a few connect failures first
+            seen.extend(await answers(found[0]))
     assert process.returncode is not None
     return subprocess.CompletedProcess(command, process.returncode, bytes(stdout), bytes(stderr))
 
 
 def listening_url(stderr: bytes | bytearray) -> str | None:
-    for line in bytes(stderr).splitlines():
+    complete = bytes(stderr).rpartition(b"\n")[0]  # a line still being written is not parsed
+    for line in complete.splitlines():
         if b'"http listening"' in line:
             url: str = json.loads(line)["url"]
             return url
