@@ -404,15 +404,21 @@ def test_apply_mask_is_the_rfc_xor_and_undoes_itself(payload: bytes, key: bytes)
 # --- large messages in small reads ----------------------------------------------------------
 
 
+def feed_in_reads(reader: FrameReader, stream: bytes, size: int) -> tuple[list[bytes], int]:
+    """``stream`` fed in reads of ``size`` bytes: the messages, and the most bytes buffered."""
+    messages: list[bytes] = []
+    most_buffered = 0
+    for start in range(0, len(stream), size):
+        messages += reader.feed(stream[start : start + size])
+        most_buffered = max(most_buffered, reader.buffered_bytes())
+    return messages, most_buffered
+
+
 def test_a_4_mib_frame_in_1_kib_reads_is_delivered_whole_with_bounded_buffering() -> None:
     body = bytes(range(256)) * (4 * 1024 * 4)  # 4 MiB
     stream = server_frame(OP_BINARY, body) + server_frame(OP_TEXT, b"next")
     reader = FrameReader(LIMIT)
-    messages: list[bytes] = []
-    most_buffered = 0
-    for start in range(0, len(stream), 1024):
-        messages += reader.feed(stream[start : start + 1024])
-        most_buffered = max(most_buffered, reader.buffered_bytes())
+    messages, most_buffered = feed_in_reads(reader, stream, 1024)
     assert messages == [body, b"next"]
     assert most_buffered <= len(body) + 10
     assert reader.buffered_bytes() == 0
@@ -432,11 +438,7 @@ def test_a_fragmented_4_mib_message_in_1_kib_reads_is_joined() -> None:
     frames.insert(3, server_frame(OP_PING, b"mid-message"))
     stream = b"".join(frames)
     reader = FrameReader(LIMIT)
-    messages: list[bytes] = []
-    most_buffered = 0
-    for start in range(0, len(stream), 1024):
-        messages += reader.feed(stream[start : start + 1024])
-        most_buffered = max(most_buffered, reader.buffered_bytes())
+    messages, most_buffered = feed_in_reads(reader, stream, 1024)
     assert messages == [body]
     assert reader.controls == [ControlFrame(OP_PING, b"mid-message")]
     assert most_buffered <= len(body) + fragment
