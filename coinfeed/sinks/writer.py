@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -182,14 +183,12 @@ class SinkWriter:
     ) -> None:
         """Write ``batches`` (or their ``encoded`` form) from ``written[0]`` on, counting each
         one done in ``written`` (runs in the worker thread for a blocking sink)."""
+        write: Callable[[Any], None] = self.sink.write_batch
+        items: list[Any] = batches
         if encoded is not None:
-            write_encoded = self.sink.write_encoded  # type: ignore[attr-defined]
-            for data in encoded[written[0] :]:
-                write_encoded(data)
-                written[0] += 1
-            return
-        for batch in batches[written[0] :]:
-            self.sink.write_batch(batch)
+            write, items = self.sink.write_encoded, encoded  # type: ignore[attr-defined]
+        for item in items[written[0] :]:
+            write(item)
             written[0] += 1
 
     @staticmethod
