@@ -116,8 +116,7 @@ class DirectWebSocket:
             if type(data) is not bytes:
                 data = bytes(data)
             if not data:
-                self._closed = TransportClosed(ABNORMAL_CLOSURE, None)
-                await trio.aclose_forcefully(self._stream)
+                await self._drop(TransportClosed(ABNORMAL_CLOSURE, None))
                 break
             messages = await self._take(data)
             if messages:
@@ -153,8 +152,7 @@ class DirectWebSocket:
                     await self._send_frame(OP_PONG, frame.payload)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The server is gone (a reset, a broken pipe): as if the read found EOF.
-                    self._closed = TransportClosed(ABNORMAL_CLOSURE, None)
-                    await trio.aclose_forcefully(self._stream)
+                    await self._drop(TransportClosed(ABNORMAL_CLOSURE, None))
                     return
             elif frame.opcode == OP_CLOSE:
                 try:
@@ -164,16 +162,19 @@ class DirectWebSocket:
                     return
                 # Echo the code (RFC 6455 §5.5.1), then the server closes TCP; we need not wait.
                 await self._send_close(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL)
-                await trio.aclose_forcefully(self._stream)
-                self._closed = TransportClosed(code, reason or None)
+                await self._drop(TransportClosed(code, reason or None))
                 return
             # pongs answer pings we never send: ignored
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame with ``code``, drop TCP."""
         await self._send_close(code, reason)
+        await self._drop(TransportClosed(code, reason))
+
+    async def _drop(self, closed: TransportClosed) -> None:
+        """Record how the connection ended, then drop TCP: nothing more is read or sent."""
+        self._closed = closed
         await trio.aclose_forcefully(self._stream)
-        self._closed = TransportClosed(code, reason)
 
     async def send(self, message: str | bytes) -> None:
         """Send a text frame (CoinAPI's scope messages are JSON text, bytes included)."""
@@ -212,8 +213,7 @@ class DirectWebSocket:
                     except TransportClosed:
                         break
         finally:
-            self._closed = self._closed or TransportClosed(CLOSE_NORMAL, None)
-            await trio.aclose_forcefully(self._stream)
+            await self._drop(self._closed or TransportClosed(CLOSE_NORMAL, None))
 
 
 @attrs.define(slots=True)
