@@ -25,23 +25,19 @@ CHURN = """
 import sys
 from coinfeed.allocator import pin_mmap_threshold
 from coinfeed.dedup import TradeDedup
+from coinfeed.service import rss_bytes
 
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold() == 1 << 20
 capacity = 200_000
-
-def rss():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
-
 dedup = TradeDedup(capacity)
 uuid = "00000000-0000-4000-8000-{:012x}".format
 for n in range(capacity):
     dedup.first_sighting(uuid(n))
-full = rss()
+full = rss_bytes()
 for n in range(capacity, 4 * capacity):
     dedup.first_sighting(uuid(n))
-print(rss() - full)
+print(rss_bytes() - full)
 """
 
 glibc_only = pytest.mark.skipif(
