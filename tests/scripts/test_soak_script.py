@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +54,33 @@ def test_soak_fails_when_a_criterion_fails(tmp_path: Path) -> None:
     failed = [c["name"] for c in report["criteria"] if not c["ok"]]
     assert failed == ["RSS slope after warm-up, net of the bounded de-dup set (MB / 10 min)"]
     assert "coinfeed soak: FAIL" in done.stdout
+
+
+def load_soak() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_book_that_moved_while_waiting_is_resynced_and_a_stuck_one_fails() -> None:
+    soak = load_soak()
+    polls: dict[str, int] = {}
+
+    # A: synced; B: stale at every poll but its sequence moves (synced in between, as books
+    # cycle under a gap rate above the resubscribe budget); C: stale and stuck.
+    def answer(request: httpx.Request) -> httpx.Response:
+        symbol = request.url.path.rsplit("/", 1)[-1]
+        polls[symbol] = polls.get(symbol, 0) + 1
+        state, sequence = {
+            "A": ("synced", 10 + polls[symbol]),
+            "B": ("stale", 100 + polls[symbol]),
+            "C": ("stale", 7),
+        }[symbol]
+        return httpx.Response(200, json={"symbol_id": symbol, "state": state, "sequence": sequence})
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://soak") as client:
+        books = soak.book_states(client, ["A", "B", "C"], wait=0.6)
+    assert books == {"A": "synced", "B": "resynced", "C": "stale"}
+    assert polls["C"] >= 2
