@@ -2,9 +2,9 @@
 
 Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
 ``load_settings`` can apply the precedence flags > environment > file > defaults. The service
-and the simulator are imported only by the command that needs them.
+(through :mod:`coinfeed.main`) and the simulator are imported only by the command that needs them.
 
-Exit codes (ARCHITECTURE 4.4): 0 clean stop, 1 unexpected failure, 2 invalid usage or
+Exit codes (docs/architecture.md): 0 clean stop, 1 unexpected failure, 2 invalid usage or
 configuration, 3 CoinAPI rejected the key or subscription (returned by the service).
 """
 
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, NoReturn
 
-import trio
 from loguru import logger
 
 from coinfeed import __version__
@@ -142,7 +139,7 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     group.add_argument("--faults", default="gaps", metavar="PROFILE",
                        help="simulator fault profile (default: gaps)")  # fmt: skip
     group.add_argument("--seed", type=int, default=None, metavar="INT",
-                       help="seed of the simulated market (default: random)")  # fmt: skip
+                       help="seed of the simulated market (default: 7)")  # fmt: skip
 
     # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
     summary = "Run only the simulator (WebSocket + REST) on loopback."
@@ -208,26 +205,17 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], **options: Any) -> S
     return settings
 
 
-def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
-    """Call a command entry point, under ``trio.run`` if it is async; None counts as 0."""
-    if inspect.iscoroutinefunction(function):
-        result = trio.run(partial(function, *args, **kwargs))
-    else:
-        result = function(*args, **kwargs)
-    return result if isinstance(result, int) else 0
-
-
 def _run(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
     settings = _load(args, env)
-    service = importlib.import_module("coinfeed.service")
-    return _call(service.run_service, settings)
+    entry = importlib.import_module("coinfeed.main")
+    return int(entry.run_service(settings))
 
 
 def _demo(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
     # symbols stay () unless given: run_demo then uses the simulator's symbols.
     settings = _load(args, env, require_symbols=False, require_key=False, defaults=DEMO_DEFAULTS)
-    service = importlib.import_module("coinfeed.service")
-    return _call(service.run_demo, settings, rate=args.rate, faults=args.faults, seed=args.seed)
+    entry = importlib.import_module("coinfeed.main")
+    return int(entry.run_demo(settings, rate=args.rate, faults=args.faults, seed=args.seed))
 
 
 def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
@@ -259,7 +247,7 @@ def _config(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) 
 
 
 def _shards(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
-    from coinfeed.shard import assign
+    from coinfeed.core.shard import assign
 
     symbols = [item.strip() for item in args.symbols.split(",") if item.strip()]
     if not symbols:

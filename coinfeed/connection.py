@@ -29,12 +29,13 @@ import attrs
 import trio
 from loguru import logger
 
-from coinfeed.backoff import full_jitter
+from coinfeed.core.backoff import full_jitter
+from coinfeed.core.controls import ConnectionLost, ConnectionOpened, Resubscribed
+from coinfeed.core.protocol import Error as ErrorFrame
+from coinfeed.core.protocol import FrameDecoder, ScopeMessage, encode, peek_frame, scope_message
 from coinfeed.framequeue import FrameQueue
 from coinfeed.logs import RateLimitedLog
-from coinfeed.protocol import Error as ErrorFrame
-from coinfeed.protocol import FrameDecoder, ScopeMessage, encode, peek_frame, scope_message
-from coinfeed.status import ConnectionLost, ConnectionOpened, Fatal, Resubscribed, ServiceStatus
+from coinfeed.status import Fatal, ServiceStatus
 from coinfeed.transport import Transport, TransportClosed, TransportError, WebSocket
 
 BUFFER_OVERFLOW_HINT = "buffered messages"
@@ -103,7 +104,6 @@ class ConnectionCounters:
 
     reconnects: dict[str, int] = attrs.field(factory=dict)
     attempts: int = 0
-    dropped_warnings: int = 0
 
 
 @attrs.define(slots=True)

@@ -23,7 +23,11 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from coinfeed.protocol import peek_frame
+from coinfeed.core.controls import ControlItem
+from coinfeed.core.protocol import peek_frame
+
+QueueItem = str | bytes | ControlItem
+"""A raw frame as read from the socket, or a control item in order with the frames."""
 
 MAX_DROPPED_STREAMS = 10_000
 """Streams summarised between two drains at most; further drops count as unidentified."""
@@ -59,7 +63,7 @@ class FrameQueue:
     """Bounded (in frames) queue of raw frames plus ordered, never-dropped control items."""
 
     capacity: int
-    _items: deque[object] = attrs.field(factory=deque, init=False)
+    _items: deque[QueueItem] = attrs.field(factory=deque, init=False)
     _frames: int = attrs.field(default=0, init=False)
     _controls: int = attrs.field(default=0, init=False)
     peak: int = attrs.field(default=0, init=False)
@@ -99,7 +103,7 @@ class FrameQueue:
         """Frames that fit now."""
         return max(self.capacity - self._frames, 0)
 
-    def put_control_nowait(self, item: object) -> None:
+    def put_control_nowait(self, item: ControlItem) -> None:
         """Enqueue a control item in order with the frames; it is never dropped."""
         self._items.append(item)
         self._controls += 1
@@ -119,7 +123,7 @@ class FrameQueue:
         self._lot.unpark_all()
         self._control_writers.unpark_all()
 
-    async def get_batch(self) -> tuple[list[object], list[DroppedStream]]:
+    async def get_batch(self) -> tuple[list[QueueItem], list[DroppedStream]]:
         """Wait for input; take everything queued (frames and controls) and the drop summary."""
         while not self._items and not self._drops:
             if self._closed:
@@ -128,7 +132,7 @@ class FrameQueue:
         await trio.lowlevel.checkpoint_if_cancelled()
         return self.take_nowait()
 
-    def take_nowait(self) -> tuple[list[object], list[DroppedStream]]:
+    def take_nowait(self) -> tuple[list[QueueItem], list[DroppedStream]]:
         """Everything queued and dropped so far, without waiting (may be empty)."""
         items = list(self._items)
         self._items.clear()

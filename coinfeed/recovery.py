@@ -22,16 +22,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
 import attrs
 import trio
 from loguru import logger
 
-from coinfeed.backoff import full_jitter
-from coinfeed.events import GapReason
-from coinfeed.protocol import RestBook, RestTrade, parse_time
+from coinfeed.core.backoff import full_jitter
+from coinfeed.core.controls import (
+    ControlItem,
+    InterimBook,
+    ResyncFailed,
+    TradesRecovered,
+    TradesUnrecovered,
+    TradeWindow,
+)
+from coinfeed.core.protocol import parse_time
+from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.rest import (
     RestAuthError,
     RestBadRequest,
@@ -43,86 +51,9 @@ from coinfeed.rest import (
 
 PAGE_LIMIT: Final = 10_000
 MAX_PAGES: Final = 100
-MAX_GAPS_PER_WINDOW: Final = 32
 MERGE_SLACK: Final = timedelta(seconds=5)
 """Pending windows of a symbol closer than this are fetched as one: a few seconds of trades
 fetched twice (dedup drops them) cost less than one more REST call under a burst of gaps."""
-
-
-@attrs.frozen
-class GapRecord:
-    """One detected gap, reported as ``pending`` and later ``recovered``/``unrecovered``."""
-
-    data_type: str
-    symbol_id: str
-    reason: GapReason
-    missing: int | None
-
-
-@attrs.define(slots=True)
-class TradeWindow:
-    """Trades of ``symbol_id`` with ``start <= time_exchange <= end`` to fetch from REST."""
-
-    symbol_id: str
-    start: datetime
-    end: datetime
-    gaps: list[GapRecord]
-    attempt: int = 0
-    not_before: float = 0.0
-    found: int = 0
-    """New (not yet seen) trades the processor got from this window's pages so far."""
-
-    @property
-    def expected_missing(self) -> int | None:
-        """Trades the WebSocket is known to have missed, or None when unknown (reconnects)."""
-        total = 0
-        for gap in self.gaps:
-            if gap.missing is None:
-                return None
-            total += gap.missing
-        return total
-
-    def absorb(self, other: TradeWindow) -> None:
-        self.start = min(self.start, other.start)
-        self.end = max(self.end, other.end)
-        self.attempt = max(self.attempt, other.attempt)
-        self.not_before = max(self.not_before, other.not_before)
-        self.gaps.extend(other.gaps)
-        if len(self.gaps) > MAX_GAPS_PER_WINDOW:
-            missing = self.expected_missing
-            self.gaps = [GapRecord("trade", self.symbol_id, "sequence", missing)]
-
-
-@attrs.frozen
-class TradesRecovered:
-    """Control item: one page of REST trades for a window (not yet de-duplicated);
-    ``final`` marks the window's last page, when its outcome is decided."""
-
-    window: TradeWindow
-    trades: list[RestTrade]
-    final: bool = True
-
-
-@attrs.frozen
-class TradesUnrecovered:
-    """Control item: the window could not be fetched within the attempt budget."""
-
-    window: TradeWindow
-    error: str
-
-
-@attrs.frozen
-class InterimBook:
-    """Control item: the REST ``/current`` book, an unsequenced view while a book is stale."""
-
-    book: RestBook
-
-
-@attrs.frozen
-class ResyncFailed:
-    """Control item: no fresh snapshot arrived after ``max_attempts`` resubscribes."""
-
-    symbol_id: str
 
 
 @attrs.define(slots=True)
@@ -145,7 +76,7 @@ class RecoveryScheduler:
     """Owns every REST call and resync of the process (see module docstring)."""
 
     rest: RestClient
-    deliver: Callable[[object], None]
+    deliver: Callable[[ControlItem], None]
     """Hands a control item to the processor (``FrameQueue.put_control_nowait``)."""
     resubscribe: Callable[[str], None]
     """Asks the connection to unsubscribe and resubscribe one symbol (batched there)."""
@@ -346,7 +277,7 @@ class RecoveryScheduler:
                 await trio.sleep(self.pause)
         await self._hand_over(TradesRecovered(window, pending or [], final=True))
 
-    async def _hand_over(self, item: object) -> None:
+    async def _hand_over(self, item: ControlItem) -> None:
         """Deliver once the processor has room: recovered data never piles up in its queue."""
         await self.wait_for_room()
         self.deliver(item)

@@ -16,14 +16,12 @@ import attrs
 import httpx
 import msgspec
 
-from coinfeed.protocol import (
+from coinfeed.core.protocol import format_time
+from coinfeed.core.rest_protocol import (
     RestBook,
-    RestQuote,
     RestTrade,
-    format_time,
     rest_book_decoder,
     rest_error_decoder,
-    rest_quote_decoder,
     rest_trades_decoder,
 )
 
@@ -59,17 +57,6 @@ class RestRetryable(RestError):
         self.retry_after = retry_after
 
 
-@attrs.frozen
-class RateLimit:
-    """The ``X-RateLimit-*`` headers of the latest response (only Request-Cost is always sent)."""
-
-    request_cost: int | None = None
-    used: int | None = None
-    limit: int | None = None
-    remaining: int | None = None
-    reset: str | None = None
-
-
 def split_at_utc_midnight(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     """CoinAPI history windows must lie within one UTC day: split ``[start, end]`` at midnights."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -100,20 +87,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - reference).total_seconds())
 
 
-def _int_header(headers: httpx.Headers, name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 @attrs.define(slots=True, eq=False)
 class RestClient:
     """One ``httpx.AsyncClient`` for the process; construct with :func:`open_rest_client`."""
 
     _client: httpx.AsyncClient
-    last_rate_limit: RateLimit | None = None
     requests_total: int = 0
 
     async def trades_history(
@@ -140,11 +118,6 @@ class RestClient:
         )
         return self._decode(rest_book_decoder, body) if body is not None else None
 
-    async def current_quote(self, symbol_id: str) -> RestQuote | None:
-        """The current quote, or None when CoinAPI has none (550)."""
-        body = await self._get(f"/v1/quotes/{symbol_id}/current", {})
-        return self._decode(rest_quote_decoder, body) if body is not None else None
-
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -163,13 +136,6 @@ class RestClient:
         except httpx.TransportError as exc:
             raise RestRetryable(f"transport error ({type(exc).__name__}) on {path}") from None
         headers = response.headers
-        self.last_rate_limit = RateLimit(
-            request_cost=_int_header(headers, "X-RateLimit-Request-Cost"),
-            used=_int_header(headers, "X-RateLimit-Used"),
-            limit=_int_header(headers, "X-RateLimit-Limit"),
-            remaining=_int_header(headers, "X-RateLimit-Remaining"),
-            reset=headers.get("X-RateLimit-Reset"),
-        )
         status = response.status_code
         if status == 200:
             return response.content

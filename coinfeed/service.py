@@ -13,11 +13,8 @@ cancel what is left (signals, stats, HTTP). A second signal cancels everything a
 
 from __future__ import annotations
 
-import contextlib
-import resource
 import signal
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,50 +22,33 @@ import attrs
 import trio
 from loguru import logger
 
-from coinfeed.allocator import pin_mmap_threshold
-from coinfeed.api import serve_api
 from coinfeed.config import ConfigError, Settings
-from coinfeed.connection import Connection, TerminalError, fatal_for
-from coinfeed.dedup import TradeDedup
+from coinfeed.connection import Connection, ScopeRateLimit, TerminalError, fatal_for
+from coinfeed.core.dedup import TradeDedup
+from coinfeed.core.protocol import FrameDecoder
+from coinfeed.core.shard import symbols_of_shard
 from coinfeed.framequeue import FrameQueue, QueueStatistics
-from coinfeed.metrics import Metrics, MetricSources
+from coinfeed.observability.http import ServiceView, serve_api
+from coinfeed.observability.metrics import Metrics, MetricSources
+from coinfeed.observability.process import rss_bytes
+from coinfeed.observability.readiness import Readiness
 from coinfeed.processor import Processor
-from coinfeed.protocol import FrameDecoder
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
-from coinfeed.shard import symbols_of_shard
 from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
-from coinfeed.transport import Transport, TrioWebSocketTransport, WebsocketsTransport
-from coinfeed.wsclient import DirectTransport
+from coinfeed.transport import Transport
+from coinfeed.transport.direct import DirectTransport
+from coinfeed.transport.libraries import TrioWebSocketTransport, WebsocketsTransport
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 OVERSIZE_SLACK_BYTES = 1 << 20
 """How far past ``max_frame_bytes`` a frame is still read (and counted) rather than refused."""
-GIL_SWITCH_INTERVAL = 0.001
-"""Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005), set
-while ``coinfeed run``/``demo`` runs. Sink writes run in worker threads, and each hand-off needs
-the GIL twice; at 5 ms a busy event loop delayed one by up to ~10 ms, the processor filled the
-sink channel meanwhile and the raw queue dropped frames at full speed (the 200,000-frame peer
-stream served by ``scripts/harness.py``: 3-771 drops per run; none in three runs at 1 ms, but
-drops came back in later runs until the JSONL sink also encoded on the event loop, see
-``coinfeed.sinks.writer``)."""
 RECOVERY_BACKLOG = 4
 """Control items (e.g. pages of recovered trades) queued for the processor before REST
 workers wait: keeps recovered data in memory to a few pages during a sink outage."""
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux ``/proc``; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * resource.getpagesize()
 
 
 @attrs.define(slots=True, eq=False)
@@ -84,6 +64,7 @@ class Service:
     rest: RestClient
     hub: SinkHub
     metrics: Metrics
+    readiness: Readiness
     handle_signals: bool = True
     http_url: str | None = attrs.field(default=None, init=False)
     _timed_out: bool = attrs.field(default=False, init=False)
@@ -105,15 +86,14 @@ class Service:
         settings = apply_shard(settings)
         status = ServiceStatus()
         queue = FrameQueue(settings.queue_capacity)
+        metrics = Metrics.create()
         api_key = settings.api_key.reveal() if settings.api_key else None
-        # A frame a little over max_frame_bytes is still read, then counted as too_large; one
-        # far over it closes the connection (1009) and the reconnect backfill covers it. Reading
-        # frames several times the limit cost 15-24 MB of RSS each that the process never gave
-        # back (seen in the chaos soak with 16 MiB frames).
+        # A frame a little over max_frame_bytes is still read and counted as too_large; one far
+        # over it closes the connection (1009) and the reconnect backfill covers it, so a huge
+        # frame never costs its size in memory the process keeps.
         max_message_bytes = settings.max_frame_bytes + OVERSIZE_SLACK_BYTES
-        transport = transport or _transport(settings.transport, max_message_bytes)
         connection = Connection(
-            transport=transport,
+            transport=transport or open_transport(settings.transport, max_message_bytes),
             queue=queue,
             status=status,
             url=settings.ws_url,
@@ -125,9 +105,9 @@ class Service:
             backoff_max=settings.backoff_max,
             healthy_after=settings.healthy_after,
             apikey_in_hello=settings.apikey_in_hello,
+            scope_limit=ScopeRateLimit(settings.resubscribe_limit, settings.resubscribe_window),
+            observe_reconnect=metrics.reconnect_seconds.observe,
         )
-        connection.scope_limit.limit = settings.resubscribe_limit
-        connection.scope_limit.window = settings.resubscribe_window
         rest = open_rest_client(
             settings.rest_url, api_key, max_connections=settings.recovery_concurrency + 2
         )
@@ -141,8 +121,9 @@ class Service:
             pending_max=settings.recovery_pending_max,
             resync_timeout=max(5.0, settings.stale_after),
             interim_books=settings.interim_rest_book,
+            observe_seconds=metrics.recovery_seconds.observe,
+            wait_for_room=partial(queue.wait_control_room, RECOVERY_BACKLOG),
         )
-        sink_counters = SinkCounters()
         try:
             opened = (
                 sinks
@@ -151,6 +132,7 @@ class Service:
             )
         except SinkSpecError as exc:
             raise ConfigError("sinks", str(exc)) from None
+        sink_counters = SinkCounters()
         hub = SinkHub.build(
             opened,
             status,
@@ -168,8 +150,15 @@ class Service:
             types=frozenset(settings.types),
             decoder=FrameDecoder(max_frame_bytes=settings.max_frame_bytes),
             dedup=TradeDedup(settings.dedup_capacity),
+            observe_batch=metrics.observe_batch,
         )
-
+        book_symbols = settings.symbols if "book" in settings.types else ()
+        readiness = Readiness(
+            status=status,
+            stale_after=settings.stale_after,
+            book_states=partial(processor.books.states_of, book_symbols),
+            secrets=[s.reveal() for s in (settings.api_key, settings.debug_token) if s],
+        )
         service = cls(
             settings=settings,
             status=status,
@@ -179,10 +168,11 @@ class Service:
             recovery=recovery,
             rest=rest,
             hub=hub,
-            metrics=None,  # type: ignore[arg-type]  # set just below: the collector reads self
+            metrics=metrics,
+            readiness=readiness,
             handle_signals=handle_signals,
         )
-        metrics = Metrics.create(
+        metrics.collect_from(
             MetricSources(
                 status=status,
                 processor=processor.counters,
@@ -192,13 +182,9 @@ class Service:
                 sink_names=[sink.name for sink in opened],
                 queues=service.queue_statistics,
                 raw_queue=queue,
+                readiness=readiness.ready_gauge,
             )
         )
-        service.metrics = metrics
-        connection.observe_reconnect = metrics.reconnect_seconds.observe
-        recovery.observe_seconds = metrics.recovery_seconds.observe
-        recovery.wait_for_room = partial(queue.wait_control_room, RECOVERY_BACKLOG)
-        processor.observe_batch = metrics.observe_batch
         return service
 
     def queue_statistics(self) -> dict[str, QueueStatistics]:
@@ -207,6 +193,27 @@ class Service:
         for writer in self.hub.writers:
             stats[f"sink:{writer.sink.name}"] = writer.statistics()
         return stats
+
+    @property
+    def view(self) -> ServiceView:
+        """The read-only view the HTTP side gets of this service."""
+        token = self.settings.debug_token
+        return ServiceView(
+            readiness=self.readiness,
+            registry=self.metrics.registry,
+            book=self.processor.books.get,
+            queue_statistics=self.queue_statistics,
+            pipeline_figures=self._pipeline_figures,
+            debug_token=token.reveal() if token else None,
+            debug_tracemalloc=self.settings.debug_tracemalloc,
+        )
+
+    def _pipeline_figures(self) -> dict[str, int]:
+        return {
+            "frames_dropped": self.queue.dropped_total,
+            "recovery_pending": self.recovery.pending,
+            "dedup_entries": len(self.processor.dedup),
+        }
 
     # -- running -------------------------------------------------------------------------------
 
@@ -231,7 +238,11 @@ class Service:
                 root.start_soon(self._report_stats)
                 if self.settings.http is not None:
                     self.http_url = await root.start(
-                        serve_api, self, self.settings.http_host, self.settings.http_port, http_stop
+                        serve_api,
+                        self.view,
+                        self.settings.http_host,
+                        self.settings.http_port,
+                        http_stop,
                     )
                     logger.bind(url=self.http_url).info("http listening")
                 task_status.started(self)
@@ -332,7 +343,7 @@ class Service:
             previous = counters.frames
 
 
-def _transport(name: str, max_message_bytes: int) -> Transport:
+def open_transport(name: str, max_message_bytes: int) -> Transport:
     """The WebSocket client named by the ``transport`` setting."""
     if name == "direct":
         return DirectTransport(max_message_bytes=max_message_bytes)
@@ -360,65 +371,4 @@ def apply_shard(settings: Settings) -> Settings:
     return attrs.evolve(settings, symbols=symbols)
 
 
-def _exit_code_for(exc: BaseException) -> int:
-    logger.opt(exception=exc).error("unexpected failure: {}", exc)
-    return EXIT_FAILURE
-
-
-async def _serve(settings: Settings) -> int:
-    # Process-wide, and kept to the end: what a weeks-long run frees must go back to the system.
-    threshold = pin_mmap_threshold()
-    logger.bind(mmap_threshold=threshold).debug(
-        "malloc mmap threshold " + ("pinned" if threshold else "left alone")
-    )
-    try:
-        service = Service.build(settings)
-    except ConfigError as error:  # a shard with no symbols, a sink that cannot open: exit 2
-        print(f"coinfeed: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return await service.run()
-
-
-@contextlib.contextmanager
-def _prompt_gil_handoff() -> Iterator[None]:
-    """:data:`GIL_SWITCH_INTERVAL` for the duration, then the interpreter's value again."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
-
-def run_service(settings: Settings) -> int:
-    """``coinfeed run``: connect to CoinAPI and serve until stopped; returns the exit code."""
-    try:
-        with _prompt_gil_handoff():
-            return trio.run(_serve, settings)
-    except Exception as exc:
-        return _exit_code_for(exc)
-
-
-async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
-    from coinfeed.simulator import SimulatorConfig, open_simulator
-
-    config = SimulatorConfig(rate=rate, seed=seed, faults=faults)
-    async with open_simulator(config) as sim:
-        symbols = settings.symbols or sim.config.symbols
-        logger.bind(ws_url=sim.ws_url, rest_url=sim.rest_url).info("demo simulator up")
-        demo_settings = attrs.evolve(
-            settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols
-        )
-        return await _serve(demo_settings)
-
-
-def run_demo(settings: Settings, *, rate: float, faults: str, seed: int | None) -> int:
-    """``coinfeed demo``: the built-in simulator and ``run`` against it, in one process."""
-    try:
-        with _prompt_gil_handoff():
-            return trio.run(_demo, settings, rate, faults, 7 if seed is None else seed)
-    except Exception as exc:
-        return _exit_code_for(exc)
-
-
-__all__ = ["EXIT_USAGE", "Fatal", "Service", "run_demo", "run_service"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "Fatal", "Service", "apply_shard", "open_transport"]

@@ -1,46 +1,17 @@
-"""Shared live status of one service run, and the control items that travel with frames.
+"""Shared live status of one service run, and how a task asks for shutdown.
 
-The connection, the processor and the HTTP API read and write :class:`ServiceStatus`; all of
-them run in one trio thread, so plain attributes need no locking. Control items are ordered
-with the frames in the :class:`~coinfeed.framequeue.FrameQueue`, so the processor sees a
-connection change or a resubscribe exactly between the frames before and after it.
+The connection, the processor and the HTTP side read and write :class:`ServiceStatus`; all of
+them run in one trio thread, so plain attributes need no locking.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import attrs
 import trio
 from loguru import logger
 
+from coinfeed.core.protocol import InvalidFrame
 from coinfeed.logs import RateLimitedLog
-from coinfeed.protocol import InvalidFrame
-
-
-@attrs.frozen
-class ConnectionOpened:
-    """Connected and subscribed (hello sent) at wall time ``at``; sequences start afresh."""
-
-    connection_id: int
-    at: datetime
-
-
-@attrs.frozen
-class ConnectionLost:
-    """The connection ended for ``reason`` (the next one resets every stream)."""
-
-    connection_id: int
-    reason: str
-
-
-@attrs.frozen
-class Resubscribed:
-    """``symbols`` were unsubscribed at wall time ``at`` and are being subscribed again."""
-
-    connection_id: int
-    symbols: frozenset[str]
-    at: datetime
 
 
 @attrs.frozen
@@ -62,7 +33,6 @@ class ServiceStatus:
     last_frame_at: float | None = None
     frames_received: int = 0
     reconnect_announced_for: int = -1
-    last_server_error: str | None = None
     fatal: Fatal | None = None
     sink_failures: dict[str, str] = attrs.field(factory=dict)
     shutdown: trio.Event = attrs.field(factory=trio.Event)
@@ -79,7 +49,6 @@ class ServiceStatus:
 
     def server_error(self, connection_id: int, message: str) -> None:
         """CoinAPI sent an ``error`` frame (the connection decides whether it is terminal)."""
-        self.last_server_error = message
         logger.bind(connection_id=connection_id, error=message).error("CoinAPI error frame")
 
     def log_invalid(self, frame: InvalidFrame) -> None:

@@ -239,7 +239,7 @@ async def measure_latency(
 
 async def measure_faults(rounds: int, transport: str | None) -> dict[str, Any]:
     """Reconnect and trade-gap recovery times against an in-process simulator."""
-    from coinfeed.events import GapEvent
+    from coinfeed.core.events import GapEvent
     from coinfeed.simulator import SimulatorConfig, open_simulator
 
     reconnects: list[float] = []

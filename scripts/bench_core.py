@@ -12,7 +12,7 @@ behind the ``direct`` transport).
     .venv/bin/python scripts/bench_core.py [--frames N] [--rounds R] [--json] [--index-compare]
 
 ``--index-compare`` also times the book's lazy sorted index against a bisect-maintained one on
-the same updates, with top-10 reads every N updates (the measurement behind ``coinfeed.book``).
+the same updates, with top-10 reads every N updates (the measurement behind ``coinfeed.core.book``).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from coinfeed import protocol
-from coinfeed.book import Books, BookState, LevelLike, OrderBook
-from coinfeed.book import _price_key as price_key
-from coinfeed.dedup import TradeDedup
-from coinfeed.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade
-from coinfeed.sequence import OBSERVED_NEXT, OBSERVED_STALE, SequenceTracker
+from coinfeed.core import protocol
+from coinfeed.core.book import Books, BookState, LevelLike, OrderBook
+from coinfeed.core.book import _price_key as price_key
+from coinfeed.core.dedup import TradeDedup
+from coinfeed.core.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade
+from coinfeed.core.sequence import OBSERVED_BEHIND, OBSERVED_NEXT, SequenceTracker
 
 SYMBOLS = [
     f"BENCH_SPOT_{base}_USD"
@@ -191,11 +191,11 @@ def full_core_path(frames: list[bytes]) -> None:
                 book.apply_snapshot(update.asks, update.bids, update.sequence)
             elif obs is OBSERVED_NEXT and book.state is synced:
                 book.apply_update(update.asks, update.bids, update.sequence)
-            elif obs is not OBSERVED_STALE:
-                book.mark_stale()
+            elif obs is not OBSERVED_BEHIND:
+                book.mark_out_of_sync()
         elif kind is Trade:
             trade: Trade = msg  # type: ignore[assignment]
-            if observe("trade", trade.symbol_id, trade.sequence) is not OBSERVED_STALE:
+            if observe("trade", trade.symbol_id, trade.sequence) is not OBSERVED_BEHIND:
                 first_sighting(trade.uuid)
         elif kind is Quote:
             quote: Quote = msg  # type: ignore[assignment]
@@ -281,7 +281,7 @@ def index_compare(books: list[BookUpdate], rounds: int) -> dict[str, dict[str, f
 
 def _framed_chunks(frames: list[bytes], chunk_bytes: int = 64 * 1024) -> list[bytes]:
     """The frames as unmasked server text frames, cut into socket-read-sized chunks."""
-    from coinfeed.wsframes import OP_TEXT
+    from coinfeed.transport.frames import OP_TEXT
 
     parts: list[bytes] = []
     for body in frames:
@@ -299,14 +299,14 @@ def _framed_chunks(frames: list[bytes], chunk_bytes: int = 64 * 1024) -> list[by
 
 def framing_compare(frames: list[bytes], rounds: int) -> dict[str, float]:
     """Frames/s of three sans-I/O WebSocket parsers fed the same 64 KiB reads: coinfeed's
-    :class:`~coinfeed.wsframes.FrameReader`, websockets' client protocol, wsproto's."""
+    :class:`~coinfeed.transport.frames.FrameReader`, websockets' client protocol, wsproto's."""
     import websockets.client
     import websockets.protocol
     import websockets.uri
     import wsproto.connection
     import wsproto.events
 
-    from coinfeed.wsframes import FrameReader
+    from coinfeed.transport.frames import FrameReader
 
     chunks = _framed_chunks(frames)
 

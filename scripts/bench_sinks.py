@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import free_port
 
-from coinfeed.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
+from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.sinks import Sink, open_sink
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "AVAX", "LINK"]

@@ -237,7 +237,7 @@ def generate_frames(count: int, *, seed: int = 7) -> list[bytes]:
     Each symbol starts with a 20-level book snapshot; updates change 1-3 levels (size 0
     deletes); sequences go up by one per (type, symbol), so a correct client sees no gap.
     """
-    from coinfeed.protocol import BookUpdate, Level, Quote, Trade, encode
+    from coinfeed.core.protocol import BookUpdate, Level, Quote, Trade, encode
 
     rng = random.Random(seed)
     sequences: dict[tuple[str, str], int] = {}
@@ -407,7 +407,7 @@ BARE_TRANSPORTS = ("direct", "websockets", "trio-websocket")
 async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]:
     """Connect, send the hello, count messages until ``frames``; times on the monotonic clock.
 
-    - ``direct``: coinfeed's own client (:class:`coinfeed.wsclient.DirectTransport`), one
+    - ``direct``: coinfeed's own client (:class:`coinfeed.transport.direct.DirectTransport`), one
       ``receive_batch()`` per socket read, counting the messages each returns;
     - ``websockets``: ``websockets.trio.client``, one ``await ws.recv()`` per message;
     - ``trio-websocket``: with coinfeed's buffer sizes, one ``await get_message()`` per message.
@@ -417,7 +417,7 @@ async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]
     import trio
 
     if transport == "direct":
-        from coinfeed.wsclient import DirectTransport
+        from coinfeed.transport.direct import DirectTransport
 
         async with trio.open_nursery() as nursery:
             ws = await DirectTransport().connect(nursery, url, headers=[])
@@ -443,7 +443,7 @@ async def bare_client(url: str, frames: int, transport: str) -> dict[str, float]
     elif transport == "trio-websocket":
         import trio_websocket
 
-        from coinfeed.transport import LIBRARY_QUEUE_MESSAGES, RECEIVE_BUFFER_BYTES
+        from coinfeed.transport.libraries import LIBRARY_QUEUE_MESSAGES, RECEIVE_BUFFER_BYTES
 
         async with trio.open_nursery() as nursery:
             conn = await trio_websocket.connect_websocket_url(

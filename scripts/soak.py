@@ -49,7 +49,7 @@ from harness import (
     start_simulator,
 )
 
-from coinfeed.dedup import BYTES_PER_ENTRY as DEDUP_BYTES_PER_ENTRY
+from coinfeed.core.dedup import BYTES_PER_ENTRY as DEDUP_BYTES_PER_ENTRY
 
 REST_FAILING_PROFILES = frozenset({"rest-5xx", "rest-429", "chaos"})
 RSS_BOUND_MB_PER_10MIN = 1.0

@@ -16,19 +16,19 @@ from decimal import Decimal
 
 import attrs
 
-from coinfeed.protocol import (
+from coinfeed.core.protocol import (
     Book5,
     Book20,
     Book50,
     BookUpdate,
     Quote,
     Reconnect,
-    RestTrade,
     Trade,
     encode,
     format_time,
     levels,
 )
+from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.simulator.market import BookEvent, MarketEvent, Pair, TradeEvent
 from coinfeed.simulator.scope import PRODUCED_TYPES
 from coinfeed.simulator.session import WireItem

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coinfeed.protocol import RestError, encode, format_time
+from coinfeed.core.protocol import encode, format_time
+from coinfeed.core.rest_protocol import RestErrorBody
 from coinfeed.simulator.config import SimulatorConfig
 from coinfeed.simulator.faults import RestFaults
 from coinfeed.simulator.truth import Truth
@@ -202,7 +203,7 @@ def _json_list(rows: list[bytes]) -> Response:
 
 def _error(status: int, message: str) -> Response:
     headers = {"X-RateLimit-Request-Cost": "1"}
-    body = encode(RestError(error=message))
+    body = encode(RestErrorBody(error=message))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import attrs
 
-from coinfeed.protocol import ScopeMessage
+from coinfeed.core.protocol import ScopeMessage
 
 PRODUCED_TYPES = ("trade", "quote", "book", "book5", "book20", "book50")
 """Types the simulator has data for (stream-index order)."""

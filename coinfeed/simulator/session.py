@@ -20,7 +20,7 @@ from typing import NamedTuple
 import attrs
 import trio
 
-from coinfeed.protocol import Error, encode
+from coinfeed.core.protocol import Error, encode
 from coinfeed.simulator.faults import (
     BUFFER_OVERFLOW_MESSAGE,
     MALFORMED_KINDS,

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 import attrs
 import msgspec
 
-from coinfeed.protocol import LastTrade, RestBook, RestQuote, RestTrade, levels
+from coinfeed.core.protocol import levels
+from coinfeed.core.rest_protocol import LastTrade, RestBook, RestQuote, RestTrade
 from coinfeed.simulator.market import Market
 
 DATA_TYPES = ("trade", "quote", "book", "book5", "book20", "book50")

@@ -28,7 +28,7 @@ import trio
 from loguru import logger
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
-from coinfeed.protocol import Heartbeat, decode_scope_message, encode
+from coinfeed.core.protocol import Heartbeat, decode_scope_message, encode
 from coinfeed.simulator.config import SimulatorConfig
 from coinfeed.simulator.hub import Hub
 from coinfeed.simulator.scope import ScopeError, validate

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 import attrs
 
-from coinfeed.events import Event, encode_lines
+from coinfeed.core.events import Event, encode_lines
 
 
 @attrs.define(slots=True, eq=False)

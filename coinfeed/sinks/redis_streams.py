@@ -25,7 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from coinfeed.events import Event, GapEvent, encode_event
+from coinfeed.core.events import Event, GapEvent, encode_event
 
 STREAM_PREFIX: Final = "coinfeed"
 DUPLICATE_ID: Final = "equal or smaller than the target stream top item"

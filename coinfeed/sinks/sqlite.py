@@ -22,7 +22,7 @@ from typing import Final
 import attrs
 import msgspec
 
-from coinfeed.events import BookEvent, Event, GapEvent, PriceLevel, QuoteEvent, TradeEvent
+from coinfeed.core.events import BookEvent, Event, GapEvent, PriceLevel, QuoteEvent, TradeEvent
 from coinfeed.sinks.base import SinkSpecError
 
 # Each step is applied once, in order, in its own transaction; never edit a released step,

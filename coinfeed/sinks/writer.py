@@ -25,8 +25,8 @@ import attrs
 import trio
 from loguru import logger
 
-from coinfeed.backoff import full_jitter
-from coinfeed.events import Event
+from coinfeed.core.backoff import full_jitter
+from coinfeed.core.events import Event
 from coinfeed.framequeue import QueueStatistics
 from coinfeed.sinks.base import Sink
 from coinfeed.status import ServiceStatus

@@ -1,4 +1,4 @@
-"""Freed memory goes back to the system: the pinned glibc mmap threshold (coinfeed.allocator)."""
+"""Freed memory goes back to the system: the pinned glibc mmap threshold."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 import trio
 
-from coinfeed import allocator
+from coinfeed.observability import process
 from tests.ops.test_key_never_leaks import (
     ENDPOINTS,
     child_environment,
@@ -23,9 +23,8 @@ from tests.ops.test_key_never_leaks import (
 # the moment the set is full to the end.
 CHURN = """
 import sys
-from coinfeed.allocator import pin_mmap_threshold
-from coinfeed.dedup import TradeDedup
-from coinfeed.service import rss_bytes
+from coinfeed.core.dedup import TradeDedup
+from coinfeed.observability.process import pin_mmap_threshold, rss_bytes
 
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold() == 1 << 20
@@ -41,12 +40,12 @@ print(rss_bytes() - full)
 """
 
 glibc_only = pytest.mark.skipif(
-    allocator._glibc_mallopt() is None, reason="the knob exists in glibc only"
+    process._glibc_mallopt() is None, reason="the knob exists in glibc only"
 )
 
 
 def churn_growth(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if k != allocator.ENVIRONMENT_OVERRIDE}
+    env = {k: v for k, v in os.environ.items() if k != process.ENVIRONMENT_OVERRIDE}
     result = subprocess.run(
         [sys.executable, "-c", CHURN, mode],
         env=env,
@@ -69,14 +68,14 @@ def test_the_dedup_tables_rebuilds_leave_rss_flat_once_pinned() -> None:
 
 
 def test_the_environment_chooses_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(allocator.ENVIRONMENT_OVERRIDE, "65536")
-    assert allocator.pin_mmap_threshold() is None
+    monkeypatch.setenv(process.ENVIRONMENT_OVERRIDE, "65536")
+    assert process.pin_mmap_threshold() is None
 
 
 def test_nothing_is_changed_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(allocator.ENVIRONMENT_OVERRIDE, raising=False)
+    monkeypatch.delenv(process.ENVIRONMENT_OVERRIDE, raising=False)
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert allocator.pin_mmap_threshold() is None
+    assert process.pin_mmap_threshold() is None
 
 
 @glibc_only
@@ -86,7 +85,7 @@ async def test_a_coinfeed_process_reports_the_threshold_it_pinned() -> None:
     args = ("--ws-url", f"ws://{dead}/v1/", "--rest-url", f"http://{dead}", "--symbols", "X")
     for environment, expected in (
         (child_environment(), 1 << 20),
-        (child_environment(**{allocator.ENVIRONMENT_OVERRIDE: "262144"}), None),
+        (child_environment(**{process.ENVIRONMENT_OVERRIDE: "262144"}), None),
     ):
         seen.clear()
         with trio.fail_after(60):

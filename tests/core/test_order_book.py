@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed.book import BookNotSyncedError, Books, BookState, OrderBook
-from coinfeed.protocol import Level
+from coinfeed.core.book import BookNotSyncedError, Books, BookState, OrderBook
+from coinfeed.core.protocol import Level
 
 
 def lv(price: str, size: str) -> Level:
@@ -128,8 +128,8 @@ def test_crossed_book_is_kept_as_sent() -> None:
 
 def test_stale_book_keeps_levels_rejects_updates_until_a_new_snapshot(synced: OrderBook) -> None:
     levels_before = synced.top(10)
-    synced.mark_stale()
-    assert synced.state is BookState.STALE
+    synced.mark_out_of_sync()
+    assert synced.state is BookState.OUT_OF_SYNC
     assert synced.top(10) == levels_before
     with pytest.raises(BookNotSyncedError, match="state is stale"):
         synced.apply_update([lv("1", "1")], [], sequence=12)
@@ -141,7 +141,7 @@ def test_stale_book_keeps_levels_rejects_updates_until_a_new_snapshot(synced: Or
 
 def test_mark_stale_leaves_a_book_without_snapshot_as_it_is() -> None:
     book = OrderBook("S")
-    book.mark_stale()
+    book.mark_out_of_sync()
     assert book.state is BookState.NO_SNAPSHOT
 
 
@@ -167,8 +167,8 @@ def test_books_registry_creates_once_resets_all_and_reports_states() -> None:
     b = books.get_or_create("B")
     a.apply_snapshot([lv("1", "1")], [], sequence=1)
     b.apply_snapshot([lv("2", "1")], [], sequence=1)
-    b.mark_stale()
-    assert books.states() == {"A": BookState.SYNCED, "B": BookState.STALE}
+    b.mark_out_of_sync()
+    assert books.states() == {"A": BookState.SYNCED, "B": BookState.OUT_OF_SYNC}
     assert (len(books), "A" in books, "C" in books) == (2, True, False)
     assert {book.symbol_id for book in books} == {"A", "B"}
     books.reset_all()
@@ -226,7 +226,7 @@ class ReferenceBook:
             self.sequence = sequence
         elif operation == "stale":
             if self.state is BookState.SYNCED:
-                self.state = BookState.STALE
+                self.state = BookState.OUT_OF_SYNC
         else:
             self.asks, self.bids = {}, {}
             self.state, self.sequence = BookState.NO_SNAPSHOT, None
@@ -253,7 +253,7 @@ def test_book_matches_a_naive_reference_model(
         elif operation == "snapshot":
             book.apply_snapshot(asks, bids, sequence)
         elif operation == "stale":
-            book.mark_stale()
+            book.mark_out_of_sync()
         else:
             book.reset()
         if not (operation == "update" and reference.state is not BookState.SYNCED):

@@ -1,4 +1,4 @@
-"""Wire format: the exact example frames of coinapi-protocol.md §2, and every invalid reason."""
+"""Wire format: the exact example frames of docs/protocol.md, and every invalid reason."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from coinfeed import events, protocol
-from coinfeed.protocol import (
+from coinfeed.core import events, protocol, rest_protocol
+from coinfeed.core.protocol import (
     Book5,
     BookL3,
     BookUpdate,
@@ -103,7 +103,7 @@ def test_trade_events_lower_case_the_uuid_from_ws_and_rest(decoder: FrameDecoder
     assert live.uuid == "770c7a3b-7258-4441-8182-83740f3e2457"
     assert live.source == "ws"
     assert live.sequence == 2323346
-    rest = protocol.rest_trades_decoder.decode(
+    rest = rest_protocol.rest_trades_decoder.decode(
         b'[{"symbol_id":"BITSTAMP_SPOT_BTC_USD","time_exchange":"2013-09-28T22:40:50.0000000Z",'
         b'"time_coinapi":"2017-03-18T22:42:21.3763342Z",'
         b'"uuid":"770C7A3B-7258-4441-8182-83740F3E2457","price":770.0,"size":0.05,'
@@ -314,7 +314,7 @@ def test_peek_frame_reads_the_stream_of_any_frame() -> None:
 
 
 def test_error_frame_with_null_or_missing_message_is_still_an_error() -> None:
-    from coinfeed.protocol import Error, FrameDecoder
+    from coinfeed.core.protocol import Error, FrameDecoder
 
     decoder = FrameDecoder()
     assert isinstance(decoder.decode(b'{"type":"error","message":null}'), Error)

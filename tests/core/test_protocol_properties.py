@@ -9,8 +9,8 @@ from typing import Any, get_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed import events, protocol
-from coinfeed.protocol import FrameDecoder, InvalidFrame
+from coinfeed.core import events, protocol
+from coinfeed.core.protocol import FrameDecoder, InvalidFrame
 
 SERVER_RECORDS = get_args(protocol.ServerMessage)
 DECODER = FrameDecoder()

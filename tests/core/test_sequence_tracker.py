@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed.sequence import (
+from coinfeed.core.sequence import (
+    OBSERVED_BEHIND,
     OBSERVED_FIRST,
     OBSERVED_NEXT,
-    OBSERVED_STALE,
     Observation,
     SequenceTracker,
     TrackerStatistics,
@@ -29,8 +29,8 @@ def test_first_next_and_gap_with_missing_count() -> None:
 def test_duplicate_and_older_numbers_are_stale_and_do_not_move_the_tracker_back() -> None:
     tracker = SequenceTracker()
     tracker.observe("book", "A", 5)
-    assert tracker.observe("book", "A", 5).verdict is Verdict.STALE
-    assert tracker.observe("book", "A", 2).verdict is Verdict.STALE
+    assert tracker.observe("book", "A", 5).verdict is Verdict.BEHIND
+    assert tracker.observe("book", "A", 2).verdict is Verdict.BEHIND
     assert tracker.last("book", "A") == 5
     assert tracker.observe("book", "A", 6).verdict is Verdict.NEXT
 
@@ -47,7 +47,7 @@ def test_common_verdicts_are_shared_constants() -> None:
     tracker = SequenceTracker()
     assert tracker.observe("trade", "A", 1) is OBSERVED_FIRST
     assert tracker.observe("trade", "A", 2) is OBSERVED_NEXT
-    assert tracker.observe("trade", "A", 2) is OBSERVED_STALE
+    assert tracker.observe("trade", "A", 2) is OBSERVED_BEHIND
 
 
 def test_reset_forgets_every_stream_for_a_new_connection() -> None:
@@ -67,7 +67,7 @@ def test_forget_symbol_restarts_every_type_of_that_symbol_only() -> None:
         tracker.observe(data_type, "B", 50)
     tracker.forget_symbol("A")
     for data_type in ("trade", "quote", "book"):
-        assert tracker.observe(data_type, "A", 1).verdict is Verdict.FIRST  # not STALE
+        assert tracker.observe(data_type, "A", 1).verdict is Verdict.FIRST  # not BEHIND
         assert tracker.observe(data_type, "B", 51).verdict is Verdict.NEXT
 
 
@@ -85,9 +85,9 @@ def test_statistics_count_streams_gaps_missing_and_stale() -> None:
     tracker.observe("trade", "A", 9)  # 3 missing
     tracker.observe("trade", "A", 9)  # stale
     tracker.observe("quote", "A", 1)
-    assert tracker.statistics() == TrackerStatistics(streams=2, gaps=2, missing_total=6, stale=1)
+    assert tracker.statistics() == TrackerStatistics(streams=2, gaps=2, missing_total=6, behind=1)
     tracker.reset()
-    assert tracker.statistics() == TrackerStatistics(streams=0, gaps=2, missing_total=6, stale=1)
+    assert tracker.statistics() == TrackerStatistics(streams=0, gaps=2, missing_total=6, behind=1)
 
 
 TYPES = ["trade", "quote", "book"]
@@ -133,7 +133,7 @@ def test_tracker_agrees_with_a_plain_dict_reference(
                 assert observation.verdict is Verdict.NEXT
                 last[key] = sequence
             elif sequence <= previous:
-                assert observation.verdict is Verdict.STALE
+                assert observation.verdict is Verdict.BEHIND
                 stale += 1
             else:
                 assert observation == Observation(Verdict.GAP, sequence - previous - 1)

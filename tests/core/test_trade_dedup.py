@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed.dedup import TradeDedup
+from coinfeed.core.dedup import TradeDedup
 
 UPPER = "770C7A3B-7258-4441-8182-83740F3E2457"
 

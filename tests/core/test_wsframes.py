@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
-from coinfeed.wsframes import (
+from coinfeed.transport.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,

@@ -20,9 +20,9 @@ from .conftest import KEY
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Settings, dict[str, Any]]]:
-    """A stand-in coinfeed.service that records how the CLI called it."""
+    """A stand-in coinfeed.main that records how the CLI called it."""
     calls: list[tuple[str, Settings, dict[str, Any]]] = []
-    module = types.ModuleType("coinfeed.service")
+    module = types.ModuleType("coinfeed.main")
 
     def run_service(settings: Settings) -> int:
         calls.append(("run_service", settings, {}))
@@ -34,7 +34,7 @@ def service(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Settings, dict[s
 
     module.run_service = run_service  # type: ignore[attr-defined]
     module.run_demo = run_demo  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "coinfeed.service", module)
+    monkeypatch.setitem(sys.modules, "coinfeed.main", module)
     return calls
 
 
@@ -141,13 +141,13 @@ def test_usage_errors_do_not_echo_the_key(
 def test_unexpected_failure_exits_1_with_a_redacted_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("coinfeed.service")
+    module = types.ModuleType("coinfeed.main")
 
     def run_service(settings: Settings) -> int:
         raise RuntimeError(f"handshake failed for wss://ws.coinapi.io/v1/?apikey={KEY}")
 
     module.run_service = run_service  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "coinfeed.service", module)
+    monkeypatch.setitem(sys.modules, "coinfeed.main", module)
     monkeypatch.setenv("COINAPI_KEY", KEY)
     assert main(["run", "--symbols", "A"]) == 1
     err = capsys.readouterr().err
@@ -159,13 +159,13 @@ def test_the_debug_token_is_redacted_like_the_key(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     token = "debug-token-8421"
-    module = types.ModuleType("coinfeed.service")
+    module = types.ModuleType("coinfeed.main")
 
     def run_service(settings: Settings) -> int:
         raise RuntimeError(f"bad header Authorization: Bearer {token}")
 
     module.run_service = run_service  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "coinfeed.service", module)
+    monkeypatch.setitem(sys.modules, "coinfeed.main", module)
     monkeypatch.setenv("COINAPI_KEY", KEY)
     monkeypatch.setenv("COINFEED_DEBUG_TOKEN", token)
     assert main(["run", "--symbols", "A"]) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coinfeed.cgroup import memory_limit_bytes, own_cgroup_paths
+from coinfeed.observability.process import memory_limit_bytes, own_cgroup_paths
 
 V1_NO_LIMIT = "9223372036854771712"
 

@@ -44,7 +44,7 @@ async def test_ready_gauge_follows_the_ready_endpoint(
                 await trio.sleep(0.05)
         assert await scrape_ready(client) == 1
     # The HTTP API has stopped: nothing answers readiness, so the gauge is no longer exported.
-    assert service.metrics.sources.readiness is None
+    assert service.readiness.listeners == 0
     assert "coinfeed_ready" not in generate_latest(service.metrics.registry).decode()
 
 

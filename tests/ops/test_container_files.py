@@ -14,8 +14,8 @@ import httpx
 import trio
 import yaml
 
-from coinfeed.api import is_loopback
 from coinfeed.config import ListenAddress, Settings, load_settings, unknown_environment
+from coinfeed.observability.http import is_loopback
 from coinfeed.service import Service
 from tests.servers import free_port
 from tests.service.conftest import MemorySink

@@ -10,8 +10,8 @@ import pytest
 import trio
 from loguru import logger
 
-from coinfeed.api import is_loopback, serve_api
 from coinfeed.config import ListenAddress, Secret, Settings
+from coinfeed.observability.http import is_loopback, serve_api
 from coinfeed.service import Service
 from tests.service.conftest import MemorySink
 from tests.service.fakes import FakeTransport, FakeWebSocket
@@ -55,10 +55,10 @@ async def exposed_api(settings: Settings) -> AsyncIterator[tuple[Service, str]]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
-        url = await nursery.start(serve_api, service, "127.0.0.1", 0, stop)
+        url = await nursery.start(serve_api, service.view, "127.0.0.1", 0, stop)
         exposed = await nursery.start(
             lambda task_status: serve_api(
-                service, "127.0.0.1", 0, stop, exposed=True, task_status=task_status
+                service.view, "127.0.0.1", 0, stop, exposed=True, task_status=task_status
             )
         )
         assert url and exposed

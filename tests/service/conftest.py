@@ -7,7 +7,7 @@ import attrs
 import pytest
 
 from coinfeed.config import Settings
-from coinfeed.events import Event
+from coinfeed.core.events import Event
 
 
 @attrs.define(eq=False)

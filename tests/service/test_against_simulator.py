@@ -18,10 +18,10 @@ import attrs
 import pytest
 import trio
 
-from coinfeed.book import BookState
 from coinfeed.config import TRANSPORTS, Secret, Settings
-from coinfeed.events import GapEvent, TradeEvent
-from coinfeed.metrics import received_by_type
+from coinfeed.core.book import BookState
+from coinfeed.core.events import GapEvent, TradeEvent
+from coinfeed.observability.metrics import received_by_type
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
 from tests.service.conftest import MemorySink

@@ -9,14 +9,22 @@ import attrs
 import trio
 import trio.testing
 
-from coinfeed.book import BookState
-from coinfeed.dedup import TradeDedup
-from coinfeed.events import BookEvent, Event, GapEvent, TradeEvent
+from coinfeed.core.book import BookState
+from coinfeed.core.controls import (
+    ConnectionOpened,
+    Resubscribed,
+    ResyncFailed,
+    TradesRecovered,
+    TradeWindow,
+)
+from coinfeed.core.dedup import TradeDedup
+from coinfeed.core.events import BookEvent, Event, GapEvent, TradeEvent
+from coinfeed.core.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade, encode
+from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor
-from coinfeed.protocol import BookUpdate, FrameDecoder, Level, Quote, RestTrade, Trade, encode
-from coinfeed.recovery import RecoveryScheduler, ResyncFailed, TradesRecovered, TradeWindow
-from coinfeed.status import ConnectionOpened, Resubscribed, ServiceStatus
+from coinfeed.recovery import RecoveryScheduler
+from coinfeed.status import ServiceStatus
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -71,7 +79,7 @@ class Harness:
                 self.queue.put_control_nowait(item)
         batch, drops = self.queue.take_nowait()
         out: list[Event] = []
-        self.processor.handle_batch(batch, drops, out)
+        self.processor.handle_batch(batch, drops, out, trio.current_time())
         return out
 
     def windows(self) -> list[TradeWindow]:
@@ -177,7 +185,7 @@ async def test_old_frames_in_flight_after_resubscribe_then_restart_lose_nothing(
         book(1, True, [("10", "1")]),
         book(3, False, [("11", "1")]),
     )
-    assert h.processor.books.get(SYM).state is BookState.STALE  # type: ignore[union-attr]
+    assert h.processor.books.get(SYM).state is BookState.OUT_OF_SYNC  # type: ignore[union-attr]
     assert h.resubscribed == [SYM]
     at = T0 + timedelta(seconds=2)
     out = h.feed(
@@ -189,7 +197,7 @@ async def test_old_frames_in_flight_after_resubscribe_then_restart_lose_nothing(
         book(2, False, [("13", "1")]),
     )
     assert [t.uuid for t in trades(out)] == ["c", "d", "f"]
-    assert h.processor.counters.stale == 0
+    assert h.processor.counters.behind_sequence == 0
     book_state = h.processor.books.get(SYM)
     assert book_state is not None and book_state.state is BookState.SYNCED
     assert book_state.top(5)[0] == [(Decimal("12"), Decimal("2")), (Decimal("13"), Decimal("1"))]
@@ -209,7 +217,7 @@ async def test_dropped_trades_are_repaired_without_waiting_for_a_successor() -> 
     )
     batch, drops = h.queue.take_nowait()
     out: list[Event] = []
-    h.processor.handle_batch(batch, drops, out)
+    h.processor.handle_batch(batch, drops, out, trio.current_time())
     assert [t.uuid for t in trades(out)] == ["a", "b"]
     assert [(g.status, g.missing) for g in gaps(out)] == [("pending", 2)]
     [window] = h.windows()

@@ -9,14 +9,10 @@ from typing import Any
 import attrs
 import trio
 
-from coinfeed.protocol import RestTrade, format_time
-from coinfeed.recovery import (
-    GapRecord,
-    RecoveryScheduler,
-    TradesRecovered,
-    TradesUnrecovered,
-    TradeWindow,
-)
+from coinfeed.core.controls import GapRecord, TradesRecovered, TradesUnrecovered, TradeWindow
+from coinfeed.core.protocol import format_time
+from coinfeed.core.rest_protocol import RestTrade
+from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestRetryable
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

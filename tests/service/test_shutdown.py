@@ -15,8 +15,8 @@ import httpx
 import pytest
 import trio
 
-from coinfeed.api import live_task_count, open_fd_count
 from coinfeed.config import TRANSPORTS, ListenAddress, Settings
+from coinfeed.observability.process import live_task_count, open_fd_count
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from tests.service.simprocess import simulator_process

@@ -15,17 +15,11 @@ import trio
 import trio_websocket
 
 from coinfeed.config import TRANSPORTS
-from coinfeed.protocol import encode, scope_message
+from coinfeed.core.protocol import encode, scope_message
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from coinfeed.transport import (
-    Transport,
-    TransportClosed,
-    TransportError,
-    TrioWebSocketTransport,
-    WebSocket,
-    WebsocketsTransport,
-)
-from coinfeed.wsclient import DirectTransport
+from coinfeed.transport import Transport, TransportClosed, TransportError, WebSocket
+from coinfeed.transport.direct import DirectTransport
+from coinfeed.transport.libraries import TrioWebSocketTransport, WebsocketsTransport
 
 SYMBOL = "BITSTAMP_SPOT_BTC_USD"
 Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]

@@ -25,7 +25,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from coinfeed.transport import CLOSE_TIMEOUT, TransportClosed, TransportError
-from coinfeed.wsclient import MIN_READ_BYTES, DirectTransport, DirectWebSocket
+from coinfeed.transport.direct import MIN_READ_BYTES, DirectTransport, DirectWebSocket
 from tests.servers import require_binary
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -11,13 +11,7 @@ from decimal import Decimal
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from coinfeed.protocol import (
-    BookUpdate,
-    FrameDecoder,
-    InvalidFrame,
-    Level,
-    ServerMessage,
-)
+from coinfeed.core.protocol import BookUpdate, FrameDecoder, InvalidFrame, Level, ServerMessage
 from coinfeed.simulator import Simulator
 
 BTC = "BITSTAMP_SPOT_BTC_USD"

@@ -22,7 +22,7 @@ from simclient import (
 )
 from trio_websocket import open_websocket_url
 
-from coinfeed.protocol import (
+from coinfeed.core.protocol import (
     BookUpdate,
     Error,
     FrameDecoder,
@@ -30,8 +30,8 @@ from coinfeed.protocol import (
     Reconnect,
     Trade,
     parse_time,
-    rest_trades_decoder,
 )
+from coinfeed.core.rest_protocol import rest_trades_decoder
 from coinfeed.simulator import (
     BUFFER_OVERFLOW_MESSAGE,
     PROFILES,

@@ -11,7 +11,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed.protocol import rest_trades_decoder
+from coinfeed.core.rest_protocol import rest_trades_decoder
 from coinfeed.simulator import DEFAULT_SYMBOLS, SimulatorConfig, default_symbols, open_simulator
 from coinfeed.simulator.market import BookEvent, Market, QuoteEvent, TradeEvent
 

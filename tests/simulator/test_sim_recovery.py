@@ -10,7 +10,8 @@ import httpx
 import trio
 from simclient import BTC, ETH, collect, connect, drain, scope
 
-from coinfeed.protocol import RestTrade, Trade, format_time, parse_time, rest_trades_decoder
+from coinfeed.core.protocol import Trade, format_time, parse_time
+from coinfeed.core.rest_protocol import RestTrade, rest_trades_decoder
 from coinfeed.simulator import PROFILES, SimulatorConfig, open_simulator
 
 

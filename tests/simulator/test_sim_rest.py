@@ -11,9 +11,8 @@ import pytest
 import trio
 from simclient import BTC, ETH
 
-from coinfeed.protocol import (
-    encode,
-    format_time,
+from coinfeed.core.protocol import encode, format_time
+from coinfeed.core.rest_protocol import (
     rest_book_decoder,
     rest_error_decoder,
     rest_quote_decoder,

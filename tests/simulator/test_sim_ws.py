@@ -20,15 +20,7 @@ from simclient import (
     wait_until,
 )
 
-from coinfeed.protocol import (
-    Book5,
-    BookUpdate,
-    Error,
-    Heartbeat,
-    Quote,
-    Trade,
-    encode,
-)
+from coinfeed.core.protocol import Book5, BookUpdate, Error, Heartbeat, Quote, Trade, encode
 from coinfeed.simulator import BUFFER_OVERFLOW_MESSAGE, SimulatorConfig, open_simulator
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coinfeed.events import BookEvent, GapEvent, QuoteEvent, TradeEvent
+from coinfeed.core.events import BookEvent, GapEvent, QuoteEvent, TradeEvent
 from tests.service.conftest import make_settings
 from tests.sinks.redisserver import RedisServer
 

@@ -11,7 +11,7 @@ import redis
 import trio
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.events import TradeEvent, decode_event
+from coinfeed.core.events import TradeEvent, decode_event
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks import open_sink

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from coinfeed.cli import main
 from coinfeed.config import ConfigError, Settings, Shard
-from coinfeed.service import EXIT_USAGE, Service, run_service
-from coinfeed.shard import assign, shard_of
+from coinfeed.core.shard import assign, shard_of
+from coinfeed.main import EXIT_USAGE, run_service
+from coinfeed.service import Service
 from tests.service.conftest import MemorySink
 
 SYMBOLS = [

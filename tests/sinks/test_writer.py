@@ -8,7 +8,7 @@ import attrs
 import trio
 import trio.testing
 
-from coinfeed.events import Event, encode_lines
+from coinfeed.core.events import Event, encode_lines
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.service.conftest import MemorySink

@@ -14,7 +14,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from coinfeed.protocol import BookUpdate, Level, Quote, RestBook, RestTrade, TopOfBook, Trade
+from coinfeed.core.protocol import BookUpdate, Level, Quote, TopOfBook, Trade
+from coinfeed.core.rest_protocol import RestBook, RestTrade
 
 Source = Literal["ws", "rest"]
 BookDepth = Literal["book", "book5", "book20", "book50"]

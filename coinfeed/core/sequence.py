@@ -3,10 +3,10 @@
 How this works: CoinAPI numbers every message per (type, symbol_id) stream, and the numbering is
 valid for one connection only. :class:`SequenceTracker` remembers the last accepted number of each
 stream (one int per live stream, in a dict per data type so the hot path builds no key tuple) and
-classifies each new number as FIRST, NEXT, STALE (a duplicate or older number: dropped, the
+classifies each new number as FIRST, NEXT, BEHIND (a duplicate or older number: dropped, the
 tracker does not move back) or GAP (``missing`` numbers skipped; the tracker moves on).
 
-FIRST, NEXT and STALE answers are pre-built constants, so the common case allocates no record;
+FIRST, NEXT and BEHIND answers are pre-built constants, so the common case allocates no record;
 only a GAP builds one, because it carries its ``missing`` count. Callers may compare verdicts
 (``obs.verdict is Verdict.NEXT``) or the constants themselves (``obs is OBSERVED_NEXT``).
 
@@ -30,7 +30,7 @@ class Verdict(enum.Enum):
     """The stream's first number on this connection (or since it was forgotten)."""
     NEXT = "next"
     """Exactly one more than the last: nothing was lost."""
-    STALE = "stale"
+    BEHIND = "behind"
     """Equal to or lower than the last: a duplicate or a late message; drop it."""
     GAP = "gap"
     """Higher than last + 1: ``missing`` messages were lost; the tracker moved on to this one."""
@@ -46,17 +46,17 @@ class Observation:
 
 OBSERVED_FIRST: Final = Observation(Verdict.FIRST)
 OBSERVED_NEXT: Final = Observation(Verdict.NEXT)
-OBSERVED_STALE: Final = Observation(Verdict.STALE)
+OBSERVED_BEHIND: Final = Observation(Verdict.BEHIND)
 
 
 @attrs.frozen(slots=True)
 class TrackerStatistics:
-    """A snapshot of a tracker's counters (gaps and stale counts are totals since creation)."""
+    """A snapshot of a tracker's counters (gap and behind counts are totals since creation)."""
 
     streams: int
     gaps: int
     missing_total: int
-    stale: int
+    behind: int
 
 
 @attrs.define(slots=True)
@@ -72,10 +72,10 @@ class SequenceTracker:
     _last: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
     _gaps: int = attrs.field(default=0, init=False)
     _missing_total: int = attrs.field(default=0, init=False)
-    _stale: int = attrs.field(default=0, init=False)
+    _behind: int = attrs.field(default=0, init=False)
 
     def observe(self, data_type: str, symbol_id: str, sequence: int) -> Observation:
-        """Classify ``sequence`` for its stream and remember it unless it is STALE."""
+        """Classify ``sequence`` for its stream and remember it unless it is BEHIND."""
         try:
             streams = self._last[data_type]
             last = streams[symbol_id]
@@ -86,8 +86,8 @@ class SequenceTracker:
             streams[symbol_id] = sequence
             return OBSERVED_NEXT
         if sequence <= last:
-            self._stale += 1
-            return OBSERVED_STALE
+            self._behind += 1
+            return OBSERVED_BEHIND
         streams[symbol_id] = sequence
         missing = sequence - last - 1
         self._gaps += 1
@@ -113,10 +113,10 @@ class SequenceTracker:
         self._last.clear()
 
     def statistics(self) -> TrackerStatistics:
-        """Streams tracked now, plus lifetime gap, missing and stale totals."""
+        """Streams tracked now, plus lifetime gap, missing and behind totals."""
         return TrackerStatistics(
             streams=sum(len(streams) for streams in self._last.values()),
             gaps=self._gaps,
             missing_total=self._missing_total,
-            stale=self._stale,
+            behind=self._behind,
         )

@@ -30,7 +30,7 @@ PriceSize = tuple[Decimal, Decimal]
 
 
 class LevelLike(Protocol):
-    """Anything with exact ``price`` and ``size`` (``coinfeed.protocol.Level``)."""
+    """Anything with exact ``price`` and ``size`` (``coinfeed.core.protocol.Level``)."""
 
     @property
     def price(self) -> Decimal: ...
@@ -46,7 +46,7 @@ class BookState(enum.Enum):
     """No snapshot yet on this connection: updates cannot be applied."""
     SYNCED = "synced"
     """A snapshot plus every update since: correct and publishable."""
-    STALE = "stale"
+    OUT_OF_SYNC = "stale"  # the HTTP contract's word; elsewhere "stale" is about stale_after
     """Updates were lost: levels are kept for inspection but must not be published or updated."""
 
 
@@ -97,7 +97,7 @@ class OrderBook:
     ``apply_update`` raises :class:`BookNotSyncedError` unless the book is SYNCED: the processor
     checks :attr:`state` first, so reaching it is a bug that must not silently corrupt the book.
     ``state`` is a plain attribute because it is read once per book message (a property costs
-    ~45 ns more); read it, never assign it: the ``apply_*``/``mark_stale``/``reset`` methods do.
+    ~45 ns more); read it, never assign it: ``apply_*``, ``mark_out_of_sync`` and ``reset`` do.
     """
 
     symbol_id: str
@@ -176,10 +176,10 @@ class OrderBook:
                 self._bid_index = None
         self._sequence = sequence
 
-    def mark_stale(self) -> None:
-        """Updates were lost: a SYNCED book becomes STALE (a book without snapshot stays so)."""
+    def mark_out_of_sync(self) -> None:
+        """Updates were lost: a SYNCED book is now OUT_OF_SYNC (one without a snapshot stays so)."""
         if self.state is _SYNCED:
-            self.state = BookState.STALE
+            self.state = BookState.OUT_OF_SYNC
 
     def reset(self) -> None:
         """Forget every level and the sequence (new connection): back to NO_SNAPSHOT."""
@@ -254,8 +254,16 @@ class Books:
             book.reset()
 
     def states(self) -> dict[str, BookState]:
-        """symbol_id -> state, for readiness and the debug endpoint."""
+        """symbol_id -> state of every book there is."""
         return {symbol_id: book.state for symbol_id, book in self._books.items()}
+
+    def states_of(self, symbol_ids: Iterable[str]) -> dict[str, BookState]:
+        """symbol_id -> state for ``symbol_ids``; a book not created yet has no snapshot."""
+        books = self._books
+        return {
+            symbol_id: books[symbol_id].state if symbol_id in books else BookState.NO_SNAPSHOT
+            for symbol_id in symbol_ids
+        }
 
     def __iter__(self) -> Iterator[OrderBook]:
         return iter(self._books.values())

@@ -1,20 +1,15 @@
-"""The WebSocket seam: the only module that imports a WebSocket library.
+"""The WebSocket library transports: trio-websocket and websockets' native trio client.
 
-The service talks to :class:`Transport` / :class:`WebSocket`; tests may pass fakes. Three
-implementations, chosen by the ``transport`` setting: coinfeed's own client (``direct``,
-:mod:`coinfeed.wsclient`: RFC 6455 framing on a trio stream, no library and no background
-task; the default, measured fastest), trio-websocket, and websockets' native trio client. The
-two library clients here connect inside a nursery the caller owns (so the library's reader task
-is supervised). :meth:`WebSocket.receive_batch` hands over every message that is already
-buffered in one call, so one await (one task switch) is paid per socket read rather than per
-frame. None relies on a library's own connect timeout: the caller's ``fail_after`` does.
+The only module that imports a WebSocket library. Both connect inside a nursery the caller owns
+(so the library's reader task is supervised) and hand over everything already buffered per
+:meth:`~coinfeed.transport.WebSocket.receive_batch`. They stay selectable (``transport``
+setting) and pass the same fault tests as the default ``direct`` client.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import Protocol
 
 import attrs
 import trio
@@ -25,55 +20,16 @@ from websockets.frames import Frame
 from websockets.trio.client import ClientConnection
 from websockets.trio.messages import Assembler
 
+from coinfeed.transport import (
+    ABNORMAL_CLOSURE,
+    CLOSE_TIMEOUT,
+    TransportClosed,
+    TransportError,
+    WebSocket,
+)
+
 RECEIVE_BUFFER_BYTES = 64 * 1024
 LIBRARY_QUEUE_MESSAGES = 256
-ABNORMAL_CLOSURE = 1006
-CLOSE_TIMEOUT = 1.0
-"""Seconds the websockets client waits for the server's side of the closing handshake."""
-
-
-class TransportError(Exception):
-    """Connecting failed (refused, reset, bad handshake). ``status`` is the HTTP status if any."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TransportClosed(Exception):
-    """The connection is closed; ``code`` is the WebSocket close code (1006 = abnormal)."""
-
-    def __init__(self, code: int | None, reason: str | None) -> None:
-        super().__init__(f"closed code={code} reason={reason or ''}")
-        self.code = code
-        self.reason = reason
-
-
-class WebSocket(Protocol):
-    """An open WebSocket connection."""
-
-    async def receive_batch(self, room: int | None = None) -> list[str | bytes]:
-        """Wait for at least one message; return it with every message already buffered.
-
-        ``room`` (messages the caller can take now) is a hint: a transport that reads the
-        socket itself sizes its reads by it; the library clients, whose readers run on their
-        own, ignore it.
-        """
-        ...
-
-    async def send(self, message: str | bytes) -> None: ...
-
-    async def aclose(self) -> None:
-        """Close with code 1000; must be called shielded when the caller is cancelled."""
-        ...
-
-
-class Transport(Protocol):
-    """Opens WebSocket connections whose background tasks live in ``nursery``."""
-
-    async def connect(
-        self, nursery: trio.Nursery, url: str, *, headers: list[tuple[str, str]]
-    ) -> WebSocket: ...
 
 
 @attrs.define(slots=True)

@@ -1,11 +1,14 @@
-"""Prometheus metrics (ARCHITECTURE §4.3), one registry per service run.
+"""Prometheus metrics (names in docs/architecture.md), one registry per service run.
 
 Hot paths keep plain integer counters on their own objects; :class:`CoinfeedCollector` turns
 them into metric families only when scraped, so a frame costs no prometheus call. Histograms
 (recovery, reconnect, processing time) are observed where the event happens; they are rare or
 observed once per batch. ``message_processing_seconds`` observes a batch's mean time per frame.
-``ready`` is exported only while something answers readiness (the HTTP API sets
-``MetricSources.readiness`` while it serves); ``memory_limit_bytes`` is 0 when there is no limit.
+``ready`` is exported only while something answers readiness (an HTTP listener serves /ready);
+``memory_limit_bytes`` is 0 when there is no limit.
+
+The histograms exist from :meth:`Metrics.create`, so components get their ``observe`` callables
+when they are built; the collector over their counters is added once they all exist.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from coinfeed.cgroup import memory_limit_bytes
 from coinfeed.connection import ConnectionCounters
+from coinfeed.core.protocol import INVALID_REASONS
 from coinfeed.framequeue import FrameQueue, QueueStatistics
+from coinfeed.observability.process import memory_limit_bytes
 from coinfeed.processor import ProcessorCounters
-from coinfeed.protocol import INVALID_REASONS
 from coinfeed.recovery import RecoveryCounters
 from coinfeed.sinks.writer import SinkCounters
 from coinfeed.status import ServiceStatus
@@ -42,8 +45,8 @@ class MetricSources:
     sink_names: list[str]
     queues: Callable[[], dict[str, QueueStatistics]]
     raw_queue: FrameQueue
-    readiness: Callable[[], bool] | None = None
-    """True when /ready would answer 200; None (no ``ready`` gauge) while nothing serves it."""
+    readiness: Callable[[], bool | None] = lambda: None
+    """True when /ready would answer 200; None (no ``ready`` gauge) while nothing answers it."""
     memory_limit: Callable[[], int | None] = memory_limit_bytes
 
 
@@ -87,7 +90,7 @@ class CoinfeedCollector(Collector):
         p = s.processor
         for skip, n in (
             ("unrequested", p.unrequested),
-            ("stale_sequence", p.stale),
+            ("stale_sequence", p.behind_sequence),
             ("duplicate_trade", p.duplicates),
             ("book_unsynced", p.unsynced_updates),
         ):
@@ -142,9 +145,10 @@ class CoinfeedCollector(Collector):
             errors.add_metric([name], s.sinks.errors.get(name, 0))
         yield events
         yield errors
-        if s.readiness is not None:
+        ready = s.readiness()
+        if ready is not None:
             yield GaugeMetricFamily(
-                PREFIX + "ready", "1 when /ready answers 200, else 0", value=int(s.readiness())
+                PREFIX + "ready", "1 when /ready answers 200, else 0", value=int(ready)
             )
         yield GaugeMetricFamily(
             PREFIX + "memory_limit_bytes",
@@ -158,19 +162,17 @@ class Metrics:
     """The registry of one service run and its histograms."""
 
     registry: CollectorRegistry
-    sources: MetricSources
     recovery_seconds: Histogram
     reconnect_seconds: Histogram
     message_processing_seconds: Histogram
 
     @classmethod
-    def create(cls, sources: MetricSources) -> Metrics:
+    def create(cls) -> Metrics:
+        """The registry with the process collector and the histograms."""
         registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
-        registry.register(CoinfeedCollector(sources))
         return cls(
             registry=registry,
-            sources=sources,
             recovery_seconds=Histogram(
                 PREFIX + "recovery_seconds",
                 "Time to fetch one recovery window from REST",
@@ -190,6 +192,10 @@ class Metrics:
                 buckets=(1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2),
             ),
         )
+
+    def collect_from(self, sources: MetricSources) -> None:
+        """Export the counters and gauges read from ``sources`` at every scrape."""
+        self.registry.register(CoinfeedCollector(sources))
 
     def observe_batch(self, seconds: float, frames: int) -> None:
         if frames:

@@ -7,7 +7,7 @@ than the configured limit) comes back as an :class:`InvalidFrame` naming the rea
 never raises. The same records encode the server side (the simulator uses them), so there is one
 wire format in the code base, not two.
 
-Traps handled here (see ``coinapi-protocol.md``): the heartbeat type is spelled ``hearbeat`` on
+Traps handled here (``docs/protocol.md``): the heartbeat type is spelled ``hearbeat`` on
 the wire (``heartbeat`` is accepted too); symbol filters are prefix matches, so exact ids get a
 trailing ``$``; timestamps have 7 fractional digits and are kept as the raw strings.
 """
@@ -178,7 +178,6 @@ ServerMessage = (
     | Reconnect
 )
 TopOfBook = Book5 | Book20 | Book50
-SequencedMessage = Trade | Quote | BookUpdate | Book5 | Book20 | Book50 | BookL3 | Ohlcv
 
 KNOWN_TYPES: Final = frozenset(
     [
@@ -198,16 +197,6 @@ KNOWN_TYPES: Final = frozenset(
     ]
 )
 """Every ``type`` :func:`FrameDecoder.decode` turns into a record."""
-
-SEQUENCED_TYPES: Final = frozenset(
-    ["trade", "quote", "book", "book5", "book20", "book50", "book_l3", "ohlcv"]
-)
-"""Types whose ``sequence`` counts per (type, symbol_id) per connection."""
-
-SUBSCRIBABLE_TYPES: Final = frozenset(
-    ["trade", "quote", "book", "book5", "book20", "book50", "book_l3", "ohlcv", "exrate"]
-)
-"""Values accepted in ``subscribe_data_type`` by coinfeed."""
 
 InvalidReason = Literal["not_json", "invalid_schema", "unknown_type", "too_large"]
 INVALID_REASONS: Final[tuple[InvalidReason, ...]] = (
@@ -358,72 +347,6 @@ def decode_scope_message(frame: bytes | str) -> ScopeMessage:
     """Decode a client scope message (the simulator's side). Raises ``msgspec.MsgspecError``."""
     return _client_decoder.decode(frame)
 
-
-# ---------------------------------------------------------------------------------------------
-# REST records
-# ---------------------------------------------------------------------------------------------
-
-
-class RestTrade(msgspec.Struct, kw_only=True, gc=False):
-    """A trade from ``/v1/trades/{symbol_id}/history`` or ``/latest`` (no sequence)."""
-
-    symbol_id: str
-    time_exchange: str
-    time_coinapi: str
-    uuid: str
-    price: Decimal
-    size: Decimal
-    taker_side: str
-    id_trade: str | None = None
-
-
-class RestBook(msgspec.Struct, kw_only=True, gc=False):
-    """``/v1/orderbooks/{symbol_id}/current``: unsequenced, never a base for WS deltas."""
-
-    symbol_id: str
-    time_exchange: str
-    time_coinapi: str
-    asks: list[Level]
-    bids: list[Level]
-
-
-class LastTrade(msgspec.Struct, kw_only=True, gc=False):
-    time_exchange: str
-    time_coinapi: str
-    uuid: str
-    price: Decimal
-    size: Decimal
-    taker_side: str
-
-
-class RestQuote(msgspec.Struct, kw_only=True, gc=False):
-    """``/v1/quotes/{symbol_id}/current``: one object, not an array."""
-
-    symbol_id: str
-    time_exchange: str
-    time_coinapi: str
-    ask_price: Decimal
-    ask_size: Decimal
-    bid_price: Decimal
-    bid_size: Decimal
-    last_trade: LastTrade | None = None
-
-
-class RestError(msgspec.Struct, gc=False):
-    """REST error body: CoinAPI uses ``error``, the official C# SDK reads ``message``."""
-
-    error: str | None = None
-    message: str | None = None
-
-    @property
-    def text(self) -> str:
-        return self.error or self.message or ""
-
-
-rest_trades_decoder: Final = msgspec.json.Decoder(list[RestTrade])
-rest_book_decoder: Final = msgspec.json.Decoder(RestBook)
-rest_quote_decoder: Final = msgspec.json.Decoder(RestQuote)
-rest_error_decoder: Final = msgspec.json.Decoder(RestError)
 
 # ---------------------------------------------------------------------------------------------
 # Encoding (client messages, and the server side for the simulator)

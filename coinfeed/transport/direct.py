@@ -1,4 +1,4 @@
-"""coinfeed's own WebSocket client: h11 for the handshake, :mod:`coinfeed.wsframes` for frames.
+"""coinfeed's own WebSocket client: h11 for the handshake, :mod:`.frames` for the frames.
 
 How this works: :meth:`DirectTransport.connect` opens a trio TCP (or TLS, for ``wss://``) stream,
 sends the upgrade request and checks the answer (101, ``Upgrade``, ``Connection``, the
@@ -26,7 +26,7 @@ import trio
 
 from coinfeed import __version__
 from coinfeed.transport import ABNORMAL_CLOSURE, CLOSE_TIMEOUT, TransportClosed, TransportError
-from coinfeed.wsframes import (
+from coinfeed.transport.frames import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     OP_CLOSE,

@@ -1,0 +1,247 @@
+"""Settings: the one table of setting definitions and the validated, immutable record.
+
+How this works: ``SETTINGS`` is the single table of setting definitions (name, parser, default,
+help). Everything else is generated from it: the TOML keys (``name``), the environment names
+(``COINFEED_NAME``), the command-line flags (``--name``, built in ``cli.py``), the ``--help``
+text and the validation. ``load_settings`` stacks the layers (defaults < file < environment <
+flags), runs each raw value through its parser and raises :class:`ConfigError` naming the
+setting in all its spellings when one is wrong.
+
+The API key is the exception to the naming rule on purpose: it is read from ``COINAPI_KEY`` or
+from the file named by ``api_key_file`` (which wins when set, being the explicit choice), never
+from argv, and it lives in a :class:`Secret` whose repr is ``Secret('***')``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+from coinfeed.config import values as p
+from coinfeed.config.values import (
+    API_KEY_ENV,
+    CONFIG_ENV,
+    DATA_TYPES,
+    ENV_PREFIX,
+    LOG_LEVELS,
+    SINK_FORMS,
+    TRANSPORTS,
+    ListenAddress,
+    Parser,
+    Secret,
+    Shard,
+)
+
+
+@attrs.define(auto_exc=True)
+class ConfigError(Exception):
+    """An invalid or missing setting; ``str()`` names it as it is spelled in every layer."""
+
+    setting: str
+    message: str
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (from {self.source})" if self.source else ""
+        return (
+            f"invalid setting {self.setting!r} ({spellings(self.setting)}): {self.message}{where}"
+        )
+
+
+@attrs.frozen
+class SettingDef:
+    """One row of the settings table: everything the layers need to know about a setting."""
+
+    name: str
+    parse: Parser
+    default: object
+    help: str
+    metavar: str = "VALUE"
+    # Extra flag spellings, e.g. the documented ``--sink`` next to the rule's ``--sinks``.
+    aliases: tuple[str, ...] = ()
+    repeatable: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling, ``--some-name``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment spelling, ``COINFEED_SOME_NAME``."""
+        return ENV_PREFIX + self.name.upper()
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+_S = SettingDef
+SETTINGS: Final[tuple[SettingDef, ...]] = (
+    _S("ws_url", p.url("ws", "wss"), "wss://ws.coinapi.io/v1/", "WebSocket endpoint", "URL"),
+    _S("transport", p.choice(TRANSPORTS, str.lower), "direct",
+       "WebSocket client: " + ", ".join(TRANSPORTS), "NAME"),
+    _S("rest_url", p.url("http", "https"), "https://rest.coinapi.io", "REST endpoint", "URL"),
+    _S("symbols", p.comma_list(p.symbol_id, "exact symbol ids"), (),
+       "exact symbol ids (required)", "ID,..."),
+    _S("types", p.comma_list(p.data_type, "data types"), ("trade", "quote", "book"),
+       "data types: " + ", ".join(DATA_TYPES), "TYPE,..."),
+    _S("sinks", p.comma_list(p.sink_spec, SINK_FORMS), ("jsonl:-",),
+       "where events go: " + SINK_FORMS + "; repeatable", "SPEC", aliases=("--sink",),
+       repeatable=True),
+    _S("http", p.listen_address, ListenAddress("127.0.0.1", 8080),
+       "listener for health, metrics and debug (HOST:PORT or off)", "HOST:PORT"),
+    _S("connect_timeout", p.seconds(), 30.0, "seconds for connect + handshake + subscribe", "S"),
+    _S("stale_after", p.seconds(), 10.0, "seconds without any frame before reconnecting", "S"),
+    _S("backoff_max", p.seconds(), 30.0, "cap of the reconnect backoff, seconds", "S"),
+    _S("shutdown_timeout", p.seconds(), 10.0, "seconds from SIGTERM to exit", "S"),
+    _S("duration", p.optional(p.seconds()), None, "stop cleanly after this many seconds", "S"),
+    _S("queue_capacity", p.integer(1), 500, "capacity of the raw frame channel, frames", "N"),
+    _S("sink_queue_capacity", p.integer(1), 4000, "capacity of each sink's channel, events", "N"),
+    _S("sink_batch_size", p.integer(1), 1000, "events a sink writes per batch at most", "N"),
+    _S("sink_flush_interval", p.seconds(), 0.5,
+       "seconds a sink may hold a partial batch before writing it", "S"),
+    _S("redis_maxlen", p.integer(1), 100_000,
+       "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
+    _S("shard", p.optional(p.shard), None,
+       "INDEX/COUNT: subscribe only this replica's share of the symbols", "INDEX/COUNT"),
+    _S("recovery_concurrency", p.integer(1, 10), 2, "REST calls in flight at most", "N"),
+    _S("recovery_max_attempts", p.integer(1), 5, "attempts before a gap is unrecovered", "N"),
+    _S("recovery_pause", p.seconds(zero_ok=True), 0.2, "seconds between REST batches", "S"),
+    _S("recovery_pending_max", p.integer(1), 1000, "cap of pending recovery work items", "N"),
+    _S("dedup_capacity", p.integer(1000), 200_000, "trade uuids remembered for de-dup", "N"),
+    _S("max_frame_bytes", p.integer(1024), 8 * 1024 * 1024, "larger frames are skipped", "N"),
+    _S("healthy_after", p.seconds(), 30.0,
+       "seconds a connection must stay healthy before the backoff resets", "S"),
+    _S("resubscribe_limit", p.integer(1), 10, "scope messages per resubscribe_window", "N"),
+    _S("resubscribe_window", p.seconds(), 10.0, "seconds of the resubscribe budget", "S"),
+    _S("stats_interval", p.seconds(), 10.0, "seconds between stats log lines", "S"),
+    _S("interim_rest_book", p.boolean, True, "publish the REST book while a book resyncs",
+       "BOOL"),
+    _S("apikey_in_hello", p.boolean, False,
+       "also send the key in the hello (legacy SDK style; the header is always sent)", "BOOL"),
+    _S("debug_tracemalloc", p.boolean, False,
+       "trace allocations so /api/debug/memory can list the top ones (slower)", "BOOL"),
+    _S("log_format", p.choice(("text", "json"), str.lower), "text", "text or json", "FORMAT"),
+    _S("log_level", p.choice(LOG_LEVELS, str.upper), "INFO", ", ".join(LOG_LEVELS), "LEVEL"),
+    _S("api_key_file", p.optional(p.path), None,
+       "file holding the API key (wins over COINAPI_KEY)", "PATH"),
+)  # fmt: skip
+SETTINGS_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
+DEFAULTS: Final[dict[str, Any]] = {setting.name: setting.default for setting in SETTINGS}
+
+
+def spellings(name: str) -> str:
+    """How a setting is written on the command line and in the environment, for messages."""
+    if name == "config":
+        return f"--config / {CONFIG_ENV}"
+    if name == "api_key":
+        return f"{API_KEY_ENV} or api_key_file"
+    setting = SETTINGS_BY_NAME.get(name)
+    if setting is None:
+        return name
+    return " / ".join((*setting.aliases, setting.flag, setting.env))
+
+
+def format_value(value: object) -> str:
+    """A value as it would be typed in the environment or on the command line."""
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "none" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The record
+# ---------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Settings:
+    """The validated, effective configuration of one coinfeed process."""
+
+    ws_url: str = DEFAULTS["ws_url"]
+    transport: str = DEFAULTS["transport"]
+    rest_url: str = DEFAULTS["rest_url"]
+    symbols: tuple[str, ...] = DEFAULTS["symbols"]
+    types: tuple[str, ...] = DEFAULTS["types"]
+    sinks: tuple[str, ...] = DEFAULTS["sinks"]
+    http: ListenAddress | None = DEFAULTS["http"]
+    connect_timeout: float = DEFAULTS["connect_timeout"]
+    stale_after: float = DEFAULTS["stale_after"]
+    backoff_max: float = DEFAULTS["backoff_max"]
+    shutdown_timeout: float = DEFAULTS["shutdown_timeout"]
+    duration: float | None = DEFAULTS["duration"]
+    queue_capacity: int = DEFAULTS["queue_capacity"]
+    sink_queue_capacity: int = DEFAULTS["sink_queue_capacity"]
+    sink_batch_size: int = DEFAULTS["sink_batch_size"]
+    sink_flush_interval: float = DEFAULTS["sink_flush_interval"]
+    redis_maxlen: int = DEFAULTS["redis_maxlen"]
+    shard: Shard | None = DEFAULTS["shard"]
+    recovery_concurrency: int = DEFAULTS["recovery_concurrency"]
+    recovery_max_attempts: int = DEFAULTS["recovery_max_attempts"]
+    recovery_pause: float = DEFAULTS["recovery_pause"]
+    recovery_pending_max: int = DEFAULTS["recovery_pending_max"]
+    dedup_capacity: int = DEFAULTS["dedup_capacity"]
+    max_frame_bytes: int = DEFAULTS["max_frame_bytes"]
+    healthy_after: float = DEFAULTS["healthy_after"]
+    resubscribe_limit: int = DEFAULTS["resubscribe_limit"]
+    resubscribe_window: float = DEFAULTS["resubscribe_window"]
+    stats_interval: float = DEFAULTS["stats_interval"]
+    interim_rest_book: bool = DEFAULTS["interim_rest_book"]
+    apikey_in_hello: bool = DEFAULTS["apikey_in_hello"]
+    debug_tracemalloc: bool = DEFAULTS["debug_tracemalloc"]
+    log_format: str = DEFAULTS["log_format"]
+    log_level: str = DEFAULTS["log_level"]
+    api_key_file: str | None = DEFAULTS["api_key_file"]
+    api_key: Secret | None = None
+    debug_token: Secret | None = None
+    """From ``COINFEED_DEBUG_TOKEN`` only: required for /api/debug/* off loopback."""
+    config_file: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # Built directly (tests do), the record is held to the same rules as load_settings.
+        for setting in SETTINGS:
+            try:
+                setting.parse(getattr(self, setting.name))
+            except p.InvalidValue as error:
+                raise ConfigError(setting.name, str(error)) from None
+
+    @property
+    def http_enabled(self) -> bool:
+        """Whether the HTTP listener runs (``--http off`` disables it)."""
+        return self.http is not None
+
+    @property
+    def http_host(self) -> str:
+        """Host of the HTTP listener (meaningful when ``http_enabled``)."""
+        return self.http.host if self.http else ""
+
+    @property
+    def http_port(self) -> int:
+        """Port of the HTTP listener, 0 for any free port (meaningful when ``http_enabled``)."""
+        return self.http.port if self.http else 0
+
+    def redacted(self) -> dict[str, object]:
+        """Every effective value, safe to print: the key is ``***`` when set, else None."""
+        values: dict[str, object] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif setting.name == "http":
+                value = "off" if value is None else str(value)
+            elif isinstance(value, Shard):
+                value = str(value)
+            values[setting.name] = value
+        values["api_key"] = "***" if self.api_key is not None else None
+        values["api_key_source"] = (
+            None if self.api_key is None else "api_key_file" if self.api_key_file else API_KEY_ENV
+        )
+        values["debug_token"] = "***" if self.debug_token is not None else None
+        values["config_file"] = self.config_file
+        return values

@@ -1,0 +1,264 @@
+"""Gap bookkeeping: every gap from its detection to its one final event, and the repair asked.
+
+How this works: the processor finds a gap (a sequence jump, a dropped frame, a reconnect or a
+resubscribe) and tells the :class:`GapLedger`, which emits a ``gap`` event at once and asks the
+recovery scheduler for the repair:
+
+- trades: a REST backfill window that starts at the latest trade time seen live for the symbol
+  (or when coinfeed first went live) and ends at the trade that revealed the gap, the newest
+  dropped trade, or, after a reconnect or resubscribe, the moment the new subscription was sent
+  plus ``skew_margin`` seconds (later trades arrive live; dedup absorbs the overlap);
+- incremental books: the book goes out of sync and a resync (unsubscribe + subscribe, for a
+  fresh snapshot) is asked; the gap stays open until that snapshot arrives;
+- quotes and top-N books: the next message is complete state, so the gap is reported with
+  ``recovery: "none"`` and ``status: "recovered"`` right away.
+
+Each ``pending`` gap event gets exactly one final event (``recovered`` or ``unrecovered``), when
+its window's outcome is known, when its book is synced again, or at shutdown. A request the
+scheduler refuses (its pending work is at the cap) is reported ``unrecovered`` at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import attrs
+
+from coinfeed.core.book import Books, BookState
+from coinfeed.core.controls import (
+    ConnectionOpened,
+    GapRecord,
+    TradesRecovered,
+    TradesUnrecovered,
+    TradeWindow,
+)
+from coinfeed.core.dedup import TradeDedup
+from coinfeed.core.events import (
+    Event,
+    GapEvent,
+    GapReason,
+    GapRecovery,
+    GapStatus,
+    trade_from_rest,
+)
+from coinfeed.core.protocol import parse_time
+from coinfeed.recovery import RecoveryScheduler
+
+
+def window_end(time_exchange: str) -> datetime:
+    """A window end that includes ``time_exchange``: datetimes hold microseconds, CoinAPI sends
+    100 ns, so truncating would put the trade itself just outside ``time_end``."""
+    return parse_time(time_exchange) + timedelta(microseconds=1)
+
+
+@attrs.define(slots=True, eq=False)
+class GapLedger:
+    """Open gaps and their repair; owned by the processor, which calls it for every gap."""
+
+    recovery: RecoveryScheduler
+    books: Books
+    dedup: TradeDedup
+    gap_counts: dict[str, int]
+    """Gaps detected by data type (the processor's counters, read by the metrics)."""
+    recovery_counts: dict[tuple[str, str], int]
+    """Final outcomes by (data type, outcome)."""
+    backfill_trades: bool
+    """Whether trades are subscribed, so a reconnect or resubscribe needs a trade backfill."""
+    skew_margin: float = 2.0
+    last_trade_time: dict[str, str] = attrs.field(factory=dict)
+    """Latest ``time_exchange`` seen live per symbol (written by the processor's hot path)."""
+    _live_since: datetime | None = attrs.field(default=None, init=False)
+    _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
+    _book_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
+    _received_at: str = attrs.field(default="", init=False)
+    _now: float = attrs.field(default=0.0, init=False)
+
+    def start_batch(self, received_at: str, now: float) -> None:
+        """The wall time stamped on this batch's events and the trio clock reading for it."""
+        self._received_at = received_at
+        self._now = now
+
+    # -- detection ------------------------------------------------------------------------------
+
+    def trade_gap(
+        self, symbol_id: str, missing: int | None, end: datetime, out: list[Event]
+    ) -> None:
+        """Trades of ``symbol_id`` up to ``end`` were lost: report and backfill them."""
+        self._count_gap("trade")
+        gap = GapRecord("trade", symbol_id, "sequence", missing)
+        window = TradeWindow(symbol_id, self._window_start(symbol_id, end), end, [gap])
+        self._request_backfill(window, out)
+
+    def complete_state_gap(
+        self, data_type: str, symbol_id: str, missing: int | None, out: list[Event]
+    ) -> None:
+        """A quote or top-N book stream skipped: the next message repairs it by itself."""
+        self._count_gap(data_type)
+        out.append(self._gap(data_type, symbol_id, "sequence", missing, "none", "recovered"))
+
+    def book_gap(
+        self, symbol_id: str, reason: GapReason, missing: int | None, out: list[Event]
+    ) -> None:
+        """Updates of an incremental book were lost: it goes out of sync until resynced."""
+        self._count_gap("book")
+        self.books.get_or_create(symbol_id).mark_out_of_sync()
+        accepted = self.recovery.request_resync_nowait(symbol_id)
+        if accepted:
+            self._book_gaps.setdefault(symbol_id, []).append(
+                GapRecord("book", symbol_id, reason, missing)
+            )
+        else:
+            self._count_recovery("book", "refused")
+        status: GapStatus = "pending" if accepted else "unrecovered"
+        out.append(self._gap("book", symbol_id, reason, missing, "resubscribe", status))
+
+    def book_update_while_out_of_sync(self, symbol_id: str, out: list[Event]) -> None:
+        """An update reached an out-of-sync book with no resync in flight (it gave up, or was
+        refused at the cap): ask again, at most once per ``resync_timeout``, else the book would
+        stay out of sync until the next reconnect. Each new attempt is one more gap event."""
+        if symbol_id in self._book_gaps:
+            return
+        if self._now < self._book_retry_at.get(symbol_id, 0.0):
+            return
+        self._book_retry_at[symbol_id] = self._now + self.recovery.resync_timeout
+        self.book_gap(symbol_id, "sequence", None, out)
+
+    def book_synced(self, symbol_id: str, out: list[Event]) -> None:
+        """A snapshot arrived: every open gap of the book is recovered."""
+        self.recovery.book_synced(symbol_id)
+        for gap in self._book_gaps.pop(symbol_id, ()):
+            self._count_recovery("book", "recovered")
+            out.append(self._gap_from(gap, "resubscribe", "recovered"))
+
+    def connection_opened(
+        self, opened: ConnectionOpened, symbols: frozenset[str], out: list[Event]
+    ) -> None:
+        """Every stream restarts: synced books resync, trades of ``symbols`` are backfilled for
+        the outage (not on the first connection: there was nothing before it)."""
+        self.recovery.connection_reset()
+        for book in self.books:
+            if book.state is not BookState.NO_SNAPSHOT and book.symbol_id not in self._book_gaps:
+                self._book_gaps[book.symbol_id] = [
+                    GapRecord("book", book.symbol_id, "reconnect", None)
+                ]
+                out.append(
+                    self._gap("book", book.symbol_id, "reconnect", None, "resubscribe", "pending")
+                )
+        self.books.reset_all()
+        if self._live_since is None:
+            self._live_since = opened.at
+            return
+        if self.backfill_trades:
+            self._backfill_since_scope_change(symbols, opened.at, "reconnect", out)
+
+    def resubscribed(self, symbols: frozenset[str], at: datetime, out: list[Event]) -> None:
+        """``symbols`` were unsubscribed at ``at``: their trades are backfilled from there."""
+        if self.backfill_trades:
+            self._backfill_since_scope_change(symbols, at, "sequence", out)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def trades_recovered(self, item: TradesRecovered, out: list[Event]) -> None:
+        """A page of backfilled trades: new ones become events; the last page decides."""
+        window = item.window
+        for trade in item.trades:
+            if trade.symbol_id == window.symbol_id and self.dedup.first_sighting(trade.uuid):
+                out.append(trade_from_rest(trade, self._received_at))
+                window.found += 1
+        if not item.final:
+            return
+        expected = window.expected_missing
+        if expected is not None and window.found < expected:
+            # REST may not hold the newest trades yet: fetch the window again (what was found
+            # stays counted; dedup drops it when it comes again). Each gap keeps its record, so
+            # every pending gap event gets exactly one final one.
+            if self.recovery.retry_incomplete(window):
+                return
+            self._finish_window(window, "unrecovered", out)
+            return
+        self._finish_window(window, "recovered", out)
+
+    def trades_unrecovered(self, item: TradesUnrecovered, out: list[Event]) -> None:
+        """The window could not be fetched within the attempt budget."""
+        self._finish_window(item.window, "unrecovered", out)
+
+    def resync_failed(self, symbol_id: str, out: list[Event]) -> None:
+        """No fresh snapshot after every resubscribe attempt: the book's gaps end unrecovered."""
+        for gap in self._book_gaps.pop(symbol_id, ()):
+            self._count_recovery("book", "unrecovered")
+            out.append(self._gap_from(gap, "resubscribe", "unrecovered"))
+
+    def report_unfinished(self, out: list[Event]) -> None:
+        """At shutdown: every gap still pending ends ``unrecovered`` (a drop is either repaired
+        or reported, never left ``pending`` in the sinks)."""
+        for window in self.recovery.unfinished_windows():
+            self._finish_window(window, "unrecovered", out)
+        for symbol_id in list(self._book_gaps):
+            self.resync_failed(symbol_id, out)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _finish_window(self, window: TradeWindow, status: GapStatus, out: list[Event]) -> None:
+        self._count_recovery("trade", status)
+        for gap in window.gaps:
+            out.append(self._gap_from(gap, "backfill", status))
+
+    def _window_start(self, symbol_id: str, fallback: datetime) -> datetime:
+        last = self.last_trade_time.get(symbol_id)
+        if last is not None:
+            return parse_time(last)
+        return self._live_since or fallback
+
+    def _request_backfill(self, window: TradeWindow, out: list[Event]) -> None:
+        accepted = self.recovery.request_backfill_nowait(window)
+        status: GapStatus = "pending" if accepted else "unrecovered"
+        if not accepted:
+            self._count_recovery("trade", "refused")
+        for gap in window.gaps:
+            out.append(self._gap_from(gap, "backfill", status))
+
+    def _backfill_since_scope_change(
+        self,
+        symbols: frozenset[str] | tuple[str, ...],
+        at: datetime,
+        reason: GapReason,
+        out: list[Event],
+    ) -> None:
+        end = at + timedelta(seconds=self.skew_margin)
+        not_before = self._now + self.skew_margin
+        for symbol_id in sorted(symbols):
+            self._count_gap("trade")
+            gap = GapRecord("trade", symbol_id, reason, None)
+            window = TradeWindow(
+                symbol_id, self._window_start(symbol_id, at), end, [gap], not_before=not_before
+            )
+            self._request_backfill(window, out)
+
+    def _count_gap(self, data_type: str) -> None:
+        self.gap_counts[data_type] = self.gap_counts.get(data_type, 0) + 1
+
+    def _count_recovery(self, data_type: str, outcome: str) -> None:
+        key = (data_type, outcome)
+        self.recovery_counts[key] = self.recovery_counts.get(key, 0) + 1
+
+    def _gap(
+        self,
+        data_type: str,
+        symbol_id: str,
+        reason: GapReason,
+        missing: int | None,
+        recovery: GapRecovery,
+        status: GapStatus,
+    ) -> GapEvent:
+        return GapEvent(
+            data_type=data_type,
+            symbol_id=symbol_id,
+            reason=reason,
+            missing=missing,
+            recovery=recovery,
+            status=status,
+            received_at=self._received_at,
+        )
+
+    def _gap_from(self, gap: GapRecord, recovery: GapRecovery, status: GapStatus) -> GapEvent:
+        return self._gap(gap.data_type, gap.symbol_id, gap.reason, gap.missing, recovery, status)
