@@ -14,8 +14,8 @@ import trio
 
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.simulator import SimulatorConfig
-from tests.observability.promserver import DASHBOARD, PrometheusServer
-from tests.service.test_against_simulator import SlowSink, running
+from tests.deploy.promserver import DASHBOARD, PrometheusServer
+from tests.helpers import SlowSink, running
 
 
 def dashboard_queries() -> list[str]:

@@ -10,8 +10,7 @@ from prometheus_client import generate_latest
 
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.simulator import SimulatorConfig
-from tests.ops.conftest import samples
-from tests.service.test_against_simulator import running
+from tests.helpers import running, samples
 
 
 async def scrape_ready(client: httpx.AsyncClient) -> float | None:

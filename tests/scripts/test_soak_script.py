@@ -10,6 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.slow  # runs a script end to end
 
 ROOT = Path(__file__).resolve().parents[2]
 

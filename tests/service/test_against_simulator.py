@@ -7,14 +7,10 @@ exactly once, live or backfilled.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -24,71 +20,14 @@ from coinfeed.core.events import GapEvent, TradeEvent
 from coinfeed.observability.metrics import received_by_type
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
-from tests.service.conftest import MemorySink
-
-SYMBOLS = ("BITSTAMP_SPOT_BTC_USD", "BITSTAMP_SPOT_BTC_USDT", "COINBASE_SPOT_ETH_USD")
+from tests.helpers import SYMBOLS, MemorySink, SlowSink, running, truth_uuids, wait_for
 
 # Every scenario runs once per WebSocket library; ids end in [trio-websocket] or [websockets].
 pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
-@attrs.define(eq=False)
-class SlowSink(MemorySink):
-    """A sink whose writes take ``delay`` seconds (in a worker thread, like a slow disk)."""
-
-    delay: float = 0.0
-    blocking: bool = True
-
-    def write_batch(self, events: list[Any]) -> None:
-        time.sleep(self.delay)
-        super().write_batch(events)
-
-
-@asynccontextmanager
-async def running(
-    make_settings: Callable[..., Settings],
-    sim_config: SimulatorConfig,
-    *,
-    sink: MemorySink | None = None,
-    **overrides: Any,
-) -> AsyncIterator[tuple[Simulator, Service, MemorySink]]:
-    sink = sink or MemorySink()
-    async with open_simulator(sim_config) as sim:
-        values: dict[str, Any] = {
-            "ws_url": sim.ws_url,
-            "rest_url": sim.rest_url,
-            "symbols": SYMBOLS,
-            "stale_after": 2.0,
-            "recovery_pause": 0.02,
-        }
-        values.update(overrides)
-        service = Service.build(make_settings(**values), sinks=[sink], handle_signals=False)
-        # The ground truth holds every trade; one produced before our hello reached the
-        # simulator was never owed to us. Start the market only once it is subscribed.
-        sim.pause_market()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
-            await wait_for(lambda: service.status.connected, 5, "connected")
-            await wait_for(lambda: sim.stats.scope_messages >= 1, 5, "the hello to arrive")
-            sim.resume_market()
-            yield sim, service, sink
-            service.status.request_shutdown("test over")
-
-
-async def wait_for(condition: Callable[[], bool], limit: float, what: str) -> None:
-    with trio.move_on_after(limit):
-        while not condition():
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"timed out after {limit}s waiting for {what}")
-
-
 def trade_uuids(sink: MemorySink) -> list[str]:
     return [e.uuid for e in sink.events if isinstance(e, TradeEvent)]
-
-
-def truth_uuids(sim: Simulator) -> set[str]:
-    return {t.uuid.lower() for s in SYMBOLS for t in sim.truth.trades(s)}
 
 
 async def settle_and_check_trades(sim: Simulator, service: Service, sink: MemorySink) -> None:

@@ -9,8 +9,8 @@ import trio
 
 from coinfeed.config import Settings
 from coinfeed.service import Service
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import MemorySink
 
 HEARTBEAT = '{"type":"hearbeat"}'
 

@@ -19,7 +19,7 @@ from coinfeed.config import TRANSPORTS, ListenAddress, Settings
 from coinfeed.observability.process import live_task_count, open_fd_count
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.service.simprocess import simulator_process
+from tests.simprocess import simulator_process
 
 SYMBOLS = "BITSTAMP_SPOT_BTC_USD,COINBASE_SPOT_ETH_USD,BITSTAMP_SPOT_BTC_USDT"
 

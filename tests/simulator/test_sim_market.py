@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coinfeed.core.rest_protocol import rest_trades_decoder
 from coinfeed.simulator import DEFAULT_SYMBOLS, SimulatorConfig, default_symbols, open_simulator
-from coinfeed.simulator.market import BookEvent, Market, QuoteEvent, TradeEvent
+from coinfeed.simulator.market import Market, MarketBookChange, MarketQuote, MarketTrade
 
 
 @settings(max_examples=20, deadline=None)
@@ -22,7 +22,7 @@ def test_same_seed_gives_the_same_events_however_they_are_batched(cuts: list[int
     whole = Market(DEFAULT_SYMBOLS, seed=42).generate(sum(cuts))
     batched = Market(DEFAULT_SYMBOLS, seed=42)
     pieces = [e for n in cuts for e in batched.generate(n, top_for={0, 2})]
-    strip = [e._replace(top=None) if isinstance(e, BookEvent) else e for e in pieces]
+    strip = [e._replace(top=None) if isinstance(e, MarketBookChange) else e for e in pieces]
     assert strip == whole
 
 
@@ -44,10 +44,10 @@ def test_books_stay_uncrossed_and_a_few_dozen_levels_deep_with_exact_decimals() 
     for _ in range(20):
         for e in market.generate(2_000):
             kinds.add(type(e))
-            if isinstance(e, TradeEvent):
+            if isinstance(e, MarketTrade):
                 assert uuid.UUID(e.uuid).version == 4 and e.uuid == e.uuid.lower()
                 assert e.size > 0 and _decimals(e.price) <= 9 and _decimals(e.size) <= 9
-            elif isinstance(e, QuoteEvent):
+            elif isinstance(e, MarketQuote):
                 assert e.ask_price > e.bid_price
         for sym in range(len(DEFAULT_SYMBOLS)):
             asks, bids = market.book(sym)
@@ -56,10 +56,10 @@ def test_books_stay_uncrossed_and_a_few_dozen_levels_deep_with_exact_decimals() 
             assert [p for p, _ in asks] == sorted(p for p, _ in asks)
             assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True)
             assert all(s > 0 and _decimals(p) <= 9 and _decimals(s) <= 9 for p, s in asks + bids)
-    assert kinds == {TradeEvent, QuoteEvent, BookEvent}
+    assert kinds == {MarketTrade, MarketQuote, MarketBookChange}
     assert any(
         _decimals(s) == 9
-        for s, _ in [(e.size, 0) for e in market.generate(500) if isinstance(e, TradeEvent)]
+        for s, _ in [(e.size, 0) for e in market.generate(500) if isinstance(e, MarketTrade)]
     )
 
 
@@ -67,11 +67,11 @@ def test_the_mix_is_about_55_30_15() -> None:
     events = Market(DEFAULT_SYMBOLS, seed=9).generate(20_000)
     share = {
         k: sum(isinstance(e, k) for e in events) / len(events)
-        for k in (BookEvent, TradeEvent, QuoteEvent)
+        for k in (MarketBookChange, MarketTrade, MarketQuote)
     }
-    assert share[BookEvent] == pytest.approx(0.55, abs=0.02)
-    assert share[TradeEvent] == pytest.approx(0.30, abs=0.02)
-    assert share[QuoteEvent] == pytest.approx(0.15, abs=0.02)
+    assert share[MarketBookChange] == pytest.approx(0.55, abs=0.02)
+    assert share[MarketTrade] == pytest.approx(0.30, abs=0.02)
+    assert share[MarketQuote] == pytest.approx(0.15, abs=0.02)
 
 
 def test_default_symbols_include_a_prefix_of_another_id() -> None:

@@ -16,8 +16,7 @@ from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks import open_sink
 from coinfeed.sinks.redis_streams import RedisStreamSink
-from tests.service.test_against_simulator import wait_for
-from tests.sinks.conftest import SYM, book, gap, quote, trade
+from tests.helpers import SYM, book, gap, quote, trade, wait_for
 from tests.sinks.redisserver import RedisServer
 
 OTHER = "COINBASE_SPOT_ETH_USD"

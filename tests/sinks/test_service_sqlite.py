@@ -11,7 +11,7 @@ import trio
 from coinfeed.config import Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.service.test_against_simulator import SYMBOLS, truth_uuids, wait_for
+from tests.helpers import SYMBOLS, truth_uuids, wait_for
 
 
 def stored_trades(path: Path) -> list[str]:
@@ -39,9 +39,8 @@ async def test_every_simulated_trade_is_in_the_table_exactly_once(
                 sim.faults.skip_next("trade", symbol, 3)
             await trio.sleep(0.7)
             await sim.disconnect_all()
-            await trio.sleep(1.0)
             # Written continuously, not only at shutdown.
-            assert len(stored_trades(path)) > 100
+            await wait_for(lambda: len(stored_trades(path)) > 100, 5, "trades in the database")
             sim.pause_market()
             expected = truth_uuids(sim)
             await wait_for(

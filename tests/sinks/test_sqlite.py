@@ -15,7 +15,7 @@ import pytest
 
 from coinfeed.sinks import SinkSpecError, open_sink
 from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
-from tests.sinks.conftest import book, gap, quote, trade
+from tests.helpers import book, gap, quote, trade
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -118,7 +118,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from coinfeed.sinks.sqlite import SqliteSink
-    from tests.sinks.conftest import trade, quote
+    from tests.helpers import trade, quote
 
     sink = SqliteSink.open(sys.argv[1])
     batch = 0

@@ -11,8 +11,7 @@ import trio.testing
 from coinfeed.core.events import Event, encode_lines
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
-from tests.service.conftest import MemorySink
-from tests.sinks.conftest import trade
+from tests.helpers import MemorySink, trade
 
 
 @attrs.define(eq=False)

@@ -9,12 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.observability.promserver import (
-    ALERT_TESTS,
-    ALERTS,
-    TROUBLESHOOTING,
-    require_prometheus_binary,
-)
+from tests.deploy.promserver import ALERT_TESTS, ALERTS, TROUBLESHOOTING, require_prometheus_binary
 
 
 def alert_rules() -> list[dict[str, Any]]:

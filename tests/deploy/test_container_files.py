@@ -17,9 +17,9 @@ import yaml
 from coinfeed.config import ListenAddress, Settings, load_settings, unknown_environment
 from coinfeed.observability.http import is_loopback
 from coinfeed.service import Service
+from tests.fakes import FakeTransport
+from tests.helpers import MemorySink
 from tests.servers import free_port
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 

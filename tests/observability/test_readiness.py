@@ -10,9 +10,8 @@ import trio
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
-from tests.service.test_against_simulator import running, wait_for
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import MemorySink, running, wait_for
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 OTHER = "COINBASE_SPOT_ETH_USD"
@@ -75,7 +74,11 @@ async def test_a_reconnect_that_brings_no_frame_is_not_ready(
             assert answer.status_code == 503
             assert any("no frame yet" in r for r in answer.json()["reasons"])
             quiet.feed('{"type":"hearbeat"}')
-            await trio.sleep(0.05)
+            await wait_for(
+                lambda: service.processor.counters.received.get("hearbeat", 0) == 1,
+                5,
+                "the heartbeat",
+            )
             assert (await client.get("/ready")).status_code == 200
         service.status.request_shutdown("test over")
 

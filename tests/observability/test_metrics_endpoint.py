@@ -11,12 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
-from tests.ops.conftest import samples
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
-from tests.service.test_against_simulator import SYMBOLS, SlowSink, running, wait_for
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import SYMBOLS, MemorySink, SlowSink, running, samples, wait_for
 
-# ARCHITECTURE §4.3: every name, its type and its labels.
+# The metrics contract (docs/architecture.md): every name, its type and its labels.
 CONTRACT = {
     "coinfeed_messages_received": ("counter", {"type"}),
     "coinfeed_messages_invalid": ("counter", {"reason"}),

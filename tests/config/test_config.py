@@ -18,8 +18,7 @@ from coinfeed.config import (
     load_settings,
     unknown_environment,
 )
-
-from .conftest import KEY
+from tests.helpers import KEY
 
 ENV = {"COINAPI_KEY": KEY}
 

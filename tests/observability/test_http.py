@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.service import Service
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import MemorySink, wait_for
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 SNAPSHOT = (
@@ -39,11 +39,11 @@ async def running(
 
 
 async def test_health_ready_and_books(running: tuple[Service, FakeWebSocket, str]) -> None:
-    _service, ws, url = running
+    service, ws, url = running
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health")).status_code == 200
         ws.feed('{"type":"hearbeat"}', SNAPSHOT)
-        await trio.sleep(0.05)
+        await wait_for(lambda: service.processor.counters.frames == 2, 5, "the snapshot")
         ready = await client.get("/ready")
         assert ready.status_code == 200, ready.text
         book = (await client.get(f"/api/books/{SYM}?depth=1")).json()
@@ -61,11 +61,11 @@ async def test_health_ready_and_books(running: tuple[Service, FakeWebSocket, str
 
 
 async def test_metrics_and_memory_debug(running: tuple[Service, FakeWebSocket, str]) -> None:
-    _service, ws, url = running
+    service, ws, url = running
     other_symbol = SNAPSHOT.replace(SYM, "KRAKEN_SPOT_BTC_USD")  # a prefix filter's extra
     replayed_update = SNAPSHOT.replace('"is_snapshot":true', '"is_snapshot":false')
     ws.feed('{"type":"hearbeat"}', SNAPSHOT, "not json", other_symbol, replayed_update)
-    await trio.sleep(0.05)
+    await wait_for(lambda: service.processor.counters.frames == 5, 5, "the frames")
     async with httpx.AsyncClient(base_url=url) as client:
         text = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -8,8 +8,7 @@ import pytest
 from loguru import logger
 
 from coinfeed.logs import RateLimitedLog, setup_logging
-
-from .conftest import KEY
+from tests.helpers import KEY
 
 
 def fail_with_key() -> None:

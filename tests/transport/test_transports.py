@@ -171,7 +171,7 @@ async def test_server_pings_are_answered_while_nobody_reads(
     make_library_transport: Callable[..., Transport],
 ) -> None:
     """The library clients answer from their reader task. (``direct`` has none: it answers
-    from ``receive_batch``, which the connection task always runs; see test_wsclient.py.)"""
+    from ``receive_batch``, which the connection task always runs; see test_direct.py.)"""
     answered: list[bool] = []
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:

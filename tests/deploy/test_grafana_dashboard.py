@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
 from coinfeed.simulator import SimulatorConfig
-from tests.observability.promserver import ALERTS, DASHBOARD
-from tests.service.test_against_simulator import SYMBOLS, running, wait_for
+from tests.deploy.promserver import ALERTS, DASHBOARD
+from tests.helpers import SYMBOLS, running, wait_for
 
 METRIC_NAME = re.compile(r"\b((?:coinfeed|process)_[a-z0-9_]+)\b")
 PANELS_SHOWN = {

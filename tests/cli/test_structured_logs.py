@@ -13,8 +13,8 @@ from loguru import logger
 from coinfeed.config import Settings
 from coinfeed.logs import setup_logging
 from coinfeed.service import Service
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import MemorySink, wait_for
 
 
 @pytest.fixture
@@ -41,7 +41,14 @@ async def test_invalid_frames_and_drops_are_logged_with_context_fields(
         await nursery.start(service.run)
         ws.feed("not json")
         ws.feed(*['{"type":"hearbeat"}'] * 5)  # at least 3 of 5 do not fit a queue of 2
-        await trio.sleep(0.1)
+        await wait_for(
+            lambda: (
+                service.processor.counters.invalid.get("not_json", 0) == 1
+                and service.queue.dropped_total >= 3
+            ),
+            5,
+            "the bad frame skipped and the drops counted",
+        )
         service.status.request_shutdown("test over")
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     by_message = {record["message"]: record for record in records}

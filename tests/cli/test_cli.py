@@ -14,8 +14,7 @@ import pytest
 from coinfeed import __version__
 from coinfeed.cli import main
 from coinfeed.config import SETTINGS, Settings
-
-from .conftest import KEY
+from tests.helpers import KEY
 
 
 @pytest.fixture

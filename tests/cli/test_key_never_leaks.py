@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import attrs
@@ -19,19 +15,16 @@ from loguru import logger
 from coinfeed.config import ListenAddress, Secret, Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.service.conftest import MemorySink
-from tests.service.test_against_simulator import SYMBOLS, wait_for
-
-KEY = "sekrit-key-4711"
-ENDPOINTS = ("/health", "/ready", "/metrics", "/api/debug/memory", f"/api/books/{SYMBOLS[0]}")
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.coinfeed_process import (
+    ENDPOINTS,
+    KEY,
+    answers,
+    child_environment,
+    closed_port,
+    run_coinfeed,
+    run_coinfeed_scraped,
+)
+from tests.helpers import SYMBOLS, MemorySink, wait_for
 
 
 @attrs.define(eq=False)
@@ -40,11 +33,6 @@ class FailingSink(MemorySink):
 
     def write_batch(self, events: list[Any]) -> None:
         raise OSError(28, "No space left on device")
-
-
-async def answers(url: str) -> list[str]:
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        return [(await client.get(path)).text for path in ENDPOINTS]
 
 
 async def test_key_is_nowhere_in_process_through_failures(
@@ -140,85 +128,6 @@ async def test_a_sink_error_that_carries_the_key_is_redacted_in_ready(
     assert ready.status_code == 503
     assert "cannot open /data/***/events.jsonl" in ready.text
     assert KEY not in ready.text
-
-
-def child_environment(**extra: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name != "COINAPI_KEY" and not name.startswith("COINFEED_")
-    }
-    return {**env, "COINAPI_KEY": KEY, **extra}
-
-
-async def run_coinfeed(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(30):
-        return await trio.run_process(
-            [sys.executable, "-m", "coinfeed", "run", "--log-format", "json", *args],
-            env=env,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-
-
-async def run_coinfeed_scraped(
-    *args: str, env: dict[str, str], seen: list[str]
-) -> subprocess.CompletedProcess[bytes]:
-    """Run coinfeed with ``--http 127.0.0.1:0``; once its log names the port it bound, scrape
-    every endpoint while it runs. No port is guessed in advance, so none can be taken first."""
-    command = [sys.executable, "-m", "coinfeed", "run", "--log-format", "json", *args]
-    command += ["--http", "127.0.0.1:0"]
-    stderr = bytearray()
-    stdout = bytearray()
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            # Started in the nursery: trio kills the process if the test fails or times out.
-            process: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    command,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    check=False,
-                )
-            )
-            assert process.stdout is not None and process.stderr is not None
-            output, errors = process.stdout, process.stderr
-            found: list[str] = []
-            listening = trio.Event()
-
-            async def drain_stdout() -> None:
-                async for chunk in output:
-                    stdout.extend(chunk)
-
-            async def drain_stderr() -> None:
-                # Read to the end, also while scraping: a full pipe would block the child.
-                async for chunk in errors:
-                    stderr.extend(chunk)
-                    if not found and (url := listening_url(stderr)) is not None:
-                        found.append(url)
-                        listening.set()
-                listening.set()  # the child is gone
-
-            nursery.start_soon(drain_stdout)
-            nursery.start_soon(drain_stderr)
-            await listening.wait()
-            assert found, f"coinfeed never listened:\n{stderr.decode()}"
-            await trio.sleep(1.0)  # a few connect failures first
-            seen.extend(await answers(found[0]))
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(command, process.returncode, bytes(stdout), bytes(stderr))
-
-
-def listening_url(stderr: bytes | bytearray) -> str | None:
-    complete = bytes(stderr).rpartition(b"\n")[0]  # a line still being written is not parsed
-    for line in complete.splitlines():
-        if b'"http listening"' in line:
-            url: str = json.loads(line)["url"]
-            return url
-    return None
 
 
 async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:

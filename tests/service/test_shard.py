@@ -16,7 +16,7 @@ from coinfeed.config import ConfigError, Settings, Shard
 from coinfeed.core.shard import assign, shard_of
 from coinfeed.main import EXIT_USAGE, run_service
 from coinfeed.service import Service
-from tests.service.conftest import MemorySink
+from tests.helpers import MemorySink
 
 SYMBOLS = [
     "BITSTAMP_SPOT_BTC_USD",

@@ -11,12 +11,7 @@ import pytest
 import trio
 
 from coinfeed.observability import process
-from tests.ops.test_key_never_leaks import (
-    ENDPOINTS,
-    child_environment,
-    closed_port,
-    run_coinfeed_scraped,
-)
+from tests.coinfeed_process import ENDPOINTS, child_environment, closed_port, run_coinfeed_scraped
 
 # The de-dup set at its default capacity, fed 3x its capacity in new uuids: Python rebuilds its
 # 8 MiB hash table every ~115,000 new trades once it is full. Prints RSS growth in bytes from

@@ -13,8 +13,8 @@ from loguru import logger
 from coinfeed.config import ListenAddress, Secret, Settings
 from coinfeed.observability.http import is_loopback, serve_api
 from coinfeed.service import Service
-from tests.service.conftest import MemorySink
-from tests.service.fakes import FakeTransport, FakeWebSocket
+from tests.fakes import FakeTransport, FakeWebSocket
+from tests.helpers import MemorySink, wait_for
 
 TOKEN = "debug-token-0b7e"
 
@@ -148,7 +148,13 @@ async def test_tracemalloc_top_allocations_only_when_enabled(
             await nursery.start(service.run)
             assert tracemalloc.is_tracing() is enabled
             ws.feed(*['{"type":"hearbeat"}'] * 100)
-            await trio.sleep(0.05)
+            await wait_for(
+                lambda service=service: (
+                    service.processor.counters.received.get("hearbeat", 0) == 100
+                ),
+                5,
+                "the heartbeats",
+            )
             async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
                 memory = (await client.get("/api/debug/memory")).json()
             service.status.request_shutdown("test over")

@@ -1,0 +1,16 @@
+"""Fixtures every test folder may use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from coinfeed.config import Settings
+from tests.helpers import test_settings
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Build settings for an in-process service (see :func:`tests.helpers.test_settings`)."""
+    return test_settings
