@@ -3,11 +3,10 @@
 How this works: each side is a dict from a price key to the size (exact ``Decimal``), plus a dict
 from the same key to the price as first seen. A snapshot replaces both sides; an update sets
 absolute sizes, and size 0 deletes a level. Top-N reads use a sorted index per side built lazily:
-adding or removing a price drops it and the next read sorts the side again. Measured with
-``scripts/bench_core.py --index-compare`` (1-5 changed levels per update, ~200 levels per side),
-keeping a bisect index up to date instead costs ~70 % more per book message (1.86 against
-1.11 µs) and only pays off when reads come more often than about once per 30 updates; reads
-here are occasional (HTTP, periodic snapshots), so lazy wins.
+adding or removing a price drops it and the next read sorts the side again. Keeping a bisect
+index up to date instead costs more per book message than it saves unless reads come more often
+than about once per 30 updates (``scripts/bench_core.py --index-compare``); reads here are
+occasional (HTTP, periodic snapshots), so lazy wins.
 
 Prices equal as Decimals are one level (``1.0``, ``1.00`` and ``1E+0``): the key is the text of
 the normalized value, the price object kept is the first one seen while the level lives, and the

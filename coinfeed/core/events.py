@@ -1,4 +1,4 @@
-"""The normalized events every sink receives (ARCHITECTURE §4.2), and their JSON encoding.
+"""The normalized events every sink receives (docs/architecture.md), and their JSON encoding.
 
 Events are immutable msgspec records tagged by ``kind``. Prices and sizes stay ``Decimal`` and
 are written as JSON numbers with exactly the digits CoinAPI sent. ``received_at`` is passed in by

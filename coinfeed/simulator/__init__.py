@@ -14,15 +14,15 @@ from coinfeed.simulator.faults import (
     WsFaults,
 )
 from coinfeed.simulator.server import Simulator, SimulatorStats, open_simulator
-from coinfeed.simulator.truth import ConnectionCounters, Truth
+from coinfeed.simulator.truth import SessionCounters, Truth
 
 __all__ = [
     "BUFFER_OVERFLOW_MESSAGE",
     "DEFAULT_SYMBOLS",
     "PROFILES",
-    "ConnectionCounters",
     "FaultProfile",
     "RestFaults",
+    "SessionCounters",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",

@@ -29,7 +29,7 @@ from coinfeed.core.protocol import (
     levels,
 )
 from coinfeed.core.rest_protocol import RestTrade
-from coinfeed.simulator.market import BookEvent, MarketEvent, Pair, TradeEvent
+from coinfeed.simulator.market import MarketBookChange, MarketEvent, MarketTrade, Pair
 from coinfeed.simulator.scope import PRODUCED_TYPES
 from coinfeed.simulator.session import WireItem
 from coinfeed.simulator.truth import Truth
@@ -91,7 +91,7 @@ class FrameEncoder:
             te, tc = fmt(ticks), fmt(ticks + _COINAPI_LAG)
             sym = ev.symbol
             symbol_id = symbols[sym]
-            if isinstance(ev, TradeEvent):
+            if isinstance(ev, MarketTrade):
                 truth.record_trade(
                     sym,
                     encode(
@@ -121,7 +121,7 @@ class FrameEncoder:
                         )
                     )
                     items.append(self.item(sid, TRADE, symbol_id, body))
-            elif isinstance(ev, BookEvent):
+            elif isinstance(ev, MarketBookChange):
                 truth.book_time[sym] = truth.quote_time[sym] = te
                 sid = BOOK * nsym + sym
                 if demand[sid]:

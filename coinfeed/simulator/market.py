@@ -58,7 +58,7 @@ def spec_for(symbol_id: str) -> SymbolSpec:
     return SymbolSpec(symbol_id, 1_000 + h % 1_000_000, 2, 4 + h % 6)
 
 
-class TradeEvent(NamedTuple):
+class MarketTrade(NamedTuple):
     """An execution at the best ask (taker buys) or best bid (taker sells)."""
 
     symbol: int
@@ -69,7 +69,7 @@ class TradeEvent(NamedTuple):
     taker_side: str
 
 
-class QuoteEvent(NamedTuple):
+class MarketQuote(NamedTuple):
     """Best bid and ask (L1) of one symbol at this point."""
 
     symbol: int
@@ -79,7 +79,7 @@ class QuoteEvent(NamedTuple):
     bid_size: Decimal
 
 
-class BookEvent(NamedTuple):
+class MarketBookChange(NamedTuple):
     """A book change (changed levels, absolute sizes, 0 deletes) or a full snapshot.
 
     ``top`` holds the top-5 levels per side after the event when the caller asked for them.
@@ -92,7 +92,7 @@ class BookEvent(NamedTuple):
     top: tuple[list[Pair], list[Pair]] | None
 
 
-MarketEvent = TradeEvent | QuoteEvent | BookEvent
+MarketEvent = MarketTrade | MarketQuote | MarketBookChange
 
 
 @attrs.define
@@ -182,12 +182,12 @@ class Market:
                 out.append(self.quote(sym))
         return out
 
-    def _book_event(self, sym: int, want_top: bool) -> BookEvent:
+    def _book_event(self, sym: int, want_top: bool) -> MarketBookChange:
         book, spec = self._books[sym], self.specs[sym]
         book.book_events += 1
         if self.snapshot_every and book.book_events % self.snapshot_every == 0:
             asks, bids = self.book(sym)
-            return BookEvent(sym, True, asks, bids, self.top(sym, 5) if want_top else None)
+            return MarketBookChange(sym, True, asks, bids, self.top(sym, 5) if want_top else None)
         rnd = self._rng.random
         changes: tuple[dict[int, int], dict[int, int]] = ({}, {})
         if rnd() < 0.1:
@@ -204,7 +204,7 @@ class Market:
         bids = [
             (dec_price(sym, p), _dec(s, ss)) for p, s in sorted(changes[1].items(), reverse=True)
         ]
-        return BookEvent(sym, False, asks, bids, self.top(sym, 5) if want_top else None)
+        return MarketBookChange(sym, False, asks, bids, self.top(sym, 5) if want_top else None)
 
     def _move_mid(
         self, book: _Book, spec: SymbolSpec, changes: tuple[dict[int, int], dict[int, int]]
@@ -236,12 +236,12 @@ class Market:
             return mid + side.sign * k * _step(spec), self._size(spec, rng)
         return side.price_at(int(n * rng.random() ** 2)), self._size(spec, rng)
 
-    def _trade(self, sym: int) -> TradeEvent:
+    def _trade(self, sym: int) -> MarketTrade:
         rng, spec, book = self._rng, self.specs[sym], self._books[sym]
         side = TAKER_SIDES[bisect.bisect(_TAKER_CUTS, rng.random())]
         price = book.asks.best() if side.startswith("BUY") else book.bids.best()
         size = 1 + int(rng.random() * 10 ** max(1, spec.size_scale - 1))
-        return TradeEvent(
+        return MarketTrade(
             sym, _uuid4(rng), self._price(sym, price), _dec(size, spec.size_scale), side
         )
 
@@ -251,12 +251,12 @@ class Market:
 
     # -- state --------------------------------------------------------------------------------
 
-    def quote(self, sym: int) -> QuoteEvent:
+    def quote(self, sym: int) -> MarketQuote:
         """The current L1 of symbol index ``sym``."""
         book, spec = self._books[sym], self.specs[sym]
         ask, bid = book.asks.best(), book.bids.best()
         ss = spec.size_scale
-        return QuoteEvent(
+        return MarketQuote(
             sym,
             self._price(sym, ask),
             _dec(book.asks.levels[ask], ss),

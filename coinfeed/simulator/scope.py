@@ -1,9 +1,9 @@
 """A connection's subscription scope, the way CoinAPI crosses data types with filters (pure).
 
-Model (ARCHITECTURE §2 relies on it): the scope is a set of data types crossed with a set of
-filters; a stream (type, symbol_id) is in scope when its type is and some filter matches the
-symbol. Filter kinds are OR-ed: symbol ids (prefix match, exact with a trailing ``$``), exchange
-ids and assets (``BTC`` or ``BTC/USD``). No filter at all means the whole market.
+Model (book resyncs rely on it, see docs/protocol.md): the scope is a set of data types crossed
+with a set of filters; a stream (type, symbol_id) is in scope when its type is and some filter
+matches the symbol. Filter kinds are OR-ed: symbol ids (prefix match, exact with a trailing
+``$``), exchange ids and assets (``BTC`` or ``BTC/USD``). No filter at all means the whole market.
 
 - ``hello`` replaces the scope; ``subscribe`` adds its types and its filters;
 - ``unsubscribe`` removes its filters (so every type of those symbols stops) or, when it names no

@@ -28,7 +28,7 @@ from coinfeed.simulator.faults import (
     malformed_frame,
 )
 from coinfeed.simulator.scope import Scope
-from coinfeed.simulator.truth import ConnectionCounters
+from coinfeed.simulator.truth import SessionCounters
 
 SKIP, DUPLICATE, REORDER = 1, 2, 4
 """One-shot fault flags a :class:`WireItem` may carry."""
@@ -51,7 +51,7 @@ class ClientSession:
 
     connection_id: int
     remote_ip: str
-    counters: ConnectionCounters
+    counters: SessionCounters
     capacity: int
     flush_timeout: float
     """How long an ``error`` frame may take to go out before the TCP connection is cut."""

@@ -79,7 +79,7 @@ class TradeLog:
 
 
 @attrs.define
-class ConnectionCounters:
+class SessionCounters:
     """What one connection was sent, skipped and had discarded, per data type."""
 
     connection_id: int
@@ -114,7 +114,7 @@ class ConnectionCounters:
             "injected": self.injected,
         }
 
-    def add_into(self, total: ConnectionCounters) -> None:
+    def add_into(self, total: SessionCounters) -> None:
         """Add these counts into ``total``."""
         for i in range(len(DATA_TYPES)):
             total.sent[i] += self.sent[i]
@@ -148,8 +148,8 @@ class Truth:
     book_time: list[str] = attrs.field(init=False)
     quote_time: list[str] = attrs.field(init=False)
     last_trade: list[bytes | None] = attrs.field(init=False)
-    connections: dict[int, ConnectionCounters] = attrs.field(factory=dict)
-    _evicted: ConnectionCounters = attrs.field(factory=lambda: ConnectionCounters(-1))
+    connections: dict[int, SessionCounters] = attrs.field(factory=dict)
+    _evicted: SessionCounters = attrs.field(factory=lambda: SessionCounters(-1))
 
     def __attrs_post_init__(self) -> None:
         n = len(self.market.symbols)
@@ -221,9 +221,9 @@ class Truth:
             last_trade=last,
         )
 
-    def totals(self) -> ConnectionCounters:
+    def totals(self) -> SessionCounters:
         """Counters summed over every connection so far (open and closed)."""
-        total = ConnectionCounters(-1)
+        total = SessionCounters(-1)
         self._evicted.add_into(total)
         for c in self.connections.values():
             c.add_into(total)
@@ -249,9 +249,9 @@ class Truth:
         self.logs[sym].append(body)
         self.last_trade[sym] = body
 
-    def open_connection(self, connection_id: int) -> ConnectionCounters:
+    def open_connection(self, connection_id: int) -> SessionCounters:
         """Start counting for a new connection; keeps the last 1,000 closed ones in detail."""
-        counters = ConnectionCounters(connection_id)
+        counters = SessionCounters(connection_id)
         self.connections[connection_id] = counters
         if len(self.connections) > 2 * _CLOSED_KEPT:
             closed = [c for c in self.connections.values() if not c.open]

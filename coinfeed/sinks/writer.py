@@ -194,12 +194,9 @@ class SinkWriter:
     @staticmethod
     async def _encode(encode: Callable[[list[Event]], bytes], batch: list[Event]) -> bytes:
         """``encode(batch)`` in slices of :data:`ENCODE_SLICE` events with a checkpoint after
-        each, so a large ``sink_batch_size`` does not stall the event loop for its whole batch
-        (10,000 events at once take ~4 ms). The batches of one hand-off that fit in a slice are
-        encoded back to back (2,000 events, ~0.8 ms, by default). Smaller slices cost more: each
-        checkpoint waits a scheduling round (~1 ms at full speed), and with 250-event slices a
-        hand-off took long enough for the processor to fill the channel (raw-queue drops at
-        full speed)."""
+        each, so a large ``sink_batch_size`` does not stall the event loop for its whole batch.
+        Not smaller: every checkpoint waits a scheduling round, and a slower hand-off lets the
+        processor fill the channel (``docs/performance.md``)."""
         if len(batch) <= ENCODE_SLICE:
             return encode(batch)
         parts = []

@@ -6,7 +6,7 @@ sends the upgrade request and checks the answer (101, ``Upgrade``, ``Connection`
 after the 101 are frames. There is no background task: :meth:`DirectWebSocket.receive_batch`
 reads the socket itself, and returns every message the read completed, so one await is paid per
 socket read. Pings are answered and close frames echoed from inside ``receive_batch``, so a
-connection nobody reads from answers nothing, and the reader keeps reading (ARCHITECTURE §2).
+connection nobody reads from answers nothing, and the reader keeps reading (docs/architecture.md).
 Sends are serialised by a lock (the reader's pongs and the scope writer's messages share the
 stream).
 """
