@@ -3,7 +3,8 @@
 
 Figures, each printed next to its target where it has one (targets are shown, not asserted):
 
-1. **the stream**: the throughput runs serve *the peer-bench stream* (``../shared/peer-bench/``:
+1. **the stream**: the throughput runs serve *the peer-bench stream* (the optional peer
+   benchmark, ``--peer-dir DIR`` or ``COINFEED_PEER_BENCH``, not part of this repository:
    ``gen_frames.py -n N --seed 20261128``, byte for byte the stream ``compare.sh`` measures
    cryptofeed on; its cached ``frames.jsonl`` is reused when it holds at least N frames: the
    generator's first N frames do not depend on ``-n``), or ``harness.generate_frames`` (a
@@ -17,7 +18,7 @@ Figures, each printed next to its target where it has one (targets are shown, no
    a child process connects with that client, sends the hello and only counts messages (no
    decoding), on the same stream, in the same rounds (order alternating). The end-to-end ratio
    is taken per round against the bare loop of the transport the end-to-end run used.
-4. **cryptofeed** (``--peer``): ``../shared/peer-bench/compare.sh --rounds R --coinfeed
+4. **cryptofeed** (``--peer``): the peer benchmark's ``compare.sh --rounds R --coinfeed
    .venv/bin/coinfeed`` as a subprocess; its results JSON gives cryptofeed's and coinfeed's
    frames/s, the per-round ratio and peak RSS. Off by default: its first run needs PyPI.
 5. **receive-to-sink latency** at fixed rates (simulator child process, coinfeed in this
@@ -71,6 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_throughput import (
     PEER_DIR,
+    PEER_DIR_ENV,
     PEER_STREAM,
     ROOT,
     client_rows,
@@ -489,9 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer",
         action="store_true",
-        help="also run ../shared/peer-bench/compare.sh (cryptofeed; its first run needs PyPI)",
+        help="also run the peer benchmark's compare.sh (cryptofeed; its first run needs PyPI)",
     )
-    parser.add_argument("--peer-dir", type=Path, default=PEER_DIR, help=f"({PEER_DIR})")
+    parser.add_argument(
+        "--peer-dir",
+        type=Path,
+        default=PEER_DIR,
+        help="a checkout of the optional peer benchmark (gen_frames.py, compare.sh); "
+        f"default: ${PEER_DIR_ENV}, else none (the built-in stream, no cryptofeed)",
+    )
     parser.add_argument(
         "--peer-timeout", type=float, default=900.0, help="seconds allowed for compare.sh (900)"
     )

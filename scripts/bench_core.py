@@ -6,8 +6,8 @@ Prints frames/s for (a) decode only (``FrameDecoder.decode``) and (b) the full c
 rounds. The mix: about 55 % ``book`` (a snapshot per symbol first, then updates of 1-5 levels with
 some deletes and new levels), 30 % trades, 15 % quotes over 10 symbols. Also the WebSocket framing
 cost of the same frames as server text frames cut into 64 KiB reads: coinfeed's
-``wsframes.FrameReader`` against websockets' and wsproto's sans-I/O parsers (the measurement
-behind the ``direct`` transport).
+``transport.frames.FrameReader`` against websockets' and wsproto's sans-I/O parsers (the
+measurement behind the ``direct`` transport).
 
     .venv/bin/python scripts/bench_core.py [--frames N] [--rounds R] [--json] [--index-compare]
 

@@ -1,13 +1,16 @@
 """Throughput of coinfeed on a pre-built stream, next to bare receive loops and cryptofeed.
 
 Figures 1-4 of ``scripts/bench.py`` and its clients table (bench.py imports this module; it is
-not run on its own). The stream is the peer-bench one (``../shared/peer-bench/gen_frames.py``,
-or compare.sh's cached copy) or the built-in look-alike (``harness.generate_frames``), written
+not run on its own). The stream is the peer benchmark's (its ``gen_frames.py``, or compare.sh's
+cached copy) or the built-in look-alike (``harness.generate_frames``), written
 to a file; ``harness.py serve-stream`` serves it at full speed on loopback to one client per
 run. Each round runs every bare loop (``harness.py bare-client``, counts messages only) and
 ``coinfeed run`` (timed by polling its ``/metrics``) as child processes, order alternating;
-``--peer`` runs ``../shared/peer-bench/compare.sh`` and reads the results JSON it wrote. A
+``--peer`` runs the peer benchmark's ``compare.sh`` and reads the results JSON it wrote. A
 failed run is recorded and the others go on.
+
+The peer benchmark (cryptofeed on the same stream) is an optional extra, not part of this
+repository: point ``--peer-dir`` or ``COINFEED_PEER_BENCH`` at a checkout of it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from harness import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PEER_DIR = ROOT.parent / "shared" / "peer-bench"
+PEER_DIR_ENV = "COINFEED_PEER_BENCH"
+PEER_DIR = Path(os.environ[PEER_DIR_ENV]) if os.environ.get(PEER_DIR_ENV) else None
+"""The optional peer benchmark's checkout (gen_frames.py, compare.sh), if one is named."""
 POLL_SECONDS = 0.02
 STALL_SECONDS = 8.0
 PEER_STREAM = {
@@ -181,10 +186,16 @@ def peer_stream(frames: int, workdir: Path, peer_dir: Path) -> dict[str, Any]:
     }
 
 
-def prepare_stream(frames: int, workdir: Path, peer_dir: Path, choice: str) -> dict[str, Any]:
+def prepare_stream(
+    frames: int, workdir: Path, peer_dir: Path | None, choice: str
+) -> dict[str, Any]:
     """The throughput stream (``choice``: auto, peer-bench, built-in) and where it comes from."""
     note = None
-    if choice != "built-in":
+    if choice != "built-in" and peer_dir is None:
+        if choice == "peer-bench":
+            raise FileNotFoundError(f"no peer benchmark named (--peer-dir or {PEER_DIR_ENV})")
+        note = "no peer benchmark named"
+    elif choice != "built-in" and peer_dir is not None:
         if (peer_dir / "gen_frames.py").is_file() and (peer_dir / "common.py").is_file():
             try:
                 return peer_stream(frames, workdir, peer_dir)
@@ -367,7 +378,7 @@ def measure_throughput(
 
 
 # ---------------------------------------------------------------------------------------------
-# cryptofeed: ../shared/peer-bench/compare.sh
+# cryptofeed: the peer benchmark's compare.sh
 # ---------------------------------------------------------------------------------------------
 
 
@@ -442,10 +453,16 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float) -> int:
 
 
 def run_peer(
-    rounds: int, peer_dir: Path, transport: str, explicit: bool, timeout: float
+    rounds: int, peer_dir: Path | None, transport: str, explicit: bool, timeout: float
 ) -> dict[str, Any]:
     """``compare.sh --rounds R --coinfeed .venv/bin/coinfeed``, bounded by ``timeout``; the
     figures of the results JSON it wrote, or why there are none. Never raises for its own sake."""
+    if peer_dir is None:
+        return {
+            "ran": False,
+            "ok": False,
+            "error": f"no peer benchmark named (--peer-dir or {PEER_DIR_ENV})",
+        }
     script = peer_dir / "compare.sh"
     exe = coinfeed_executable()
     if not script.is_file():
@@ -683,6 +700,6 @@ def print_clients(report: dict[str, Any]) -> None:
         for line in peer.get("output_tail", [])[-8:]:
             print(f"    {line}")
     else:
-        print("- cryptofeed not measured: run with --peer (../shared/peer-bench/compare.sh)")
+        print("- cryptofeed not measured: run with --peer --peer-dir DIR (the peer benchmark)")
     if stream["source"] != "peer-bench":
         print(f"- stream: {stream['origin']}")

@@ -7,8 +7,8 @@
 - :func:`generate_frames` builds a deterministic CoinAPI stream (books, trades, quotes with
   gap-free sequences) and ``serve-stream`` (this file run as a program) serves it, or the first
   N frames of a file with one frame per line (``--frames-file``, e.g. the peer-bench stream),
-  pre-framed to one WebSocket client at full speed, like ``../shared/peer-bench/server.py`` but
-  on trio.
+  pre-framed to one WebSocket client at full speed, like the peer benchmark's server but on
+  trio.
 - ``bare-client`` (this file run as a program) is the baseline receive loop: connect with one of
   the WebSocket clients coinfeed can use (:data:`BARE_TRANSPORTS`), send the hello, count
   messages, nothing else (no decoding).
