@@ -14,6 +14,7 @@ Context goes in ``extra``: ``logger.bind(symbol_id=...).warning("gap detected")`
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import traceback
@@ -31,11 +32,17 @@ LOG_FORMATS = ("text", "json")
 REDACTED = "***"
 
 
+_APIKEY_PARAMETER = re.compile(r"(?i)(\bapikey=)[^&#\s\"'\\]+")
+"""An ``apikey`` query parameter (CoinAPI accepts the key there): redacted whatever its value."""
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
+    """``text`` with every non-empty secret, and any ``apikey=`` value, replaced by ``***``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
+    if "apikey=" in text.lower():
+        text = _APIKEY_PARAMETER.sub(r"\1" + REDACTED, text)
     return text
 
 

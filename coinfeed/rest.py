@@ -24,6 +24,7 @@ from coinfeed.core.rest_protocol import (
     rest_error_decoder,
     rest_trades_decoder,
 )
+from coinfeed.logs import redact
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class RestClient:
     """One ``httpx.AsyncClient`` for the process; construct with :func:`open_rest_client`."""
 
     _client: httpx.AsyncClient
+    secrets: tuple[str, ...] = ()
+    """Values an error message must not carry (the key), redacted before any cut."""
     requests_total: int = 0
 
     async def trades_history(
@@ -141,7 +144,7 @@ class RestClient:
             return response.content
         if status == NO_DATA_STATUS:
             return None
-        detail = _error_text(response.content)
+        detail = _error_text(response.content, self.secrets)
         message = f"HTTP {status} on {path}" + (f": {detail}" if detail else "")
         if status in (401, 403):
             raise RestAuthError(message, status=status)
@@ -151,9 +154,10 @@ class RestClient:
         raise RestBadRequest(message, status=status)
 
 
-def _error_text(body: bytes) -> str:
+def _error_text(body: bytes, secrets: tuple[str, ...]) -> str:
+    # Redact, then cut: a cut first could leave a prefix of the key for nothing to recognise.
     try:
-        return rest_error_decoder.decode(body).text[:200]
+        return redact(rest_error_decoder.decode(body).text, secrets)[:200]
     except msgspec.MsgspecError:
         return ""
 
@@ -176,4 +180,4 @@ def open_rest_client(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
         follow_redirects=False,
     )
-    return RestClient(client)
+    return RestClient(client, secrets=(api_key,) if api_key else ())

@@ -32,6 +32,7 @@ from coinfeed.config.values import (
     Secret,
     Shard,
 )
+from coinfeed.logs import redact
 
 
 @attrs.define(auto_exc=True)
@@ -237,6 +238,8 @@ class Settings:
                 value = "off" if value is None else str(value)
             elif isinstance(value, Shard):
                 value = str(value)
+            elif setting.name in ("ws_url", "rest_url"):
+                value = redact(value, ())  # a key pasted into the URL's apikey parameter
             values[setting.name] = value
         values["api_key"] = "***" if self.api_key is not None else None
         values["api_key_source"] = (

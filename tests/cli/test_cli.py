@@ -241,3 +241,15 @@ def test_python_dash_m_coinfeed_exit_code() -> None:
     )
     assert result.returncode == 2
     assert "invalid setting 'queue_capacity'" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--ws-url", "--rest-url"])
+def test_config_never_prints_a_key_given_in_a_url(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheme = "wss" if flag == "--ws-url" else "https"
+    url = f"{scheme}://ws.example.com/v1/?x=1&apikey={KEY}&y=2"
+    assert main(["config", flag, url]) == 0
+    out = capsys.readouterr().out
+    assert KEY not in out
+    assert f"{scheme}://ws.example.com/v1/?x=1&apikey=***&y=2" in out

@@ -9,10 +9,12 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 from loguru import logger
 
 from coinfeed.config import ListenAddress, Secret, Settings
+from coinfeed.rest import RestBadRequest, open_rest_client
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from tests.coinfeed_process import (
@@ -172,3 +174,16 @@ async def test_key_is_nowhere_in_a_real_coinfeed_process() -> None:
     assert len(seen) == len(ENDPOINTS)
     for text in [*stderr.values(), *(r.stdout.decode() for r in results.values()), *seen]:
         assert KEY not in text
+
+
+async def test_a_rest_error_body_is_redacted_before_it_is_cut() -> None:
+    # The key sits right where the 200-character cut falls: cut first, a prefix of it survived.
+    body = json.dumps({"error": "x" * 190 + KEY + " rejected"}).encode()
+    transport = httpx.MockTransport(lambda _request: httpx.Response(400, content=body))
+    client = open_rest_client("https://rest.example.com", KEY)
+    client._client = httpx.AsyncClient(base_url="https://rest.example.com", transport=transport)
+    with pytest.raises(RestBadRequest) as error:
+        await client.current_book("BITSTAMP_SPOT_BTC_USD", limit_levels=5)
+    await client.aclose()
+    assert KEY[:6] not in str(error.value)
+    assert "***" in str(error.value)
