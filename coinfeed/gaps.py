@@ -87,6 +87,7 @@ class GapLedger:
         self._count_gap("trade")
         gap = GapRecord("trade", symbol_id, "sequence", missing)
         window = TradeWindow(symbol_id, self._window_start(symbol_id, end), end, [gap])
+
         self._request_backfill(window, out)
 
     def complete_state_gap(
@@ -203,11 +204,13 @@ class GapLedger:
         for gap in window.gaps:
             out.append(self._gap_from(gap, "backfill", status))
 
-    def _window_start(self, symbol_id: str, fallback: datetime) -> datetime:
+    def _window_start(self, symbol_id: str, end: datetime) -> datetime:
+        """From the latest trade seen live, else from going live; never after ``end`` (a trade
+        stamped a little ahead of this host's clock must not make an empty window)."""
         last = self.last_trade_time.get(symbol_id)
         if last is not None:
-            return parse_time(last)
-        return self._live_since or fallback
+            return min(parse_time(last), end)
+        return min(self._live_since or end, end)
 
     def _request_backfill(self, window: TradeWindow, out: list[Event]) -> None:
         accepted = self.recovery.request_backfill_nowait(window)

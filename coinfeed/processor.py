@@ -45,6 +45,7 @@ from coinfeed.core.events import (
     utc_now_iso,
 )
 from coinfeed.core.protocol import (
+    FUTURE_TOLERANCE,
     Book5,
     Book20,
     Book50,
@@ -55,6 +56,7 @@ from coinfeed.core.protocol import (
     Quote,
     Reconnect,
     Trade,
+    checked_time,
 )
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem
@@ -157,7 +159,9 @@ class Processor:
 
         ``now`` is the trio clock reading for this batch (resync pacing, backfill delays).
         """
-        self._received_at = received_at = utc_now_iso(self.wall_clock())
+        wall = self.wall_clock()
+        self._received_at = received_at = utc_now_iso(wall)
+        self.decoder.not_after = wall + FUTURE_TOLERANCE
         self.gaps.start_batch(received_at, now)
         decode = self.decoder.decode
         on_trade, on_book, on_quote = self._on_trade, self._on_book, self._on_quote
@@ -200,6 +204,17 @@ class Processor:
         self.counters.unrequested += 1
         return False
 
+    def _implausible(self, data_type: str, symbol_id: str, sequence: int) -> None:
+        """A sequence no connection can reach in one step: an invalid frame, not a gap."""
+        self._on_invalid(
+            InvalidFrame(
+                "invalid_value",
+                f"{data_type} {symbol_id} sequence {sequence} jumps from "
+                f"{self.tracker.last(data_type, symbol_id)}",
+                0,
+            )
+        )
+
     def _restarted(self, data_type: str, symbol_id: str, sequence: int) -> bool:
         """A BEHIND number right after a resubscribe is the stream's restart: take it as base."""
         key = (data_type, symbol_id)
@@ -222,6 +237,9 @@ class Processor:
                 return
         elif verdict is Verdict.GAP:
             self.gaps.trade_gap(symbol_id, obs.missing, window_end(msg.time_exchange), out)
+        elif verdict is Verdict.IMPLAUSIBLE:
+            self._implausible("trade", symbol_id, msg.sequence)
+            return
         elif verdict is Verdict.FIRST:
             self._restart_expected.discard(("trade", symbol_id))
         last = self._last_trade_time.get(symbol_id)
@@ -255,6 +273,9 @@ class Processor:
             return self._restarted(data_type, symbol_id, sequence)
         if obs.verdict is Verdict.GAP:
             self.gaps.complete_state_gap(data_type, symbol_id, obs.missing, out)
+        elif obs.verdict is Verdict.IMPLAUSIBLE:
+            self._implausible(data_type, symbol_id, sequence)
+            return False
         return True
 
     def _on_book(self, msg: BookUpdate, out: list[Event]) -> None:
@@ -263,6 +284,9 @@ class Processor:
             self.counters.unrequested += 1
             return
         obs = self.tracker.observe("book", symbol_id, msg.sequence)
+        if obs.verdict is Verdict.IMPLAUSIBLE:  # a snapshot too: it would become the base
+            self._implausible("book", symbol_id, msg.sequence)
+            return
         book = self.books.get_or_create(symbol_id)
         if msg.is_snapshot:
             # A snapshot is complete state whatever its number: it becomes the new base.
@@ -310,8 +334,8 @@ class Processor:
         if symbol_id not in self.symbols or data_type not in self.types:
             return
         obs = self.tracker.observe(data_type, symbol_id, dropped.max_sequence)
-        if obs.verdict is Verdict.BEHIND:
-            return
+        if obs.verdict is Verdict.BEHIND or obs.verdict is Verdict.IMPLAUSIBLE:
+            return  # nothing plausible was lost: the frames were late, or hostile
         if obs.verdict is Verdict.GAP:
             missing: int | None = obs.missing + 1
         elif obs.verdict is Verdict.NEXT:
@@ -319,12 +343,17 @@ class Processor:
         else:
             missing = dropped.count
         if data_type == "trade":
+            # Peeked, not validated: a time that is not one (or lies ahead) must not become
+            # a window's end or the symbol's latest trade time.
             last_time = dropped.last_time_exchange
+            if last_time is not None and checked_time(last_time, self.decoder.not_after) is None:
+                last_time = None
             end = window_end(last_time) if last_time else self.wall_clock()
             self.gaps.trade_gap(symbol_id, missing, end, out)
-            self._last_trade_time[symbol_id] = max(
-                self._last_trade_time.get(symbol_id, ""), last_time or ""
-            )
+            if last_time:
+                self._last_trade_time[symbol_id] = max(
+                    self._last_trade_time.get(symbol_id, ""), last_time
+                )
         elif data_type == "book":
             self.gaps.book_gap(symbol_id, "sequence", missing, out)
         else:

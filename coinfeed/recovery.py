@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import attrs
@@ -38,7 +38,7 @@ from coinfeed.core.controls import (
     TradesUnrecovered,
     TradeWindow,
 )
-from coinfeed.core.protocol import parse_time
+from coinfeed.core.protocol import FUTURE_TOLERANCE, parse_time, trade_problem
 from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.rest import (
     RestAuthError,
@@ -69,6 +69,8 @@ class RecoveryCounters:
     in_flight: int = 0
     refused: int = 0
     rest_calls: int = 0
+    invalid_trades: int = 0
+    """REST trades skipped for impossible values (a time that is not one, a negative price)."""
 
 
 @attrs.define(slots=True, eq=False)
@@ -268,14 +270,28 @@ class RecoveryScheduler:
                         self.counters.in_flight -= 1
                 if pending is not None:
                     await self._hand_over(TradesRecovered(window, pending, final=False))
-                pending = page
-                if len(page) < PAGE_LIMIT:
+                pending = self._plausible(window.symbol_id, page)
+                if len(page) < PAGE_LIMIT or not pending:
                     break
                 # A full page: continue from the last trade's time (inclusive; dedup drops the
                 # overlap). Pause between pages like between any other calls.
-                start = parse_time(page[-1].time_exchange)
+                start = parse_time(pending[-1].time_exchange)
                 await trio.sleep(self.pause)
         await self._hand_over(TradesRecovered(window, pending or [], final=True))
+
+    def _plausible(self, symbol_id: str, page: list[RestTrade]) -> list[RestTrade]:
+        """``page`` without trades whose values are impossible (they are counted and logged)."""
+        not_after = datetime.now(UTC) + FUTURE_TOLERANCE
+        kept = [trade for trade in page if trade_problem(trade, not_after) is None]
+        if len(kept) < len(page):
+            self.counters.invalid_trades += len(page) - len(kept)
+            bad = next(t for t in page if trade_problem(t, not_after) is not None)
+            logger.bind(
+                symbol_id=symbol_id,
+                skipped=len(page) - len(kept),
+                problem=trade_problem(bad, not_after),
+            ).warning("REST trades with impossible values skipped")
+        return kept
 
     async def _hand_over(self, item: ControlItem) -> None:
         """Deliver once the processor has room: recovered data never piles up in its queue."""

@@ -14,16 +14,28 @@ trailing ``$``; timestamps have 7 fractional digits and are kept as the raw stri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
 
 # ---------------------------------------------------------------------------------------------
 # Server -> client records
 # ---------------------------------------------------------------------------------------------
+
+MAX_SEQUENCE: Final = 2**63 - 1
+"""Sequences are signed 64-bit on every sink that stores them (SQLite INTEGER, Redis ids)."""
+SequenceNumber = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
+
+FUTURE_TOLERANCE: Final = timedelta(minutes=10)
+"""How far past coinfeed's own clock a trade's ``time_exchange`` may be: exchange clocks run a
+little ahead at times, but a trade stamped later than this would become the start of every later
+backfill window of its symbol. Keep the host's clock on NTP."""
+EARLIEST_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""No trade is older (CoinAPI's history starts in 2010); earlier times are bad values, and far
+earlier ones would overflow the window arithmetic."""
 
 
 class Level(msgspec.Struct, frozen=True, gc=False):
@@ -46,7 +58,7 @@ class Trade(msgspec.Struct, tag_field="type", tag="trade", kw_only=True, gc=Fals
     """An execution. ``size == 0`` is a CoinAPI marker, not a trade."""
 
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_exchange: str
     time_coinapi: str
     uuid: str
@@ -59,7 +71,7 @@ class Quote(msgspec.Struct, tag_field="type", tag="quote", kw_only=True, gc=Fals
     """Level 1 state. A size of 0 means "unknown", not an empty side."""
 
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_exchange: str
     time_coinapi: str
     ask_price: Decimal
@@ -72,7 +84,7 @@ class BookUpdate(msgspec.Struct, tag_field="type", tag="book", kw_only=True, gc=
     """Full L2: a snapshot (every level) or an update (changed levels, absolute sizes)."""
 
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_exchange: str
     time_coinapi: str
     is_snapshot: bool
@@ -82,7 +94,7 @@ class BookUpdate(msgspec.Struct, tag_field="type", tag="book", kw_only=True, gc=
 
 class _TopOfBook(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_exchange: str
     time_coinapi: str
     asks: list[Level]
@@ -105,7 +117,7 @@ class BookL3(msgspec.Struct, tag_field="type", tag="book_l3", kw_only=True, gc=F
     """Order-by-order book message (snapshot or update)."""
 
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_exchange: str
     time_coinapi: str
     is_snapshot: bool
@@ -117,7 +129,7 @@ class Ohlcv(msgspec.Struct, tag_field="type", tag="ohlcv", kw_only=True, gc=Fals
     """A bar; repeated while the period is open, the last one per period is final."""
 
     symbol_id: str
-    sequence: int
+    sequence: SequenceNumber
     time_period_start: str
     time_period_end: str
     period_id: str | None = None
@@ -198,13 +210,17 @@ KNOWN_TYPES: Final = frozenset(
 )
 """Every ``type`` :func:`FrameDecoder.decode` turns into a record."""
 
-InvalidReason = Literal["not_json", "invalid_schema", "unknown_type", "too_large"]
+InvalidReason = Literal["not_json", "invalid_schema", "unknown_type", "too_large", "invalid_value"]
 INVALID_REASONS: Final[tuple[InvalidReason, ...]] = (
     "not_json",
     "invalid_schema",
     "unknown_type",
     "too_large",
+    "invalid_value",
 )
+"""``invalid_value``: well-formed, but a value no market sends (a sequence out of range or
+jumping implausibly far, a negative or non-finite price or size, a trade time that is not a time
+or lies in the future)."""
 
 
 class InvalidFrame(msgspec.Struct, frozen=True, gc=False):
@@ -244,20 +260,23 @@ class FrameDecoder:
     ``too_large`` without being parsed.
     """
 
-    __slots__ = ("_decode", "max_frame_bytes")
+    __slots__ = ("_decode", "max_frame_bytes", "not_after")
 
     def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.not_after = datetime.max.replace(tzinfo=UTC)
+        """The latest acceptable trade time; the caller moves it with its clock (the core
+        reads none): its time plus :data:`FUTURE_TOLERANCE`."""
         self._decode = _server_decoder.decode
 
     def decode(self, frame: bytes | str) -> ServerMessage | InvalidFrame:
-        """Decode one WebSocket text frame."""
+        """Decode one WebSocket text frame; values are checked too (``invalid_value``)."""
         if len(frame) > self.max_frame_bytes:
             return InvalidFrame(
                 "too_large", f"{len(frame)} bytes > {self.max_frame_bytes}", len(frame)
             )
         try:
-            return self._decode(frame)
+            msg = self._decode(frame)
         except msgspec.ValidationError as exc:
             return _classify_validation_error(frame, exc)
         except msgspec.DecodeError as exc:
@@ -270,6 +289,70 @@ class FrameDecoder:
             return InvalidFrame(
                 "invalid_schema", "nested deeper than the decoder allows", len(frame)
             )
+        check = _VALUE_CHECKS.get(type(msg))
+        if check is None:
+            return msg
+        problem = check(msg, self.not_after)
+        if problem is None:
+            return msg
+        return InvalidFrame("invalid_value", problem, len(frame))
+
+
+def _book_problem(book: BookUpdate | TopOfBook, _not_after: datetime) -> str | None:
+    # Every level of every book message passes here: the checks are written out, not called.
+    for side in (book.asks, book.bids):
+        for level in side:
+            price = level.price
+            size = level.size
+            if (
+                price.is_signed()
+                or size.is_signed()
+                or not (price.is_finite() and size.is_finite())
+            ):
+                return f"level {price} x {size}"
+    return None
+
+
+def _quote_problem(quote: Quote, _not_after: datetime) -> str | None:
+    for value in (quote.ask_price, quote.ask_size, quote.bid_price, quote.bid_size):
+        if value.is_signed() or not value.is_finite():
+            return f"quote amount {value}"
+    return None
+
+
+def checked_time(text: str, not_after: datetime) -> datetime | None:
+    """``text`` as an aware datetime if it is a time no later than ``not_after``, else None."""
+    try:
+        moment = datetime.fromisoformat(text)  # aware datetimes compare across zones
+    except (ValueError, TypeError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment if EARLIEST_TIME <= moment <= not_after else None
+
+
+class TradeValues(Protocol):
+    """What :func:`trade_problem` reads: a WebSocket trade and a REST one alike."""
+
+    @property
+    def price(self) -> Decimal: ...
+    @property
+    def size(self) -> Decimal: ...
+    @property
+    def time_exchange(self) -> str: ...
+
+
+def trade_problem(trade: TradeValues, not_after: datetime) -> str | None:
+    """Why a trade's values are impossible (None when they are fine). Its ``time_exchange``
+    starts and ends backfill windows, so it must be a time from :data:`EARLIEST_TIME` to
+    ``not_after``."""
+    price = trade.price
+    size = trade.size
+    if price.is_signed() or size.is_signed() or not (price.is_finite() and size.is_finite()):
+        return f"price {price} size {size}"
+    if checked_time(trade.time_exchange, not_after) is None:
+        return f"time_exchange {trade.time_exchange[:40]!r} is not a time up to {not_after:%F %T}"
+    return None
 
 
 def _classify_validation_error(frame: bytes | str, exc: msgspec.ValidationError) -> InvalidFrame:
@@ -281,7 +364,23 @@ def _classify_validation_error(frame: bytes | str, exc: msgspec.ValidationError)
         kind = ""
     if kind and kind not in KNOWN_TYPES:
         return InvalidFrame("unknown_type", f"type={kind[:40]!r}", len(frame))
-    return InvalidFrame("invalid_schema", str(exc), len(frame))
+    text = str(exc)
+    if "` >= " in text or "` <= " in text:  # a constraint of the schema: the value is out of range
+        return InvalidFrame("invalid_value", text, len(frame))
+    return InvalidFrame("invalid_schema", text, len(frame))
+
+
+_VALUE_CHECKS: Final[dict[type, Callable[[Any, datetime], str | None]]] = {
+    BookUpdate: _book_problem,
+    Trade: trade_problem,
+    Quote: _quote_problem,
+    Book5: _book_problem,
+    Book20: _book_problem,
+    Book50: _book_problem,
+}
+"""The records whose values the service uses, and what makes one impossible: negative (``-0``
+too) or non-finite amounts, and for trades a time that is not a plausible one. 0 stays valid:
+CoinAPI uses it as a marker."""
 
 
 def peek_frame(frame: bytes | str) -> FrameHead | None:

@@ -4,7 +4,8 @@ How this works: CoinAPI numbers every message per (type, symbol_id) stream, and 
 valid for one connection only. :class:`SequenceTracker` remembers the last accepted number of each
 stream (one int per live stream, in a dict per data type so the hot path builds no key tuple) and
 classifies each new number as FIRST, NEXT, BEHIND (a duplicate or older number: dropped, the
-tracker does not move back) or GAP (``missing`` numbers skipped; the tracker moves on).
+tracker does not move back), GAP (``missing`` numbers skipped; the tracker moves on) or
+IMPLAUSIBLE (a jump no connection can produce: a bad value, the tracker does not move).
 
 FIRST, NEXT and BEHIND answers are pre-built constants, so the common case allocates no record;
 only a GAP builds one, because it carries its ``missing`` count. Callers may compare verdicts
@@ -34,6 +35,9 @@ class Verdict(enum.Enum):
     """Equal to or lower than the last: a duplicate or a late message; drop it."""
     GAP = "gap"
     """Higher than last + 1: ``missing`` messages were lost; the tracker moved on to this one."""
+    IMPLAUSIBLE = "implausible"
+    """More than :data:`MAX_PLAUSIBLE_GAP` higher than last: a bad value, not a gap; the tracker
+    stays where it was, so the stream's next real message is still NEXT."""
 
 
 @attrs.frozen(slots=True)
@@ -47,6 +51,11 @@ class Observation:
 OBSERVED_FIRST: Final = Observation(Verdict.FIRST)
 OBSERVED_NEXT: Final = Observation(Verdict.NEXT)
 OBSERVED_BEHIND: Final = Observation(Verdict.BEHIND)
+OBSERVED_IMPLAUSIBLE: Final = Observation(Verdict.IMPLAUSIBLE)
+
+MAX_PLAUSIBLE_GAP: Final = 1_000_000
+"""Most messages one stream can skip in one step on one connection. CoinAPI disconnects a client
+once 131,072 messages wait for it, so a longer run of one stream cannot go missing in between."""
 
 
 @attrs.frozen(slots=True)
@@ -88,8 +97,10 @@ class SequenceTracker:
         if sequence <= last:
             self._behind += 1
             return OBSERVED_BEHIND
-        streams[symbol_id] = sequence
         missing = sequence - last - 1
+        if missing > MAX_PLAUSIBLE_GAP:
+            return OBSERVED_IMPLAUSIBLE
+        streams[symbol_id] = sequence
         self._gaps += 1
         self._missing_total += missing
         return Observation(Verdict.GAP, missing)

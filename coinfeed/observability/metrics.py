@@ -140,11 +140,18 @@ class CoinfeedCollector(Collector):
         errors = CounterMetricFamily(
             PREFIX + "sink_errors", "Sink write errors, by sink", labels=["sink"]
         )
+        rejected = CounterMetricFamily(
+            PREFIX + "sink_events_rejected",
+            "Events set aside because the sink cannot store them, by sink",
+            labels=["sink"],
+        )
         for name in s.sink_names:
             events.add_metric([name], s.sinks.events.get(name, 0))
             errors.add_metric([name], s.sinks.errors.get(name, 0))
+            rejected.add_metric([name], s.sinks.rejected.get(name, 0))
         yield events
         yield errors
+        yield rejected
         ready = s.readiness()
         if ready is not None:
             yield GaugeMetricFamily(

@@ -148,6 +148,12 @@ class SqliteSink:
     name: str
     _conn: sqlite3.Connection
     blocking: bool = True
+    # Binding errors say "this row cannot be stored", unlike a locked or full database.
+    permanent_errors: tuple[type[Exception], ...] = (
+        sqlite3.DataError,
+        sqlite3.IntegrityError,
+        sqlite3.InterfaceError,
+    )
 
     @classmethod
     def open(cls, path: str) -> SqliteSink:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
+import msgspec
 import trio
 from loguru import logger
 
@@ -30,6 +31,16 @@ from coinfeed.core.events import Event
 from coinfeed.framequeue import QueueStatistics
 from coinfeed.sinks.base import Sink
 from coinfeed.status import ServiceStatus
+
+PERMANENT_ERRORS: Final[tuple[type[Exception], ...]] = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    msgspec.MsgspecError,
+)
+"""Failures that say "this event cannot be stored", not "the sink is away": a batch failing with
+one is written event by event, and the events that fail alone are set aside. A sink may name
+more in its own ``permanent_errors`` (SQLite's binding errors, say)."""
 
 ENCODE_SLICE = 1000
 """Most events encoded without a checkpoint, ~0.4 ms (see :meth:`SinkWriter._encode`)."""
@@ -41,6 +52,17 @@ class SinkCounters:
 
     events: dict[str, int] = attrs.field(factory=dict)
     errors: dict[str, int] = attrs.field(factory=dict)
+    rejected: dict[str, int] = attrs.field(factory=dict)
+    """Events set aside because the sink cannot store them (see :data:`PERMANENT_ERRORS`)."""
+
+
+@attrs.define(slots=True)
+class _Isolation:
+    """Progress through a batch written event by event after a permanent failure."""
+
+    batch: int = -1
+    position: int = 0
+    rejected: list[tuple[Event, Exception]] = attrs.field(factory=list)
 
 
 @attrs.define(slots=True, eq=False)
@@ -179,7 +201,11 @@ class SinkWriter:
             fn(*args)
 
     def _write_batches(
-        self, batches: list[list[Event]], encoded: list[bytes] | None, written: list[int]
+        self,
+        batches: list[list[Event]],
+        encoded: list[bytes] | None,
+        written: list[int],
+        isolation: _Isolation,
     ) -> None:
         """Write ``batches`` (or their ``encoded`` form) from ``written[0]`` on, counting each
         one done in ``written`` (runs in the worker thread for a blocking sink)."""
@@ -188,8 +214,28 @@ class SinkWriter:
         if encoded is not None:
             write, items = self.sink.write_encoded, encoded  # type: ignore[attr-defined]
         for item in items[written[0] :]:
-            write(item)
+            if isolation.batch == written[0]:
+                self._write_one_by_one(batches[written[0]], encoded is not None, isolation)
+            else:
+                write(item)
             written[0] += 1
+
+    def _write_one_by_one(self, batch: list[Event], encode: bool, isolation: _Isolation) -> None:
+        """Write each event of ``batch`` alone; one that fails permanently is set aside. Any
+        other failure propagates, and the retry resumes at the event it stopped at."""
+        permanent = self._permanent_errors()
+        for event in batch[isolation.position :]:
+            try:
+                if encode:
+                    self.sink.write_encoded(self.sink.encode_batch([event]))  # type: ignore[attr-defined]
+                else:
+                    self.sink.write_batch([event])
+            except permanent as exc:
+                isolation.rejected.append((event, exc))
+            isolation.position += 1
+
+    def _permanent_errors(self) -> tuple[type[Exception], ...]:
+        return PERMANENT_ERRORS + tuple(getattr(self.sink, "permanent_errors", ()))
 
     @staticmethod
     async def _encode(encode: Callable[[list[Event]], bytes], batch: list[Event]) -> bytes:
@@ -227,13 +273,22 @@ class SinkWriter:
         encode = getattr(self.sink, "encode_batch", None)
         encoded = None
         if encode is not None:
-            encoded = [await self._encode(encode, batch) for batch in batches]
+            try:
+                encoded = [await self._encode(encode, batch) for batch in batches]
+            except PERMANENT_ERRORS:
+                encoded = None  # an event that cannot be encoded: found and set aside below
         written = [0]
+        isolation = _Isolation()
         counted = attempt = 0
         while True:
             try:
-                await self._call(self._write_batches, batches, encoded, written)
+                await self._call(self._write_batches, batches, encoded, written, isolation)
             except Exception as exc:  # a sink's failure is reported and retried, never fatal
+                if isinstance(exc, self._permanent_errors()) and isolation.batch != written[0]:
+                    # This batch holds an event the sink cannot store: find it, keep the rest.
+                    isolation.batch, isolation.position = written[0], 0
+                    self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
+                    continue
                 counted = self._count(batches, counted, written[0])
                 attempt += 1
                 self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
@@ -243,9 +298,25 @@ class SinkWriter:
                 await trio.sleep(delay)
                 continue
             self._count(batches, counted, written[0])
+            self._report_rejected(isolation.rejected)
             if self.status.sink_failures.pop(name, None) is not None:
                 logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
             return
+
+    def _report_rejected(self, rejected: list[tuple[Event, Exception]]) -> None:
+        if not rejected:
+            return
+        name = self.sink.name
+        self.counters.rejected[name] = self.counters.rejected.get(name, 0) + len(rejected)
+        # They were counted as written with their batch; they were not.
+        self.counters.events[name] = self.counters.events.get(name, 0) - len(rejected)
+        for event, exc in rejected:
+            logger.bind(
+                sink=name,
+                kind=event.__struct_config__.tag,
+                symbol_id=getattr(event, "symbol_id", None),
+                error=f"{type(exc).__name__}: {exc}",
+            ).error("event set aside: the sink cannot store it")
 
 
 @attrs.define(slots=True, eq=False)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_args
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +24,16 @@ decimals = st.builds(
     st.integers(-(10**16) + 1, 10**16 - 1),
     st.integers(-12, 6),
 )
+# What the decoder accepts as market values: no negative or non-finite amount, sequences of a
+# signed 64-bit range, trade times that are times and not in the future.
+amounts = decimals.map(abs)
 texts = st.text(max_size=24)
 sequences = st.integers(-(2**63), 2**63 - 1)
-levels = st.lists(st.builds(protocol.Level, decimals, decimals), max_size=6)
+record_sequences = st.integers(0, 2**63 - 1)
+trade_times = st.datetimes(
+    min_value=datetime(2010, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
+).map(protocol.format_time)
+levels = st.lists(st.builds(protocol.Level, amounts, amounts), max_size=6)
 l3_entries = st.lists(
     st.builds(
         protocol.L3Entry,
@@ -37,26 +46,26 @@ l3_entries = st.lists(
 )
 common = {
     "symbol_id": texts,
-    "sequence": sequences,
+    "sequence": record_sequences,
     "time_exchange": texts,
     "time_coinapi": texts,
 }
 server_records = st.one_of(
     st.builds(
         protocol.Trade,
-        **common,
+        **{**common, "time_exchange": trade_times},
         uuid=texts,
-        price=decimals,
-        size=decimals,
+        price=amounts,
+        size=amounts,
         taker_side=texts,
     ),
     st.builds(
         protocol.Quote,
         **common,
-        ask_price=decimals,
-        ask_size=decimals,
-        bid_price=decimals,
-        bid_size=decimals,
+        ask_price=amounts,
+        ask_size=amounts,
+        bid_price=amounts,
+        bid_size=amounts,
     ),
     st.builds(protocol.BookUpdate, **common, is_snapshot=st.booleans(), asks=levels, bids=levels),
     *(st.builds(cls, **common, asks=levels, bids=levels) for cls in get_args(protocol.TopOfBook)),
@@ -66,7 +75,7 @@ server_records = st.one_of(
     st.builds(
         protocol.Ohlcv,
         symbol_id=texts,
-        sequence=sequences,
+        sequence=record_sequences,
         time_period_start=texts,
         time_period_end=texts,
         period_id=st.none() | texts,
@@ -232,3 +241,20 @@ def test_events_round_trip_with_their_digits(event: events.Event) -> None:
     assert decoded == event
     assert events.encode_event(decoded) == encoded
     assert events.encode_lines([event, event]) == encoded + b"\n" + encoded + b"\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(server_records, st.sampled_from(["price", "size", "ask_price", "bid_size", "level"]))
+def test_a_negative_amount_makes_any_market_record_invalid(
+    record: protocol.ServerMessage, field: str
+) -> None:
+    if isinstance(record, protocol.Trade | protocol.Quote) and hasattr(record, field):
+        value = getattr(record, field)
+        hostile = msgspec.structs.replace(record, **{field: -value - 1})
+    elif isinstance(record, protocol.BookUpdate | protocol.TopOfBook) and field == "level":
+        hostile = msgspec.structs.replace(record, asks=[protocol.Level(Decimal(1), Decimal(-1))])
+    else:
+        return
+    decoded = DECODER.decode(protocol.encode(hostile))
+    assert isinstance(decoded, InvalidFrame)
+    assert decoded.reason == "invalid_value"

@@ -35,6 +35,7 @@ CONTRACT = {
     "coinfeed_message_processing_seconds": ("histogram", set()),
     "coinfeed_sink_events": ("counter", {"sink"}),
     "coinfeed_sink_errors": ("counter", {"sink"}),
+    "coinfeed_sink_events_rejected": ("counter", {"sink"}),
     "process_resident_memory_bytes": ("gauge", set()),
 }
 

@@ -379,3 +379,66 @@ async def test_messages_are_counted_under_the_type_they_arrived_as() -> None:
         '{"type":"reconnect","within_seconds":5}',
     )
     assert h.processor.counters.received == {"hearbeat": 1, "heartbeat": 1, "reconnect": 1}
+
+
+def raw_trade(
+    seq: int | str, uuid: str, *, time_exchange: str, price: str = "100.10", size: str = "0.5"
+) -> bytes:
+    """A trade frame written by hand, so any field can hold what a hostile server sends."""
+    return (
+        f'{{"type":"trade","symbol_id":"{SYM}","sequence":{seq},'
+        f'"time_exchange":"{time_exchange}","time_coinapi":"{ts(0)}","uuid":"{uuid}",'
+        f'"price":{price},"size":{size},"taker_side":"BUY"}}'
+    ).encode()
+
+
+async def test_a_trade_whose_time_is_not_a_time_is_invalid_and_a_later_gap_still_repaired() -> None:
+    h = harness()
+    out = h.feed(
+        ConnectionOpened(1, T0),
+        trade(1, "a", 0),
+        raw_trade(2, "bad", time_exchange="not-a-time"),
+        trade(4, "d", 3),
+    )
+    assert [t.uuid for t in trades(out)] == ["a", "d"]
+    assert h.processor.counters.invalid == {"invalid_value": 1}
+    [window] = h.windows()
+    assert (window.start, window.expected_missing) == (T0, 2)
+
+
+async def test_hostile_numbers_and_times_are_invalid_and_never_move_the_sequence() -> None:
+    h = harness()
+    out = h.feed(
+        ConnectionOpened(1, T0),
+        trade(1, "a", 0),
+        raw_trade(2**63, "too-big", time_exchange=ts(1)),
+        raw_trade(-2, "negative-sequence", time_exchange=ts(1)),
+        raw_trade(2**62, "implausible-jump", time_exchange=ts(1)),
+        raw_trade(2, "negative-price", time_exchange=ts(1), price="-1"),
+        raw_trade(2, "nan-size", time_exchange=ts(1), size='"NaN"'),
+        raw_trade(2, "far-future", time_exchange="9999-12-31T23:59:59.0000000Z"),
+        trade(2, "b", 1),
+        raw_trade(3, "zero-size-is-valid", time_exchange=ts(2), size="0"),
+    )
+    assert [t.uuid for t in trades(out)] == ["a", "b", "zero-size-is-valid"]
+    assert gaps(out) == []
+    assert h.processor.counters.invalid == {"invalid_value": 6}
+    assert h.processor.counters.behind_sequence == 0
+
+
+async def test_a_dropped_trade_with_a_bad_time_is_repaired_up_to_now() -> None:
+    h = harness(capacity=1)
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 0))
+    h.queue.put_frames_nowait(
+        1, [trade(2, "b", 1), raw_trade(3, "c", time_exchange="9999-12-31T23:59:59.0000000Z")]
+    )
+    batch, drops = h.queue.take_nowait()
+    out: list[Event] = []
+    h.processor.handle_batch(batch, drops, out, trio.current_time())
+    assert [(g.status, g.missing) for g in gaps(out)] == [("pending", 1)]
+    [window] = h.windows()
+    assert window.start == T0 + timedelta(seconds=1)
+    assert window.end <= datetime.now(UTC)
+    # The poisoned time did not become the symbol's latest trade time.
+    out = h.feed(trade(5, "e", 4))
+    assert max(w.start for w in h.windows()) <= T0 + timedelta(seconds=4)

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import msgspec
 import trio
 
 from coinfeed.core.controls import GapRecord, TradesRecovered, TradesUnrecovered, TradeWindow
@@ -268,3 +269,39 @@ async def test_a_window_cancelled_mid_fetch_is_still_reported_unfinished(
         nursery.cancel_scope.cancel()
     assert delivered == []
     assert sorted(w.symbol_id for w in sched.unfinished_windows()) == ["S", "T"]
+
+
+@attrs.define(eq=False)
+class HostileRest(FakeRest):
+    """A full first page whose last trade has a time that is not one, then a short page."""
+
+    async def trades_history(
+        self, symbol_id: str, time_start: datetime, time_end: datetime, *, limit: int
+    ) -> list[RestTrade]:
+        self.calls.append((symbol_id, time_start, time_end, trio.current_time()))
+        if len(self.calls) > 1:
+            return [rest_trade(symbol_id, "later")]
+        good = [rest_trade(symbol_id, f"good-{i}") for i in range(limit - 2)]
+        negative = msgspec.structs.replace(rest_trade(symbol_id, "negative"), price=Decimal(-1))
+        bad_time = msgspec.structs.replace(
+            rest_trade(symbol_id, "bad-time"), time_exchange="not-a-time"
+        )
+        return [*good, negative, bad_time]
+
+
+async def test_a_rest_page_with_impossible_values_is_filtered_and_paging_goes_on(
+    autojump_clock: trio.abc.Clock, monkeypatch: Any
+) -> None:
+    import coinfeed.recovery
+
+    monkeypatch.setattr(coinfeed.recovery, "PAGE_LIMIT", 5)
+    rest, delivered = HostileRest(delay=0.0), []
+    sched = scheduler(rest, delivered, pause=0.0)
+    assert sched.request_backfill_nowait(window("S", 0, 10))
+    await run_until(sched, lambda: any(getattr(d, "final", False) for d in delivered), limit=30)
+    pages = [d for d in delivered if isinstance(d, TradesRecovered)]
+    uuids = [t.uuid for page in pages for t in page.trades]
+    assert uuids == ["good-0", "good-1", "good-2", "later"]
+    # The next page starts at the last valid trade's time, not at the impossible one.
+    assert rest.calls[1][1] == T0
+    assert sched.counters.invalid_trades == 2

@@ -244,3 +244,37 @@ async def test_a_large_batch_is_encoded_in_slices_that_join_into_the_same_lines(
         writer.channel.close()
     assert len(sink.encoded_in) == 3, "2,500 events: three slices of at most 1,000"
     assert sink.written == [encode_lines(events)]
+
+
+@attrs.define(eq=False)
+class PickySink(MemorySink):
+    """Cannot store a sequence above 2**62 (like SQLite's INTEGER): the whole batch raises."""
+
+    blocking: bool = True
+    calls: int = 0
+
+    def write_batch(self, events: list[Event]) -> None:
+        self.calls += 1
+        if any((getattr(e, "sequence", 0) or 0) > 2**62 for e in events):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        super().write_batch(events)
+
+
+async def test_an_event_the_sink_cannot_store_is_set_aside_and_the_rest_is_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = PickySink()
+    counters = SinkCounters()
+    status = ServiceStatus()
+    writer = SinkWriter(sink, EventChannel(100), status, counters, max_batch=10)
+    events: list[Event] = [trade(n) for n in range(1, 13)]
+    events[4] = trade(2**63 - 1)  # in place of 5
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send(events)
+        writer.channel.close()
+    assert [e.sequence for e in sink.events] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]  # type: ignore[union-attr]
+    assert counters.rejected == {"memory": 1}
+    assert counters.events == {"memory": 11}
+    assert status.sink_failures == {}
+    assert sink.calls < 20  # isolated once, not retried for ever
