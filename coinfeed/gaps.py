@@ -15,7 +15,7 @@ recovery scheduler for the repair:
 
 Each ``pending`` gap event gets exactly one final event (``recovered`` or ``unrecovered``), when
 its window's outcome is known, when its book is synced again, or at shutdown. A request the
-scheduler refuses (its pending work is at the cap) is reported ``unrecovered`` at once.
+scheduler refuses (a book resync over its pending cap) is reported ``unrecovered`` at once.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ class GapLedger:
         """Trades of ``symbol_id`` up to ``end`` were lost: report and backfill them."""
         self._count_gap("trade")
         gap = GapRecord("trade", symbol_id, "sequence", missing)
-        window = TradeWindow(symbol_id, self._window_start(symbol_id, end), end, [gap])
+        window = TradeWindow(
+            symbol_id, self._window_start(symbol_id, end), end, [gap], opened_at=self._now
+        )
 
         self._request_backfill(window, out)
 
@@ -213,12 +215,9 @@ class GapLedger:
         return min(self._live_since or end, end)
 
     def _request_backfill(self, window: TradeWindow, out: list[Event]) -> None:
-        accepted = self.recovery.request_backfill_nowait(window)
-        status: GapStatus = "pending" if accepted else "unrecovered"
-        if not accepted:
-            self._count_recovery("trade", "refused")
+        self.recovery.request_backfill_nowait(window)
         for gap in window.gaps:
-            out.append(self._gap_from(gap, "backfill", status))
+            out.append(self._gap_from(gap, "backfill", "pending"))
 
     def _backfill_since_scope_change(
         self,
@@ -233,7 +232,12 @@ class GapLedger:
             self._count_gap("trade")
             gap = GapRecord("trade", symbol_id, reason, None)
             window = TradeWindow(
-                symbol_id, self._window_start(symbol_id, at), end, [gap], not_before=not_before
+                symbol_id,
+                self._window_start(symbol_id, at),
+                end,
+                [gap],
+                not_before=not_before,
+                opened_at=self._now,
             )
             self._request_backfill(window, out)
 

@@ -2,9 +2,12 @@
 
 How this works:
 - The processor finds a gap and calls a ``request_*_nowait`` method (never blocks). Trade
-  windows are merged per symbol while pending; a book resync is pending at most once per symbol;
-  the pending set has a hard cap, and a request over the cap is refused so the processor can
-  report the gap as ``unrecovered`` at once (nothing unbounded, nothing silent).
+  windows are merged per symbol while pending; at the ``pending_max`` cap a symbol's new window
+  widens its pending one instead of adding another, so the work stays bounded (by the cap plus
+  one window per symbol) and no trade window is refused. A book resync is pending at most once
+  per symbol; one over the cap is refused, and the processor reports that gap ``unrecovered``
+  at once (nothing unbounded, nothing silent).
+- Trade windows go before interim book fetches: missed trades exist nowhere else.
 - ``recovery_concurrency`` worker tasks take due work. Each REST call is one of at most that
   many in flight (a ``CapacityLimiter``), every worker pauses ``pause`` seconds after a call,
   and a ``Retry-After`` from any answer holds back every worker until it has passed.
@@ -60,6 +63,7 @@ fetched twice (dedup drops them) cost less than one more REST call under a burst
 class _Resync:
     attempt: int
     deadline: float
+    opened_at: float
 
 
 @attrs.define(slots=True)
@@ -68,6 +72,8 @@ class RecoveryCounters:
 
     in_flight: int = 0
     refused: int = 0
+    coarsened: int = 0
+    """Windows merged into a wider pending one because pending work was at its cap."""
     rest_calls: int = 0
     invalid_trades: int = 0
     """REST trades skipped for impossible values (a time that is not one, a negative price)."""
@@ -118,13 +124,27 @@ class RecoveryScheduler:
         shutdown can report their gaps instead of leaving them ``pending`` forever."""
         return [*self._in_flight, *(w for ws in self._windows.values() for w in ws)]
 
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest gap still waiting for recovery was found (trade windows
+        pending or being fetched, book resyncs), or None when nothing waits."""
+        opened = [w.opened_at for ws in self._windows.values() for w in ws]
+        opened += [w.opened_at for w in self._in_flight]
+        opened += [resync.opened_at for resync in self._resyncs.values()]
+        known = [at for at in opened if at is not None]
+        return trio.current_time() - min(known) if known else None
+
     @property
     def pending_backfills(self) -> int:
         """Trade windows waiting to be fetched (in-flight ones are not counted)."""
         return sum(len(ws) for ws in self._windows.values())
 
-    def request_backfill_nowait(self, window: TradeWindow) -> bool:
-        """Queue a trade window, merged with an overlapping pending one; False if over the cap."""
+    def request_backfill_nowait(self, window: TradeWindow) -> None:
+        """Queue a trade window, merged with an overlapping pending one of its symbol.
+
+        Never refused: at the ``pending_max`` cap a symbol's new window widens its pending one
+        instead (a coarser window costs a longer REST fetch; refusing loses the trades), and a
+        symbol without one always gets one, so the work stays bounded by the symbols.
+        """
         pending = self._windows.setdefault(window.symbol_id, [])
         for existing in pending:
             # Merging must never postpone pending work: under a reconnect storm each new
@@ -136,15 +156,19 @@ class RecoveryScheduler:
             ):
                 existing.absorb(window)
                 self._wake.set()
-                return True
-        if self.pending >= self.pending_max:
-            if not pending:
-                del self._windows[window.symbol_id]
-            self.counters.refused += 1
-            return False
+                return
+        if pending and self.pending >= self.pending_max:
+            coarser = pending[-1]
+            due = coarser.not_before <= trio.current_time()
+            not_before = coarser.not_before
+            coarser.absorb(window)
+            if due:  # already due: fetch it now, as above
+                coarser.not_before = not_before
+            self.counters.coarsened += 1
+            self._wake.set()
+            return
         pending.append(window)
         self._wake.set()
-        return True
 
     def request_resync_nowait(self, symbol_id: str) -> bool:
         """Resubscribe ``symbol_id`` to get a fresh snapshot; False if over the cap."""
@@ -153,7 +177,8 @@ class RecoveryScheduler:
         if self.pending >= self.pending_max:
             self.counters.refused += 1
             return False
-        self._resyncs[symbol_id] = _Resync(1, trio.current_time() + self.resync_timeout)
+        now = trio.current_time()
+        self._resyncs[symbol_id] = _Resync(1, now + self.resync_timeout, now)
         self.resubscribe(symbol_id)
         if self.interim_books:
             self._book_fetches.add(symbol_id)
@@ -224,8 +249,8 @@ class RecoveryScheduler:
             await self._wake.wait()
 
     def _next_due_job(self) -> TradeWindow | str | None:
-        if self._book_fetches:
-            return self._book_fetches.pop()
+        # Trade windows first: trades the WebSocket missed exist nowhere else, while an interim
+        # book is a convenience until the next snapshot.
         now = trio.current_time()
         for symbol_id, windows in self._windows.items():
             for window in windows:
@@ -234,6 +259,8 @@ class RecoveryScheduler:
                     if not windows:
                         del self._windows[symbol_id]
                     return window
+        if self._book_fetches:
+            return self._book_fetches.pop()
         return None
 
     async def _respect_retry_after(self) -> None:
@@ -315,8 +342,7 @@ class RecoveryScheduler:
             delay=round(delay, 3),
             reason=str(exc),
         ).info("backfill retry")
-        if not self.request_backfill_nowait(window):
-            self._give_up(window, "pending recovery work is at its cap")
+        self.request_backfill_nowait(window)
 
     def retry_incomplete(self, window: TradeWindow) -> bool:
         """The processor found fewer new trades than missing: fetch again later, if allowed."""
@@ -324,7 +350,8 @@ class RecoveryScheduler:
         if window.attempt >= self.max_attempts:
             return False
         window.not_before = trio.current_time() + self._backoff(window.attempt)
-        return self.request_backfill_nowait(window)
+        self.request_backfill_nowait(window)
+        return True
 
     def _give_up(self, window: TradeWindow, error: str) -> None:
         logger.bind(symbol_id=window.symbol_id, attempts=window.attempt + 1, error=error).warning(

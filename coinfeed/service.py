@@ -158,6 +158,8 @@ class Service:
             stale_after=settings.stale_after,
             book_states=partial(processor.books.states_of, book_symbols),
             secrets=[s.reveal() for s in (settings.api_key, settings.debug_token) if s],
+            oldest_recovery=recovery.oldest_pending_age,
+            recovery_stale_after=settings.recovery_stale_after,
         )
         service = cls(
             settings=settings,
@@ -182,6 +184,7 @@ class Service:
                 sink_names=[sink.name for sink in opened],
                 queues=service.queue_statistics,
                 raw_queue=queue,
+                oldest_pending_recovery=recovery.oldest_pending_age,
                 readiness=readiness.ready_gauge,
             )
         )

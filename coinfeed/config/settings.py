@@ -111,6 +111,8 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("recovery_max_attempts", p.integer(1), 5, "attempts before a gap is unrecovered", "N"),
     _S("recovery_pause", p.seconds(zero_ok=True), 0.2, "seconds between REST batches", "S"),
     _S("recovery_pending_max", p.integer(1), 1000, "cap of pending recovery work items", "N"),
+    _S("recovery_stale_after", p.seconds(), 60.0,
+       "seconds the oldest pending recovery may wait before /ready reports it", "S"),
     _S("dedup_capacity", p.integer(1000), 200_000, "trade uuids remembered for de-dup", "N"),
     _S("max_frame_bytes", p.integer(1024), 8 * 1024 * 1024, "larger frames are skipped", "N"),
     _S("healthy_after", p.seconds(), 30.0,
@@ -187,6 +189,7 @@ class Settings:
     recovery_max_attempts: int = DEFAULTS["recovery_max_attempts"]
     recovery_pause: float = DEFAULTS["recovery_pause"]
     recovery_pending_max: int = DEFAULTS["recovery_pending_max"]
+    recovery_stale_after: float = DEFAULTS["recovery_stale_after"]
     dedup_capacity: int = DEFAULTS["dedup_capacity"]
     max_frame_bytes: int = DEFAULTS["max_frame_bytes"]
     healthy_after: float = DEFAULTS["healthy_after"]

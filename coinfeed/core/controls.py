@@ -71,6 +71,8 @@ class TradeWindow:
     not_before: float = 0.0
     found: int = 0
     """New (not yet seen) trades the processor got from this window's pages so far."""
+    opened_at: float | None = None
+    """When its oldest gap was found (trio clock): how long trades have been missing."""
 
     @property
     def expected_missing(self) -> int | None:
@@ -87,6 +89,10 @@ class TradeWindow:
         self.end = max(self.end, other.end)
         self.attempt = max(self.attempt, other.attempt)
         self.not_before = max(self.not_before, other.not_before)
+        if other.opened_at is not None:
+            self.opened_at = (
+                other.opened_at if self.opened_at is None else min(self.opened_at, other.opened_at)
+            )
         self.gaps.extend(other.gaps)
         if len(self.gaps) > MAX_GAPS_PER_WINDOW:
             missing = self.expected_missing

@@ -45,6 +45,8 @@ class MetricSources:
     sink_names: list[str]
     queues: Callable[[], dict[str, QueueStatistics]]
     raw_queue: FrameQueue
+    oldest_pending_recovery: Callable[[], float | None] = lambda: None
+    """Age of the oldest gap waiting for recovery, None when none waits."""
     readiness: Callable[[], bool | None] = lambda: None
     """True when /ready would answer 200; None (no ``ready`` gauge) while nothing answers it."""
     memory_limit: Callable[[], int | None] = memory_limit_bytes
@@ -124,6 +126,11 @@ class CoinfeedCollector(Collector):
         yield recoveries
         yield GaugeMetricFamily(
             PREFIX + "recovery_in_flight", "REST calls in flight", value=s.recovery.in_flight
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "recovery_oldest_pending_seconds",
+            "Age of the oldest gap still waiting for recovery (0: none waits)",
+            value=s.oldest_pending_recovery() or 0.0,
         )
         reconnects = CounterMetricFamily(
             PREFIX + "reconnects", "Connection ends, by reason", labels=["reason"]

@@ -2,7 +2,8 @@
 
 Ready means connected, subscribed and fresh (a frame within ``stale_after``), every subscribed
 incremental book in sync (a book may be out of sync for ``BOOK_GRACE_FACTOR * stale_after``
-while it resyncs), every sink writing, and no shutdown under way.
+while it resyncs), every sink writing, no gap waiting for recovery longer than
+``recovery_stale_after``, and no shutdown under way.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class Readiness:
     """The state of every subscribed incremental book (none when ``book`` is not subscribed)."""
     secrets: Sequence[str] = ()
     """Values no answer may carry (the key, the debug token)."""
+    oldest_recovery: Callable[[], float | None] = lambda: None
+    """Age in seconds of the oldest gap still waiting for recovery, None when none waits."""
+    recovery_stale_after: float = float("inf")
     watch: BookSyncWatch = attrs.field(factory=BookSyncWatch)
     listeners: int = 0
     """HTTP listeners answering /ready now; ``coinfeed_ready`` is exported only while one is."""
@@ -89,6 +93,12 @@ class Readiness:
         problems.extend(
             f"sink {name} failing: {error}" for name, error in status.sink_failures.items()
         )
+        age = self.oldest_recovery()
+        if age is not None and age > self.recovery_stale_after:
+            problems.append(
+                f"oldest pending recovery {age:.1f}s old "
+                f"(recovery_stale_after={self.recovery_stale_after:g})"
+            )
         return [redact(problem, self.secrets) for problem in problems]
 
     def ready_gauge(self) -> bool | None:

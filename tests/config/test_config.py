@@ -46,6 +46,7 @@ INVALID = {
     "recovery_max_attempts": "0",
     "recovery_pause": "-0.1",
     "recovery_pending_max": "1.5",
+    "recovery_stale_after": "0",
     "dedup_capacity": "999",
     "max_frame_bytes": "1023",
     "healthy_after": "0",

@@ -26,6 +26,7 @@ CONTRACT = {
     "coinfeed_gaps_detected": ("counter", {"type"}),
     "coinfeed_recoveries": ("counter", {"type", "outcome"}),
     "coinfeed_recovery_in_flight": ("gauge", set()),
+    "coinfeed_recovery_oldest_pending_seconds": ("gauge", set()),
     "coinfeed_recovery_seconds": ("histogram", set()),
     "coinfeed_reconnects": ("counter", {"reason"}),
     "coinfeed_reconnect_seconds": ("histogram", set()),

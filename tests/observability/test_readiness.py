@@ -11,7 +11,7 @@ from coinfeed.config import ListenAddress, Settings
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
 from tests.fakes import FakeTransport, FakeWebSocket
-from tests.helpers import MemorySink, running, wait_for
+from tests.helpers import MemorySink, running, samples, wait_for
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 OTHER = "COINBASE_SPOT_ETH_USD"
@@ -128,3 +128,49 @@ async def test_one_book_out_of_sync_past_its_grace_makes_ready_fail_naming_it(
             (reason,) = stale.json()["reasons"]
             assert reason.startswith(f"book {SYM} stale for "), reason
         service.status.request_shutdown("test over")
+
+
+async def test_a_gap_waiting_too_long_for_recovery_makes_the_service_not_ready(
+    make_settings: Callable[..., Settings],
+) -> None:
+    ws = FakeWebSocket()
+    settings = make_settings(
+        http=ListenAddress("127.0.0.1", 0), recovery_stale_after=1.0, recovery_pause=0.0
+    )
+    service = Service.build(
+        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url) as client:
+            await wait_for(lambda: service.status.connected, 5, "connected")
+            ws.feed('{"type":"hearbeat"}')
+            await wait_for(
+                lambda: service.processor.counters.received.get("hearbeat", 0) == 1, 5, "a frame"
+            )
+            assert (await client.get("/ready")).status_code == 200
+            # REST is unreachable (rest_url points at a closed port): the gap waits.
+            ws.feed(trade_frame(1), trade_frame(5))
+            await wait_for(
+                lambda: (service.recovery.oldest_pending_age() or 0) > 1.2, 10, "the gap to age"
+            )
+            ws.feed('{"type":"hearbeat"}')
+            answer = await client.get("/ready")
+            assert answer.status_code == 503
+            assert any(
+                r.startswith("oldest pending recovery") and "recovery_stale_after=1" in r
+                for r in answer.json()["reasons"]
+            ), answer.text
+            metrics = samples((await client.get("/metrics")).text)
+            assert metrics[("coinfeed_recovery_oldest_pending_seconds", ())] > 1.2
+        service.status.request_shutdown("test over")
+
+
+def trade_frame(sequence: int) -> str:
+    return (
+        f'{{"type":"trade","symbol_id":"BITSTAMP_SPOT_BTC_USD","sequence":{sequence},'
+        f'"time_exchange":"2026-11-28T10:00:0{sequence}.0000000Z",'
+        f'"time_coinapi":"2026-11-28T10:00:00.0Z","uuid":"u-{sequence}","price":1,"size":1,'
+        '"taker_side":"BUY"}'
+    )

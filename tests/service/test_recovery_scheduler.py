@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import msgspec
+import pytest
 import trio
 
 from coinfeed.core.controls import GapRecord, TradesRecovered, TradesUnrecovered, TradeWindow
@@ -96,7 +97,7 @@ async def test_never_more_than_concurrency_calls_in_flight(autojump_clock: trio.
     rest, delivered = FakeRest(delay=1.0), []
     sched = scheduler(rest, delivered, concurrency=2, pause=0.0)
     for i in range(10):
-        assert sched.request_backfill_nowait(window(f"S{i}", 0, 1))
+        sched.request_backfill_nowait(window(f"S{i}", 0, 1))
     await run_until(sched, lambda: len(delivered) == 10)
     assert rest.peak == 2
     assert len(rest.calls) == 10
@@ -108,9 +109,9 @@ async def test_overlapping_windows_of_a_symbol_merge_into_one_call(
 ) -> None:
     rest, delivered = FakeRest(), []
     sched = scheduler(rest, delivered)
-    assert sched.request_backfill_nowait(window("S", 0, 10, missing=2))
-    assert sched.request_backfill_nowait(window("S", 5, 20, missing=3))
-    assert sched.request_backfill_nowait(window("S", 100, 110, missing=1))  # disjoint
+    sched.request_backfill_nowait(window("S", 0, 10, missing=2))
+    sched.request_backfill_nowait(window("S", 5, 20, missing=3))
+    sched.request_backfill_nowait(window("S", 100, 110, missing=1))  # disjoint
     assert sched.pending == 2
     await run_until(sched, lambda: len(delivered) == 2)
     spans = sorted((c[1], c[2]) for c in rest.calls)
@@ -174,15 +175,21 @@ async def test_gives_up_after_max_attempts_and_reports_unrecovered(
     assert "503" in delivered[0].error
 
 
-async def test_pending_work_is_capped(autojump_clock: trio.abc.Clock) -> None:
+async def test_at_the_pending_cap_windows_grow_coarser_instead_of_being_refused(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     sched = scheduler(FakeRest(), [], pending_max=3)
-    accepted = [sched.request_backfill_nowait(window(f"S{i}", 0, 1)) for i in range(5)]
-    assert accepted == [True, True, True, False, False]
-    assert sched.pending == 3
-    assert sched.counters.refused == 2
-    # Merging into pending work is still accepted at the cap: it adds nothing.
-    assert sched.request_backfill_nowait(window("S0", 0.5, 2))
-    assert sched.pending == 3
+    # One window per symbol is always taken (bounded by the subscribed symbols): a reconnect
+    # with 2,000 symbols must not refuse 1,000 of them.
+    for i in range(5):
+        sched.request_backfill_nowait(window(f"S{i}", 0, 1))
+    assert sched.pending == 5
+    # Over the cap, a disjoint window of a symbol widens its pending one.
+    sched.request_backfill_nowait(window("S0", 100, 101, missing=2))
+    assert sched.pending == 5
+    [s0] = sched._windows["S0"]
+    assert (s0.start, s0.end, s0.expected_missing) == (T0, T0 + timedelta(seconds=101), 3)
+    assert sched.counters.refused == 0
 
 
 async def test_resync_is_retried_until_a_snapshot_then_gives_up(
@@ -297,7 +304,7 @@ async def test_a_rest_page_with_impossible_values_is_filtered_and_paging_goes_on
     monkeypatch.setattr(coinfeed.recovery, "PAGE_LIMIT", 5)
     rest, delivered = HostileRest(delay=0.0), []
     sched = scheduler(rest, delivered, pause=0.0)
-    assert sched.request_backfill_nowait(window("S", 0, 10))
+    sched.request_backfill_nowait(window("S", 0, 10))
     await run_until(sched, lambda: any(getattr(d, "final", False) for d in delivered), limit=30)
     pages = [d for d in delivered if isinstance(d, TradesRecovered)]
     uuids = [t.uuid for page in pages for t in page.trades]
@@ -305,3 +312,53 @@ async def test_a_rest_page_with_impossible_values_is_filtered_and_paging_goes_on
     # The next page starts at the last valid trade's time, not at the impossible one.
     assert rest.calls[1][1] == T0
     assert sched.counters.invalid_trades == 2
+
+
+@attrs.define(eq=False)
+class OrderedRest(FakeRest):
+    """Records which kind of call came when."""
+
+    order: list[str] = attrs.field(factory=list)
+
+    async def trades_history(
+        self, symbol_id: str, time_start: datetime, time_end: datetime, *, limit: int
+    ) -> list[RestTrade]:
+        self.order.append(f"trades {symbol_id}")
+        return await super().trades_history(symbol_id, time_start, time_end, limit=limit)
+
+    async def current_book(self, symbol_id: str, *, limit_levels: int) -> Any:
+        self.order.append(f"book {symbol_id}")
+        await trio.sleep(self.delay)
+        return None
+
+
+async def test_trade_windows_are_fetched_before_interim_books(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rest, delivered = OrderedRest(delay=1.0), []
+    sched = scheduler(rest, delivered, concurrency=1, pause=0.0, interim_books=True)
+    for i in range(3):
+        assert sched.request_resync_nowait(f"B{i}")
+    sched.request_backfill_nowait(window("T", 0, 1))
+    await run_until(sched, lambda: len(rest.order) == 4, limit=30)
+    # Trades the WebSocket missed are lost without REST; an interim book is a convenience.
+    assert rest.order[0] == "trades T"
+
+
+async def test_the_oldest_pending_gap_has_an_age(autojump_clock: trio.abc.Clock) -> None:
+    rest, delivered = FakeRest(delay=100.0), []
+    sched = scheduler(rest, delivered, concurrency=1, pause=0.0)
+    assert sched.oldest_pending_age() is None
+    first = window("A", 0, 1)
+    first.opened_at = trio.current_time()
+    sched.request_backfill_nowait(first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.run)
+        await trio.sleep(30)
+        second = window("B", 0, 1)
+        second.opened_at = trio.current_time()
+        sched.request_backfill_nowait(second)
+        await trio.sleep(10)
+        # A is being fetched (in flight), B waits: the age is A's.
+        assert sched.oldest_pending_age() == pytest.approx(40)
+        nursery.cancel_scope.cancel()
