@@ -89,7 +89,6 @@ class GapLedger:
         window = TradeWindow(
             symbol_id, self._window_start(symbol_id, end), end, [gap], opened_at=self._now
         )
-
         self._request_backfill(window, out)
 
     def complete_state_gap(
