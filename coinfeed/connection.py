@@ -31,8 +31,9 @@ from loguru import logger
 
 from coinfeed.core.backoff import full_jitter
 from coinfeed.core.controls import ConnectionLost, ConnectionOpened, Resubscribed
+from coinfeed.core.decoding import FrameDecoder, peek_frame
 from coinfeed.core.protocol import Error as ErrorFrame
-from coinfeed.core.protocol import FrameDecoder, ScopeMessage, encode, peek_frame, scope_message
+from coinfeed.core.protocol import ScopeMessage, encode, scope_message
 from coinfeed.framequeue import FrameQueue
 from coinfeed.logs import RateLimitedLog
 from coinfeed.status import Fatal, ServiceStatus

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from coinfeed.core.controls import ControlItem
-from coinfeed.core.protocol import peek_frame
+from coinfeed.core.decoding import peek_frame
 
 QueueItem = str | bytes | ControlItem
 """A raw frame as read from the socket, or a control item in order with the frames."""

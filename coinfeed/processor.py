@@ -34,6 +34,7 @@ from coinfeed.core.controls import (
     TradesRecovered,
     TradesUnrecovered,
 )
+from coinfeed.core.decoding import FUTURE_TOLERANCE, FrameDecoder, InvalidFrame, checked_time
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import (
     Event,
@@ -44,20 +45,7 @@ from coinfeed.core.events import (
     trade_from_ws,
     utc_now_iso,
 )
-from coinfeed.core.protocol import (
-    FUTURE_TOLERANCE,
-    Book5,
-    Book20,
-    Book50,
-    BookUpdate,
-    Error,
-    FrameDecoder,
-    InvalidFrame,
-    Quote,
-    Reconnect,
-    Trade,
-    checked_time,
-)
+from coinfeed.core.protocol import Book5, Book20, Book50, BookUpdate, Error, Quote, Reconnect, Trade
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem
 from coinfeed.gaps import GapLedger, window_end

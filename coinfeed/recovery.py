@@ -41,7 +41,8 @@ from coinfeed.core.controls import (
     TradesUnrecovered,
     TradeWindow,
 )
-from coinfeed.core.protocol import FUTURE_TOLERANCE, parse_time, trade_problem
+from coinfeed.core.decoding import FUTURE_TOLERANCE, trade_problem
+from coinfeed.core.protocol import parse_time
 from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.rest import (
     RestAuthError,

@@ -24,8 +24,8 @@ from loguru import logger
 
 from coinfeed.config import ConfigError, Settings
 from coinfeed.connection import Connection, ScopeRateLimit, TerminalError, fatal_for
+from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
-from coinfeed.core.protocol import FrameDecoder
 from coinfeed.core.shard import symbols_of_shard
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.observability.http import ServiceView, serve_api

@@ -10,7 +10,7 @@ import attrs
 import trio
 from loguru import logger
 
-from coinfeed.core.protocol import InvalidFrame
+from coinfeed.core.decoding import InvalidFrame
 from coinfeed.logs import RateLimitedLog
 
 

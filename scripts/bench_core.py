@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from coinfeed.core import protocol
 from coinfeed.core.book import Books, BookState, LevelLike, OrderBook
 from coinfeed.core.book import _price_key as price_key
+from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
-from coinfeed.core.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade
+from coinfeed.core.protocol import BookUpdate, Level, Quote, Trade
 from coinfeed.core.sequence import OBSERVED_BEHIND, OBSERVED_NEXT, SequenceTracker
 
 SYMBOLS = [

@@ -22,7 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from coinfeed.connection import ConnectionCounters
-from coinfeed.core.protocol import INVALID_REASONS
+from coinfeed.core.decoding import INVALID_REASONS
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.observability.process import memory_limit_bytes
 from coinfeed.processor import ProcessorCounters

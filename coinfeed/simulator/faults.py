@@ -14,7 +14,7 @@ from collections import deque
 
 import attrs
 
-from coinfeed.core.protocol import DEFAULT_MAX_FRAME_BYTES
+from coinfeed.core.decoding import DEFAULT_MAX_FRAME_BYTES
 
 BUFFER_OVERFLOW_MESSAGE = "Reached maximum allowed buffered messages for this connection."
 """CoinAPI's text when a slow client lets the server send queue fill."""

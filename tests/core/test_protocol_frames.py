@@ -10,17 +10,16 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from coinfeed.core import events, protocol, rest_protocol
+from coinfeed.core import decoding, events, protocol, rest_protocol
+from coinfeed.core.decoding import FrameDecoder, InvalidFrame
 from coinfeed.core.protocol import (
     Book5,
     BookL3,
     BookUpdate,
     Error,
     Exrate,
-    FrameDecoder,
     Heartbeat,
     HeartbeatCorrected,
-    InvalidFrame,
     Ohlcv,
     Quote,
     Reconnect,
@@ -303,18 +302,19 @@ def test_scope_message_appends_dollar_once_and_apikey_only_when_given() -> None:
 
 
 def test_peek_frame_reads_the_stream_of_any_frame() -> None:
-    head = protocol.peek_frame(TRADE)
+    head = decoding.peek_frame(TRADE)
     assert head is not None
     assert (head.type, head.symbol_id, head.sequence) == ("trade", "BITSTAMP_SPOT_BTC_USD", 2323346)
-    unknown = protocol.peek_frame(b'{"type":"ticker","symbol_id":"S"}')
+    unknown = decoding.peek_frame(b'{"type":"ticker","symbol_id":"S"}')
     assert unknown is not None
     assert (unknown.type, unknown.symbol_id, unknown.sequence) == ("ticker", "S", None)
-    assert protocol.peek_frame(b"not json") is None
-    assert protocol.peek_frame('{"type":"\udfff"}') is None
+    assert decoding.peek_frame(b"not json") is None
+    assert decoding.peek_frame('{"type":"\udfff"}') is None
 
 
 def test_error_frame_with_null_or_missing_message_is_still_an_error() -> None:
-    from coinfeed.core.protocol import Error, FrameDecoder
+    from coinfeed.core.decoding import FrameDecoder
+    from coinfeed.core.protocol import Error
 
     decoder = FrameDecoder()
     assert isinstance(decoder.decode(b'{"type":"error","message":null}'), Error)

@@ -11,8 +11,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinfeed.core import events, protocol
-from coinfeed.core.protocol import FrameDecoder, InvalidFrame
+from coinfeed.core import decoding, events, protocol
+from coinfeed.core.decoding import FrameDecoder, InvalidFrame
 
 SERVER_RECORDS = get_args(protocol.ServerMessage)
 DECODER = FrameDecoder()
@@ -182,7 +182,7 @@ frame_objects = st.dictionaries(
 
 def assert_record_or_invalid(result: object) -> None:
     if isinstance(result, InvalidFrame):
-        assert result.reason in protocol.INVALID_REASONS
+        assert result.reason in decoding.INVALID_REASONS
     else:
         assert isinstance(result, SERVER_RECORDS)
 
@@ -191,8 +191,8 @@ def assert_record_or_invalid(result: object) -> None:
 @given(st.binary(max_size=300))
 def test_decoding_any_bytes_never_raises(frame: bytes) -> None:
     assert_record_or_invalid(DECODER.decode(frame))
-    head = protocol.peek_frame(frame)
-    assert head is None or isinstance(head, protocol.FrameHead)
+    head = decoding.peek_frame(frame)
+    assert head is None or isinstance(head, decoding.FrameHead)
 
 
 any_text = st.text(st.characters(codec=None), max_size=100)
@@ -209,8 +209,8 @@ text_with_surrogate = st.builds(
 @given(any_text | text_with_surrogate | frame_objects.map(lambda obj: json.dumps(obj)))
 def test_decoding_any_text_never_raises(frame: str) -> None:
     assert_record_or_invalid(DECODER.decode(frame))
-    head = protocol.peek_frame(frame)
-    assert head is None or isinstance(head, protocol.FrameHead)
+    head = decoding.peek_frame(frame)
+    assert head is None or isinstance(head, decoding.FrameHead)
 
 
 @settings(max_examples=300, deadline=None)

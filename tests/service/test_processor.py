@@ -17,9 +17,10 @@ from coinfeed.core.controls import (
     TradesRecovered,
     TradeWindow,
 )
+from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import BookEvent, Event, GapEvent, TradeEvent
-from coinfeed.core.protocol import BookUpdate, FrameDecoder, Level, Quote, Trade, encode
+from coinfeed.core.protocol import BookUpdate, Level, Quote, Trade, encode
 from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor

@@ -11,7 +11,8 @@ from decimal import Decimal
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from coinfeed.core.protocol import BookUpdate, FrameDecoder, InvalidFrame, Level, ServerMessage
+from coinfeed.core.decoding import FrameDecoder, InvalidFrame
+from coinfeed.core.protocol import BookUpdate, Level, ServerMessage
 from coinfeed.simulator import Simulator
 
 BTC = "BITSTAMP_SPOT_BTC_USD"

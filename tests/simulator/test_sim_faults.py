@@ -22,15 +22,8 @@ from simclient import (
 )
 from trio_websocket import open_websocket_url
 
-from coinfeed.core.protocol import (
-    BookUpdate,
-    Error,
-    FrameDecoder,
-    InvalidFrame,
-    Reconnect,
-    Trade,
-    parse_time,
-)
+from coinfeed.core.decoding import FrameDecoder, InvalidFrame
+from coinfeed.core.protocol import BookUpdate, Error, Reconnect, Trade, parse_time
 from coinfeed.core.rest_protocol import rest_trades_decoder
 from coinfeed.simulator import (
     BUFFER_OVERFLOW_MESSAGE,
