@@ -310,14 +310,18 @@ class RecoveryScheduler:
     def _plausible(self, symbol_id: str, page: list[RestTrade]) -> list[RestTrade]:
         """``page`` without trades whose values are impossible (they are counted and logged)."""
         not_after = datetime.now(UTC) + FUTURE_TOLERANCE
-        kept = [trade for trade in page if trade_problem(trade, not_after) is None]
-        if len(kept) < len(page):
+        kept: list[RestTrade] = []
+        first_problem = None
+        for trade in page:
+            problem = trade_problem(trade, not_after)
+            if problem is None:
+                kept.append(trade)
+            elif first_problem is None:
+                first_problem = problem
+        if first_problem is not None:
             self.counters.invalid_trades += len(page) - len(kept)
-            bad = next(t for t in page if trade_problem(t, not_after) is not None)
             logger.bind(
-                symbol_id=symbol_id,
-                skipped=len(page) - len(kept),
-                problem=trade_problem(bad, not_after),
+                symbol_id=symbol_id, skipped=len(page) - len(kept), problem=first_problem
             ).warning("REST trades with impossible values skipped")
         return kept
 
