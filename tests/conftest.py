@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from coinfeed.config import Settings
-from tests.helpers import test_settings
+from tests.helpers import service_settings
 
 
 @pytest.fixture
 def make_settings() -> Callable[..., Settings]:
-    """Build settings for an in-process service (see :func:`tests.helpers.test_settings`)."""
-    return test_settings
+    """Build settings for an in-process service (see :func:`tests.helpers.service_settings`)."""
+    return service_settings

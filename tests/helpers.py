@@ -15,15 +15,17 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from coinfeed.config import Settings
+from coinfeed.config import ListenAddress, Settings
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
+from tests.fakes import FakeTransport, FakeWebSocket
 
 KEY = "5c3f9a1e-7d2b-4f60-9e81-a0b1c2d3e4f5"
 """A CoinAPI key for tests that check it never leaks."""
@@ -38,7 +40,7 @@ AT = "2026-11-28T10:00:00.0000000Z"
 # -- settings and sinks -----------------------------------------------------------------------
 
 
-def test_settings(**overrides: Any) -> Settings:
+def service_settings(**overrides: Any) -> Settings:
     """Settings for an in-process service: no HTTP listener, no stats line, nothing listening."""
     values: dict[str, Any] = {
         "ws_url": "ws://127.0.0.1:9/v1/",
@@ -50,9 +52,6 @@ def test_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @attrs.define(eq=False)
@@ -125,6 +124,24 @@ async def running(
             sim.resume_market()
             yield sim, service, sink
             service.status.request_shutdown("test over")
+
+
+@asynccontextmanager
+async def serving_fake_feed(
+    make_settings: Callable[..., Settings], ws: FakeWebSocket, **overrides: Any
+) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    """A service reading ``ws`` instead of CoinAPI, its HTTP listener on a free loopback port,
+    and a client for it; shut down on exit."""
+    settings = make_settings(http=ListenAddress("127.0.0.1", 0), **overrides)
+    service = Service.build(
+        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url) as client:
+            yield service, client
+        service.status.request_shutdown("test over")
 
 
 def truth_uuids(sim: Simulator) -> set[str]:
@@ -205,20 +222,16 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-# -- fixtures the command-line and config tests use (imported by their conftest.py) ----------
+# -- the fixture the command-line and config tests use (imported by their conftest.py) -------
 
 
-@pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No COINAPI_KEY or COINFEED_* from the developer's shell leaks into a test."""
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No COINAPI_KEY or COINFEED_* from the developer's shell leaks into a test, and
+    setup_logging()'s reconfigured global logger is replaced by a default one afterwards."""
     for name in list(os.environ):
         if name == "COINAPI_KEY" or name.startswith("COINFEED_"):
             monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def restore_loguru() -> Iterator[None]:
-    """setup_logging() reconfigures the global logger; give other tests a default one back."""
     yield
     logger.remove()
     logger.configure(patcher=None)

@@ -8,10 +8,9 @@ import httpx
 import trio
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
-from tests.fakes import FakeTransport, FakeWebSocket
-from tests.helpers import MemorySink, running, samples, wait_for
+from tests.fakes import FakeWebSocket
+from tests.helpers import running, samples, serving_fake_feed, wait_for
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
 OTHER = "COINBASE_SPOT_ETH_USD"
@@ -61,110 +60,90 @@ async def test_a_reconnect_that_brings_no_frame_is_not_ready(
     make_settings: Callable[..., Settings],
 ) -> None:
     quiet = FakeWebSocket()
-    settings = make_settings(http=ListenAddress("127.0.0.1", 0), stale_after=5.0, types=("trade",))
-    service = Service.build(
-        settings, transport=FakeTransport([quiet]), sinks=[MemorySink()], handle_signals=False
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        assert service.http_url is not None
-        async with httpx.AsyncClient(base_url=service.http_url) as client:
-            await wait_for(lambda: service.status.connected, 5, "connected")
-            answer = await client.get("/ready")
-            assert answer.status_code == 503
-            assert any("no frame yet" in r for r in answer.json()["reasons"])
-            quiet.feed('{"type":"hearbeat"}')
-            await wait_for(
-                lambda: service.processor.counters.received.get("hearbeat", 0) == 1,
-                5,
-                "the heartbeat",
-            )
-            assert (await client.get("/ready")).status_code == 200
-        service.status.request_shutdown("test over")
+    async with serving_fake_feed(make_settings, quiet, stale_after=5.0, types=("trade",)) as (
+        service,
+        client,
+    ):
+        await wait_for(lambda: service.status.connected, 5, "connected")
+        answer = await client.get("/ready")
+        assert answer.status_code == 503
+        assert any("no frame yet" in r for r in answer.json()["reasons"])
+        quiet.feed('{"type":"hearbeat"}')
+        await wait_for(
+            lambda: service.processor.counters.received.get("hearbeat", 0) == 1,
+            5,
+            "the heartbeat",
+        )
+        assert (await client.get("/ready")).status_code == 200
 
 
 async def test_one_book_out_of_sync_past_its_grace_makes_ready_fail_naming_it(
     make_settings: Callable[..., Settings],
 ) -> None:
     ws = FakeWebSocket()
-    settings = make_settings(
-        http=ListenAddress("127.0.0.1", 0),
+    async with serving_fake_feed(
+        make_settings,
+        ws,
         symbols=(SYM, OTHER),
         types=("book",),
         stale_after=0.5,  # book grace: 2 x stale_after = 1 s
         recovery_max_attempts=50,
-    )
-    service = Service.build(
-        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        assert service.http_url is not None
-        async with httpx.AsyncClient(base_url=service.http_url) as client:
+    ) as (_service, client):
 
-            async def ready_after(seconds: float) -> httpx.Response:
-                # Heartbeats keep the connection fresh while time passes.
-                for _ in range(int(seconds / 0.1)):
-                    ws.feed('{"type":"hearbeat"}')
-                    await trio.sleep(0.1)
-                return await client.get("/ready")
+        async def ready_after(seconds: float) -> httpx.Response:
+            # Heartbeats keep the connection fresh while time passes.
+            for _ in range(int(seconds / 0.1)):
+                ws.feed('{"type":"hearbeat"}')
+                await trio.sleep(0.1)
+            return await client.get("/ready")
 
-            ws.feed(book_frame(SYM, 1, snapshot=True))
-            early = await ready_after(0.3)
-            assert early.status_code == 200, early.text  # OTHER is still within its grace
-            # OTHER never gets a snapshot: past the grace it is named, SYM is not.
-            late = await ready_after(1.2)
-            assert late.status_code == 503
-            (reason,) = late.json()["reasons"]
-            assert reason.startswith(f"book {OTHER} no_snapshot for "), reason
-            ws.feed(book_frame(OTHER, 1, snapshot=True))
-            assert (await ready_after(0.2)).status_code == 200
-            # Connected well past the grace, a book that only now goes out of sync (a sequence
-            # gap; its resubscribe is never answered here) gets its own grace before /ready fails.
-            ws.feed(book_frame(SYM, 5, snapshot=False))
-            assert (await ready_after(0.3)).status_code == 200
-            stale = await ready_after(1.2)
-            assert stale.status_code == 503
-            (reason,) = stale.json()["reasons"]
-            assert reason.startswith(f"book {SYM} stale for "), reason
-        service.status.request_shutdown("test over")
+        ws.feed(book_frame(SYM, 1, snapshot=True))
+        early = await ready_after(0.3)
+        assert early.status_code == 200, early.text  # OTHER is still within its grace
+        # OTHER never gets a snapshot: past the grace it is named, SYM is not.
+        late = await ready_after(1.2)
+        assert late.status_code == 503
+        (reason,) = late.json()["reasons"]
+        assert reason.startswith(f"book {OTHER} no_snapshot for "), reason
+        ws.feed(book_frame(OTHER, 1, snapshot=True))
+        assert (await ready_after(0.2)).status_code == 200
+        # Connected well past the grace, a book that only now goes out of sync (a sequence
+        # gap; its resubscribe is never answered here) gets its own grace before /ready fails.
+        ws.feed(book_frame(SYM, 5, snapshot=False))
+        assert (await ready_after(0.3)).status_code == 200
+        stale = await ready_after(1.2)
+        assert stale.status_code == 503
+        (reason,) = stale.json()["reasons"]
+        assert reason.startswith(f"book {SYM} stale for "), reason
 
 
 async def test_a_gap_waiting_too_long_for_recovery_makes_the_service_not_ready(
     make_settings: Callable[..., Settings],
 ) -> None:
     ws = FakeWebSocket()
-    settings = make_settings(
-        http=ListenAddress("127.0.0.1", 0), recovery_stale_after=1.0, recovery_pause=0.0
-    )
-    service = Service.build(
-        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        assert service.http_url is not None
-        async with httpx.AsyncClient(base_url=service.http_url) as client:
-            await wait_for(lambda: service.status.connected, 5, "connected")
-            ws.feed('{"type":"hearbeat"}')
-            await wait_for(
-                lambda: service.processor.counters.received.get("hearbeat", 0) == 1, 5, "a frame"
-            )
-            assert (await client.get("/ready")).status_code == 200
-            # REST is unreachable (rest_url points at a closed port): the gap waits.
-            ws.feed(trade_frame(1), trade_frame(5))
-            await wait_for(
-                lambda: (service.recovery.oldest_pending_age() or 0) > 1.2, 10, "the gap to age"
-            )
-            ws.feed('{"type":"hearbeat"}')
-            answer = await client.get("/ready")
-            assert answer.status_code == 503
-            assert any(
-                r.startswith("oldest pending recovery") and "recovery_stale_after=1" in r
-                for r in answer.json()["reasons"]
-            ), answer.text
-            metrics = samples((await client.get("/metrics")).text)
-            assert metrics[("coinfeed_recovery_oldest_pending_seconds", ())] > 1.2
-        service.status.request_shutdown("test over")
+    async with serving_fake_feed(
+        make_settings, ws, recovery_stale_after=1.0, recovery_pause=0.0
+    ) as (service, client):
+        await wait_for(lambda: service.status.connected, 5, "connected")
+        ws.feed('{"type":"hearbeat"}')
+        await wait_for(
+            lambda: service.processor.counters.received.get("hearbeat", 0) == 1, 5, "a frame"
+        )
+        assert (await client.get("/ready")).status_code == 200
+        # REST is unreachable (rest_url points at a closed port): the gap waits.
+        ws.feed(trade_frame(1), trade_frame(5))
+        await wait_for(
+            lambda: (service.recovery.oldest_pending_age() or 0) > 1.2, 10, "the gap to age"
+        )
+        ws.feed('{"type":"hearbeat"}')
+        answer = await client.get("/ready")
+        assert answer.status_code == 503
+        assert any(
+            r.startswith("oldest pending recovery") and "recovery_stale_after=1" in r
+            for r in answer.json()["reasons"]
+        ), answer.text
+        metrics = samples((await client.get("/metrics")).text)
+        assert metrics[("coinfeed_recovery_oldest_pending_seconds", ())] > 1.2
 
 
 def trade_frame(sequence: int) -> str:
