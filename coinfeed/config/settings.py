@@ -24,6 +24,7 @@ from coinfeed.config.values import (
     CONFIG_ENV,
     DATA_TYPES,
     ENV_PREFIX,
+    JSONL_FSYNC,
     LOG_LEVELS,
     SINK_FORMS,
     TRANSPORTS,
@@ -103,8 +104,14 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("sink_batch_size", p.integer(1), 1000, "events a sink writes per batch at most", "N"),
     _S("sink_flush_interval", p.seconds(), 0.5,
        "seconds a sink may hold a partial batch before writing it", "S"),
+    _S("sink_stall_after", p.seconds(), 5.0,
+       "seconds a sink may hold events without progress before /ready reports it", "S"),
+    _S("jsonl_fsync", p.choice(JSONL_FSYNC, str.lower), "never",
+       "JSON Lines durability: never (page cache) or batch (fsync after each batch)", "WHEN"),
     _S("redis_maxlen", p.integer(1), 100_000,
        "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
+    _S("redis_ca_file", p.optional(p.readable_file), None,
+       "CA certificates (PEM) to verify a rediss:// server with", "PATH"),
     _S("shard", p.optional(p.shard), None,
        "INDEX/COUNT: subscribe only this replica's share of the symbols", "INDEX/COUNT"),
     _S("recovery_concurrency", p.integer(1, 10), 2, "REST calls in flight at most", "N"),
@@ -113,6 +120,10 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("recovery_pending_max", p.integer(1), 1000, "cap of pending recovery work items", "N"),
     _S("recovery_stale_after", p.seconds(), 60.0,
        "seconds the oldest pending recovery may wait before /ready reports it", "S"),
+    _S("state_dir", p.directory_or_off, "coinfeed-state",
+       "directory of the restart checkpoint (off: no checkpoint, no restart backfill)", "DIR"),
+    _S("restart_backfill_max", p.seconds(), 86_400.0,
+       "longest outage before a restart that is backfilled over REST, seconds", "S"),
     _S("dedup_capacity", p.integer(1000), 200_000, "trade uuids remembered for de-dup", "N"),
     _S("max_frame_bytes", p.integer(1024), 8 * 1024 * 1024, "larger frames are skipped", "N"),
     _S("healthy_after", p.seconds(), 30.0,
@@ -183,13 +194,18 @@ class Settings:
     sink_queue_capacity: int = DEFAULTS["sink_queue_capacity"]
     sink_batch_size: int = DEFAULTS["sink_batch_size"]
     sink_flush_interval: float = DEFAULTS["sink_flush_interval"]
+    sink_stall_after: float = DEFAULTS["sink_stall_after"]
+    jsonl_fsync: str = DEFAULTS["jsonl_fsync"]
     redis_maxlen: int = DEFAULTS["redis_maxlen"]
+    redis_ca_file: str | None = DEFAULTS["redis_ca_file"]
     shard: Shard | None = DEFAULTS["shard"]
     recovery_concurrency: int = DEFAULTS["recovery_concurrency"]
     recovery_max_attempts: int = DEFAULTS["recovery_max_attempts"]
     recovery_pause: float = DEFAULTS["recovery_pause"]
     recovery_pending_max: int = DEFAULTS["recovery_pending_max"]
     recovery_stale_after: float = DEFAULTS["recovery_stale_after"]
+    state_dir: str | None = DEFAULTS["state_dir"]
+    restart_backfill_max: float = DEFAULTS["restart_backfill_max"]
     dedup_capacity: int = DEFAULTS["dedup_capacity"]
     max_frame_bytes: int = DEFAULTS["max_frame_bytes"]
     healthy_after: float = DEFAULTS["healthy_after"]
@@ -237,7 +253,7 @@ class Settings:
             value = getattr(self, setting.name)
             if isinstance(value, tuple):
                 value = list(value)
-            elif setting.name == "http":
+            elif setting.name in ("http", "state_dir"):
                 value = "off" if value is None else str(value)
             elif isinstance(value, Shard):
                 value = str(value)

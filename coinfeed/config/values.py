@@ -8,6 +8,7 @@ that says what was expected; the loader turns that into a ``ConfigError`` naming
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ DEBUG_TOKEN_ENV: Final = "COINFEED_DEBUG_TOKEN"
 CONFIG_ENV: Final = "COINFEED_CONFIG"
 ENV_PREFIX: Final = "COINFEED_"
 DATA_TYPES: Final = ("trade", "quote", "book", "book5", "book20", "book50")
+JSONL_FSYNC: Final = ("never", "batch")
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 SINK_FORMS: Final = ACCEPTED_FORMS
 
@@ -263,4 +265,25 @@ def path(raw: object) -> str:
     text = as_text(raw, "a file path")
     if not text:
         raise InvalidValue("must be a file path, got an empty string")
+    return text
+
+
+def readable_file(raw: object) -> str:
+    text = path(raw)
+    if not os.path.isfile(text) or not os.access(text, os.R_OK):
+        raise InvalidValue(f"must be a readable file, got {show(raw)}")
+    return text
+
+
+def directory_or_off(raw: object) -> str | None:
+    """A directory path (created when needed, so it need not exist yet), or ``off``."""
+    if raw is None:
+        return None
+    text = as_text(raw, "a directory path or off")
+    if text.strip().lower() in ("off", "none"):
+        return None
+    if not text.strip():
+        raise InvalidValue("must be a directory path or off, got an empty string")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise InvalidValue(f"must be a directory path or off, got {show(raw)} (not a directory)")
     return text
