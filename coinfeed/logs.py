@@ -34,15 +34,21 @@ REDACTED = "***"
 
 _APIKEY_PARAMETER = re.compile(r"(?i)(\bapikey=)[^&#\s\"'\\]+")
 """An ``apikey`` query parameter (CoinAPI accepts the key there): redacted whatever its value."""
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/?#@:\"'\\]*:)[^\s/\"'\\]*@")
+"""The password in a URL's ``user:password@`` (a Redis sink's, say): up to the last ``@``
+before the path, since a password may hold an unescaped ``@``."""
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every non-empty secret, and any ``apikey=`` value, replaced by ``***``."""
+    """``text`` with every non-empty secret, any ``apikey=`` value and any URL's password
+    (``scheme://user:password@``) replaced by ``***``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
     if "apikey=" in text.lower():
         text = _APIKEY_PARAMETER.sub(r"\1" + REDACTED, text)
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(r"\1" + REDACTED + "@", text)
     return text
 
 

@@ -128,7 +128,11 @@ class Service:
             opened = (
                 sinks
                 if sinks is not None
-                else open_sinks(settings.sinks, redis_maxlen=settings.redis_maxlen)
+                else open_sinks(
+                    settings.sinks,
+                    redis_maxlen=settings.redis_maxlen,
+                    redis_ca_file=settings.redis_ca_file,
+                )
             )
         except SinkSpecError as exc:
             raise ConfigError("sinks", str(exc)) from None

@@ -38,7 +38,8 @@ def child_environment(**extra: str) -> dict[str, str]:
         for name, value in os.environ.items()
         if name != "COINAPI_KEY" and not name.startswith("COINFEED_")
     }
-    return {**env, "COINAPI_KEY": KEY, **extra}
+    # No checkpoint: children run side by side, from the repository's directory.
+    return {**env, "COINAPI_KEY": KEY, "COINFEED_STATE_DIR": "off", **extra}
 
 
 async def run_coinfeed(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

@@ -247,11 +247,16 @@ class Settings:
         return self.http.port if self.http else 0
 
     def redacted(self) -> dict[str, object]:
-        """Every effective value, safe to print: the key is ``***`` when set, else None."""
+        """Every effective value, safe to print: the key is ``***`` when set (else None), and so
+        is the password in a Redis sink's URL."""
+        from coinfeed.sinks.open import parse_sink_spec  # the sink's name: password as ***
+
         values: dict[str, object] = {}
         for setting in SETTINGS:
             value = getattr(self, setting.name)
-            if isinstance(value, tuple):
+            if setting.name == "sinks":
+                value = [str(parse_sink_spec(spec)) for spec in value]
+            elif isinstance(value, tuple):
                 value = list(value)
             elif setting.name in ("http", "state_dir"):
                 value = "off" if value is None else str(value)

@@ -224,7 +224,7 @@ def data_type(item: str) -> str:
 
 def sink_spec(item: str) -> str:
     try:
-        return str(parse_sink_spec(item))
+        return parse_sink_spec(item).unredacted  # a Redis password kept, to connect with
     except SinkSpecError as error:
         raise InvalidValue(str(error)) from None
 

@@ -2,8 +2,9 @@
 
 A sink is named by a spec (``docs/architecture.md``, contracts): ``jsonl:-`` (stdout),
 ``jsonl:PATH``, ``sqlite:PATH`` (the embedded default of ``coinfeed demo``) and
-``redis://HOST:PORT/DB`` (Redis Streams, for scale-out). :func:`open_sink` turns a spec into a
-:class:`Sink`; docs/sinks.md describes each format and its delivery guarantees.
+``redis://HOST:PORT/DB`` or ``rediss://…`` (Redis Streams, for scale-out; TLS, optionally
+``USER:PASSWORD@``). :func:`open_sink` turns a spec into a :class:`Sink`; docs/sinks.md
+describes each format and its delivery guarantees.
 """
 
 from __future__ import annotations

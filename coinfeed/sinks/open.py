@@ -1,9 +1,16 @@
 """Sink specs: the one parser of their grammar (``config`` validates with it too), and opening.
 
-Accepted forms: ``jsonl:-`` (stdout), ``jsonl:PATH``, ``sqlite:PATH`` and
-``redis://HOST:PORT/DB``. :func:`parse_sink_spec` checks the text and gives its canonical form
-(Redis URLs get their default port and database); :func:`open_sink` turns a spec into a
+Accepted forms: ``jsonl:-`` (stdout), ``jsonl:PATH``, ``sqlite:PATH``, ``redis://HOST:PORT/DB``
+and ``rediss://HOST:PORT/DB`` (Redis over TLS); a Redis URL may carry credentials,
+``USER:PASSWORD@``, ``:PASSWORD@`` (``requirepass``) or ``USER@``, before the host.
+:func:`parse_sink_spec` checks the text and gives a :class:`SinkSpec` (Redis URLs get their
+default port and database); :func:`open_sink` turns a spec into a
 :class:`~coinfeed.sinks.base.Sink`. ``docs/sinks.md`` describes each sink.
+
+A Redis password is a secret: ``str()`` of a spec (the sink's name in logs, metrics and
+``/ready``) shows it as ``***``, and so does every error message here, even for text that does
+not parse. Only :attr:`SinkSpec.unredacted` holds it: the settings keep that text, so that
+:func:`open_sink` can connect with it.
 """
 
 from __future__ import annotations
@@ -11,64 +18,120 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from typing import Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
 from coinfeed.sinks.base import Sink, SinkSpecError
 
-ACCEPTED_FORMS: Final = "jsonl:- (stdout), jsonl:PATH, sqlite:PATH or redis://HOST:PORT/DB"
+ACCEPTED_FORMS: Final = (
+    "jsonl:- (stdout), jsonl:PATH, sqlite:PATH, redis://HOST:PORT/DB or rediss://HOST:PORT/DB "
+    "(TLS); a Redis URL may hold USER:PASSWORD@ or :PASSWORD@ before HOST"
+)
+REDACTED: Final = "***"
 
 
 @attrs.frozen
 class SinkSpec:
-    """A checked sink spec; ``str()`` gives its canonical text."""
+    """A checked sink spec. ``str()`` is its canonical text with any password as ``***``: safe to
+    print, and the sink's name; :attr:`unredacted` is the canonical text with the password."""
 
     kind: Literal["jsonl", "sqlite", "redis"]
     target: str
-    """``-`` or a path for files, the whole ``redis://HOST:PORT/DB`` URL for Redis."""
+    """``-`` or a path for files; for Redis the whole URL, ``redis[s]://[USER[:***]@]HOST:PORT/DB``
+    (user and password percent-encoded, the password shown as ``***``)."""
+    password: str | None = attrs.field(default=None, repr=False)
+    """A Redis URL's password (percent-encoded); never in ``str()`` or ``repr()``."""
 
     def __str__(self) -> str:
         return self.target if self.kind == "redis" else f"{self.kind}:{self.target}"
 
+    @property
+    def unredacted(self) -> str:
+        """The canonical text, password included: what the settings hold and Redis is connected
+        with. Never log or print it; ``parse_sink_spec`` of it gives this spec back."""
+        if self.password is None:
+            return str(self)
+        # The user is percent-encoded (no ':' or '*'), so the first ':***@' is the password's.
+        return self.target.replace(f":{REDACTED}@", f":{self.password}@", 1)
+
 
 def parse_sink_spec(text: str) -> SinkSpec:
-    """The spec ``text`` names, or :class:`SinkSpecError` listing the accepted forms."""
+    """The spec ``text`` names, or :class:`SinkSpecError` listing the accepted forms (with any
+    password in ``text`` shown as ``***``)."""
     scheme, colon, rest = text.partition(":")
     if text == "jsonl:-" or (scheme == "jsonl" and colon and rest and rest != "-"):
         return SinkSpec("jsonl", rest)
     if scheme == "sqlite" and colon and rest and rest != "-":
         return SinkSpec("sqlite", rest)
-    if text.startswith("redis://"):
-        try:
-            parts = urlsplit(text)
-            host, port = parts.hostname, parts.port or 6379
-            database = int(parts.path.strip("/") or 0)
-        except ValueError:
-            host, port, database = None, 0, -1
-        if host and database >= 0 and "@" not in parts.netloc and not parts.query:
-            netloc = f"[{host}]" if ":" in host else host
-            return SinkSpec("redis", f"redis://{netloc}:{port}/{database}")
-    raise SinkSpecError(f"unknown sink {text!r}: accepted are {ACCEPTED_FORMS}")
+    if text.startswith(("redis://", "rediss://")):
+        spec = _parse_redis_url(text)
+        if spec is not None:
+            return spec
+    raise SinkSpecError(f"unknown sink {redact_spec(text)!r}: accepted are {ACCEPTED_FORMS}")
 
 
-def open_sink(spec: str | SinkSpec, *, redis_maxlen: int = 100_000) -> Sink:
+def _parse_redis_url(text: str) -> SinkSpec | None:
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port or 6379
+        database = int(parts.path.strip("/") or 0)
+    except ValueError:
+        return None
+    if not host or database < 0 or parts.query or parts.fragment:
+        return None
+    user = quote(unquote(parts.username or ""), safe="")
+    password = quote(unquote(parts.password), safe="") if parts.password else None
+    userinfo = f"{user}:{REDACTED}@" if password else f"{user}@" if user else ""
+    netloc = f"[{host}]" if ":" in host else host
+    return SinkSpec("redis", f"{parts.scheme}://{userinfo}{netloc}:{port}/{database}", password)
+
+
+def redact_spec(text: str) -> str:
+    """``text`` with whatever could be a URL's password (from the ``:`` after the user to the
+    last ``@``) shown as ``***``, for messages about text that may not even parse."""
+    scheme, slashes, rest = text.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not slashes or not at:
+        return text
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':' + REDACTED if colon else ''}@{after}"
+
+
+def open_sink(
+    spec: str | SinkSpec,
+    *,
+    redis_maxlen: int = 100_000,
+    redis_ca_file: str | None = None,
+) -> Sink:
     """Build the sink a spec names (files are opened here, in the caller's thread; Redis
     connects lazily on the first write, so a Redis that is down is a failing sink, not a crash).
+    ``rediss://`` verifies the server against ``redis_ca_file`` (PEM) and the system's CAs.
     """
     parsed = spec if isinstance(spec, SinkSpec) else parse_sink_spec(spec)
     try:
-        return _open(parsed, redis_maxlen)
+        return _open(parsed, redis_maxlen, redis_ca_file)
     except (OSError, sqlite3.Error) as exc:
-        raise SinkSpecError(f"sink {str(spec)!r} cannot be opened: {exc}") from None
+        raise SinkSpecError(f"sink {str(parsed)!r} cannot be opened: {exc}") from None
 
 
-def open_sinks(specs: Sequence[str | SinkSpec], *, redis_maxlen: int = 100_000) -> list[Sink]:
+def open_sinks(
+    specs: Sequence[str | SinkSpec],
+    *,
+    redis_maxlen: int = 100_000,
+    redis_ca_file: str | None = None,
+) -> list[Sink]:
     """Open every sink, or none: if one fails, those already opened are closed again."""
     opened: list[Sink] = []
     try:
         for spec in specs:
-            opened.append(open_sink(spec, redis_maxlen=redis_maxlen))
+            opened.append(
+                open_sink(
+                    spec,
+                    redis_maxlen=redis_maxlen,
+                    redis_ca_file=redis_ca_file,
+                )
+            )
     except BaseException:
         for sink in opened:
             sink.close()
@@ -76,7 +139,7 @@ def open_sinks(specs: Sequence[str | SinkSpec], *, redis_maxlen: int = 100_000) 
     return opened
 
 
-def _open(spec: SinkSpec, redis_maxlen: int) -> Sink:
+def _open(spec: SinkSpec, redis_maxlen: int, redis_ca_file: str | None) -> Sink:
     # Imported here: a process with only a JSONL sink never loads sqlite3's or redis's modules.
     if spec.kind == "jsonl":
         from coinfeed.sinks.jsonl import JsonlSink
@@ -88,4 +151,6 @@ def _open(spec: SinkSpec, redis_maxlen: int) -> Sink:
         return SqliteSink.open(spec.target)
     from coinfeed.sinks.redis_streams import RedisStreamSink
 
-    return RedisStreamSink.open(spec.target, maxlen=redis_maxlen)
+    return RedisStreamSink.open(
+        spec.unredacted, name=str(spec), maxlen=redis_maxlen, ca_file=redis_ca_file
+    )

@@ -5,7 +5,14 @@ one field, ``json``, holding exactly the JSON line the ``jsonl`` sink writes (pr
 numbers with the digits CoinAPI sent). A batch goes out as one non-transactional pipeline from
 the writer's worker thread, with redis-py's synchronous client (its asyncio client does not run
 on trio). The client connects lazily and reconnects per command, so Redis being down at start or
-later is a failed batch that the writer retries, never a crash.
+later is a failed batch that the writer retries, never a crash. Socket timeouts are short
+(:data:`SOCKET_TIMEOUT`, :data:`CONNECT_TIMEOUT`): a hung server (stopped, or a network that
+drops packets) fails the batch within about two seconds, well before ``sink_stall_after``, and
+a timeout is not retried at once (only a connection Redis closed is).
+
+``redis://USER:PASSWORD@…`` logs in (``AUTH``, Redis ACL users or ``requirepass``);
+``rediss://`` speaks TLS and verifies the server's certificate and host name against the
+``redis_ca_file`` setting's CAs and the system's. The sink's ``name`` never holds the password.
 
 Retries write nothing twice: the sink gives every entry an explicit, increasing stream id
 (``<unix ms>-<n>``, starting above the stream's last id, read once per stream with XINFO) and
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 import redis
@@ -29,6 +37,9 @@ from coinfeed.core.events import Event, GapEvent, encode_event
 
 STREAM_PREFIX: Final = "coinfeed"
 DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
+SOCKET_TIMEOUT: Final = 2.0
+"""Seconds a reply may take: a batch of 1000 XADDs takes milliseconds, a hung server forever."""
+CONNECT_TIMEOUT: Final = 2.0
 
 
 def stream_key(event: Event) -> str:
@@ -41,6 +52,15 @@ def _parse_id(raw: object) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 @attrs.define(slots=True, eq=False)
@@ -56,15 +76,31 @@ class RedisStreamSink:
     _pending: tuple[list[Event], list[str]] | None = None
 
     @classmethod
-    def open(cls, url: str, *, maxlen: int, timeout: float = 5.0) -> RedisStreamSink:
-        """A lazily connecting client for ``redis://HOST:PORT/DB`` (nothing is sent yet)."""
+    def open(
+        cls,
+        url: str,
+        *,
+        maxlen: int,
+        name: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = SOCKET_TIMEOUT,
+    ) -> RedisStreamSink:
+        """A lazily connecting client for ``redis[s]://[USER[:PASSWORD]@]HOST:PORT/DB`` (nothing
+        is sent yet). ``name`` defaults to ``url`` with its password as ``***``; ``ca_file``
+        (PEM) adds CAs to verify a ``rediss://`` server with, next to the system's."""
+        tls: dict[str, Any] = {}
+        if urlsplit(url).scheme == "rediss":
+            tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True, "ssl_ca_certs": ca_file}
         client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
-            socket_connect_timeout=min(timeout, 2.0),
-            retry=Retry(NoBackoff(), 1),  # one immediate retry: a pooled socket Redis closed
+            socket_connect_timeout=min(timeout, CONNECT_TIMEOUT),
+            # One immediate retry for a pooled socket Redis closed; a timeout is a hung server,
+            # and retrying it would only double the time the batch takes to fail.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            **tls,
         )
-        return cls(url, client, maxlen)
+        return cls(name if name is not None else _without_password(url), client, maxlen)
 
     def write_batch(self, events: list[Event]) -> None:
         if self._pending is not None and self._pending[0] is events:

@@ -1,4 +1,5 @@
-"""The API key shows in no log line, metric, endpoint answer or error, whatever goes wrong."""
+"""The API key, and a Redis sink's password, show in no log line, metric, endpoint answer or
+error, whatever goes wrong."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import trio
 from loguru import logger
 
+from coinfeed.cli import main
 from coinfeed.config import ListenAddress, Secret, Settings
+from coinfeed.logs import redact
 from coinfeed.rest import RestBadRequest, open_rest_client
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
@@ -187,3 +190,64 @@ async def test_a_rest_error_body_is_redacted_before_it_is_cut() -> None:
     await client.aclose()
     assert KEY[:6] not in str(error.value)
     assert "***" in str(error.value)
+
+
+PASSWORD = "s3cret-4711"
+"""A Redis password in a sink URL: kept to connect with, shown nowhere."""
+
+
+def test_config_never_prints_a_sink_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://alice:{PASSWORD}@redis.internal/0"
+    assert main(["config", "--sink", url, "--sink", "jsonl:-"]) == 0
+    toml = capsys.readouterr().out
+    assert 'sinks = ["redis://alice:***@redis.internal:6379/0", "jsonl:-"]' in toml
+    monkeypatch.setenv("COINFEED_SINKS", f"rediss://:{PASSWORD}@redis.internal:6380/1")
+    assert main(["config", "--json"]) == 0
+    values = json.loads(capsys.readouterr().out)
+    assert values["sinks"] == ["rediss://:***@redis.internal:6380/1"]
+    # Refused specs: exit 2 naming the setting, the password not echoed.
+    for bad in (f"redis://alice:{PASSWORD}@redis.internal/x", f"{url},"):
+        monkeypatch.setenv("COINFEED_SINKS", bad)
+        assert main(["config"]) == 2
+        err = capsys.readouterr().err
+        assert "invalid setting 'sinks'" in err and "alice:***@" in err
+        assert PASSWORD not in err
+    assert PASSWORD not in toml
+
+
+def test_log_redaction_masks_any_url_password() -> None:
+    cases = {
+        f"cannot reach redis://alice:{PASSWORD}@h:6379/0 now":
+            "cannot reach redis://alice:***@h:6379/0 now",
+        f'{{"sink": "rediss://:{PASSWORD}@h/0"}}': '{"sink": "rediss://:***@h/0"}',
+        f"redis://alice:p@{PASSWORD}@h/0": "redis://alice:***@h/0",  # an unescaped '@' in it
+        # No password: left alone.
+        "https://host:8080/path?mail=a@b.example": "https://host:8080/path?mail=a@b.example",
+        "redis://alice@h:6379/0": "redis://alice@h:6379/0",
+    }  # fmt: skip
+    assert {text: redact(text, ()) for text in cases} == cases
+
+
+async def test_a_redis_password_is_nowhere_in_a_real_coinfeed_process() -> None:
+    # Data flows, the Redis sink fails every write (nothing listens): its name is in the logs,
+    # /ready and /metrics, its password nowhere.
+    port = closed_port()
+    seen: list[str] = []
+    async with open_simulator(SimulatorConfig(rate=500, keys=frozenset({KEY}))) as sim:
+        result = await run_coinfeed_scraped(
+            *("--symbols", SYMBOLS[0], "--log-level", "DEBUG", "--ws-url", sim.ws_url),
+            *("--rest-url", sim.rest_url, "--duration", "3", "--shutdown-timeout", "0.5"),
+            *("--sink-flush-interval", "0.1", "--state-dir", "off"),
+            *("--sink", f"redis://alice:{PASSWORD}@127.0.0.1:{port}/0"),
+            env=child_environment(),
+            seen=seen,
+        )
+    name = f"redis://alice:***@127.0.0.1:{port}/0"
+    stderr = result.stderr.decode()
+    assert "sink write failed" in stderr and name in stderr
+    assert f"sink {name} failing" in seen[ENDPOINTS.index("/ready")]
+    assert f'coinfeed_sink_errors_total{{sink="{name}"}}' in seen[ENDPOINTS.index("/metrics")]
+    for text in (stderr, result.stdout.decode(), *seen):
+        assert PASSWORD not in text

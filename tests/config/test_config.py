@@ -174,9 +174,7 @@ def test_sink_specs(spec: str, expected: str) -> None:
     assert load(sinks=spec).sinks == (expected,)
 
 
-@pytest.mark.parametrize(
-    "spec", ["jsonl:", "jsonl", "sqlite:-", "redis://:password@localhost:6379/0", "redis://h/x"]
-)
+@pytest.mark.parametrize("spec", ["jsonl:", "jsonl", "sqlite:-", "redis://h/x", "redis://h:port/0"])
 def test_malformed_sink_specs_are_rejected(spec: str) -> None:
     with pytest.raises(ConfigError, match="'sinks'"):
         load(sinks=spec)

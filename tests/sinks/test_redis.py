@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,32 @@ def test_a_redis_that_is_down_fails_the_batch_and_the_retry_succeeds_later(
             trade(2).uuid,
             trade(3).uuid,
         ]
+
+
+def test_a_hung_redis_fails_the_batch_within_seconds_and_the_retry_writes_it_once(
+    redis_server: RedisServer,
+) -> None:
+    sink = open_sink(redis_server.url)  # the default timeouts
+    sink.write_batch([trade(1)])
+    batch: list[Any] = [trade(2), trade(3)]
+    with redis_server.paused():  # SIGSTOP: the socket stays open, no reply ever comes
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            sink.write_batch(batch)
+        took = time.monotonic() - started
+        # Well inside sink_stall_after (5 s by default), so /ready reports a failing sink.
+        assert took < 3.0, took
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            sink.write_batch(batch)  # the writer's retry, on a new connection: as fast
+        assert time.monotonic() - started < 3.0
+    sink.write_batch(batch)  # resumed: Redis ran the first attempt late, nothing is doubled
+    sink.close()
+    with redis_server.client() as client:
+        entries = client.xrange(f"coinfeed:trade:{SYM}")
+    assert [decode_event(f[b"json"]).uuid for _, f in entries] == [  # type: ignore[union-attr]
+        trade(n).uuid for n in (1, 2, 3)
+    ]
 
 
 async def test_a_redis_outage_is_reported_bounded_and_recovered(
