@@ -132,6 +132,7 @@ class Service:
                     settings.sinks,
                     redis_maxlen=settings.redis_maxlen,
                     redis_ca_file=settings.redis_ca_file,
+                    jsonl_fsync=settings.jsonl_fsync,
                 )
             )
         except SinkSpecError as exc:

@@ -103,14 +103,16 @@ def open_sink(
     *,
     redis_maxlen: int = 100_000,
     redis_ca_file: str | None = None,
+    jsonl_fsync: str = "never",
 ) -> Sink:
     """Build the sink a spec names (files are opened here, in the caller's thread; Redis
     connects lazily on the first write, so a Redis that is down is a failing sink, not a crash).
-    ``rediss://`` verifies the server against ``redis_ca_file`` (PEM) and the system's CAs.
+    ``rediss://`` verifies the server against ``redis_ca_file`` (PEM) and the system's CAs;
+    ``jsonl_fsync`` is the ``jsonl_fsync`` setting (``never`` or ``batch``).
     """
     parsed = spec if isinstance(spec, SinkSpec) else parse_sink_spec(spec)
     try:
-        return _open(parsed, redis_maxlen, redis_ca_file)
+        return _open(parsed, redis_maxlen, redis_ca_file, jsonl_fsync)
     except (OSError, sqlite3.Error) as exc:
         raise SinkSpecError(f"sink {str(parsed)!r} cannot be opened: {exc}") from None
 
@@ -120,6 +122,7 @@ def open_sinks(
     *,
     redis_maxlen: int = 100_000,
     redis_ca_file: str | None = None,
+    jsonl_fsync: str = "never",
 ) -> list[Sink]:
     """Open every sink, or none: if one fails, those already opened are closed again."""
     opened: list[Sink] = []
@@ -130,6 +133,7 @@ def open_sinks(
                     spec,
                     redis_maxlen=redis_maxlen,
                     redis_ca_file=redis_ca_file,
+                    jsonl_fsync=jsonl_fsync,
                 )
             )
     except BaseException:
@@ -139,12 +143,12 @@ def open_sinks(
     return opened
 
 
-def _open(spec: SinkSpec, redis_maxlen: int, redis_ca_file: str | None) -> Sink:
+def _open(spec: SinkSpec, redis_maxlen: int, redis_ca_file: str | None, jsonl_fsync: str) -> Sink:
     # Imported here: a process with only a JSONL sink never loads sqlite3's or redis's modules.
     if spec.kind == "jsonl":
         from coinfeed.sinks.jsonl import JsonlSink
 
-        return JsonlSink.open(spec.target)
+        return JsonlSink.open(spec.target, fsync=jsonl_fsync)
     if spec.kind == "sqlite":
         from coinfeed.sinks.sqlite import SqliteSink
 

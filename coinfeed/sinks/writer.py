@@ -74,7 +74,7 @@ class EventChannel:
     """
 
     capacity: int
-    _batches: deque[tuple[float, list[Event]]] = attrs.field(factory=deque, init=False)
+    _batches: deque[tuple[float, list[Event], int]] = attrs.field(factory=deque, init=False)
     _events: int = attrs.field(default=0, init=False)
     """Events waiting plus events taken and not yet released."""
     _waiting: int = attrs.field(default=0, init=False)
@@ -86,13 +86,17 @@ class EventChannel:
     _readers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
 
-    async def send(self, batch: list[Event]) -> None:
-        """Wait until the batch fits (an oversized batch waits for an empty channel), then add."""
+    taken_number: int = attrs.field(default=0, init=False)
+    """The number of the last batch :meth:`receive_nowait` took."""
+
+    async def send(self, batch: list[Event], number: int = 0) -> None:
+        """Wait until the batch fits (an oversized batch waits for an empty channel), then add.
+        ``number`` identifies the batch to :attr:`taken_number` (the hub counts them)."""
         while self._events and self._events + len(batch) > self.capacity:
             self._readers.unpark_all()  # a blocked sender makes the writer write what it has
             await self._writers.park()
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._batches.append((trio.current_time(), batch))
+        self._batches.append((trio.current_time(), batch, number))
         self._events += len(batch)
         self._waiting += len(batch)
         self.peak = max(self.peak, self._events)
@@ -135,7 +139,8 @@ class EventChannel:
         they keep their place in the capacity until :meth:`release`."""
         taken: list[Event] = []
         while self._batches and (not taken or len(taken) + len(self._batches[0][1]) <= max_events):
-            taken.extend(self._batches.popleft()[1])
+            _, batch, self.taken_number = self._batches.popleft()
+            taken.extend(batch)
         self._waiting -= len(taken)
         return taken
 
@@ -167,6 +172,8 @@ class SinkWriter:
     max_batch: int = 1000
     flush_interval: float = 0.5
     retry_max: float = 5.0
+    written_number: int = attrs.field(default=0, init=False)
+    """The number of the last batch this sink has written (or set aside events of)."""
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
 
     async def run(self) -> None:
@@ -181,10 +188,12 @@ class SinkWriter:
                 events = self.channel.receive_nowait(
                     max(self.max_batch, self.channel.capacity // 2)
                 )
+                number = self.channel.taken_number
                 try:
                     await self._write(events)
                 finally:
                     self.channel.release(len(events))
+                self.written_number = number
         finally:
             with trio.move_on_after(2.0, shield=True):
                 await self._call(self.sink.close)
@@ -324,6 +333,8 @@ class SinkHub:
     """Fans each batch out to every sink's channel; ``close`` lets the writers drain."""
 
     writers: list[SinkWriter]
+    sent_batches: int = 0
+    """Batches handed to the sinks so far (each writer's ``written_number`` counts up to it)."""
 
     @classmethod
     def build(
@@ -352,8 +363,14 @@ class SinkHub:
         )
 
     async def send(self, events: list[Event]) -> None:
+        self.sent_batches += 1
+        number = self.sent_batches
         for writer in self.writers:
-            await writer.channel.send(events)
+            await writer.channel.send(events, number)
+
+    def written_batches(self) -> int:
+        """Batches every sink has written: the restart checkpoint may claim no later one."""
+        return min((w.written_number for w in self.writers), default=self.sent_batches)
 
     def close(self) -> None:
         for writer in self.writers:
