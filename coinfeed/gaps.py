@@ -16,6 +16,12 @@ recovery scheduler for the repair:
 Each ``pending`` gap event gets exactly one final event (``recovered`` or ``unrecovered``), when
 its window's outcome is known, when its book is synced again, or at shutdown. A request the
 scheduler refuses (a book resync over its pending cap) is reported ``unrecovered`` at once.
+
+Across restarts: the ledger knows, per symbol, the time up to which every trade has been
+emitted (:meth:`GapLedger.complete_through`: the latest trade or finished window, held back to
+the start of any window still open), which the restart checkpoint stores once the sinks have
+written it. A process started with such a checkpoint reports a ``restart`` gap per symbol at its
+first connection and backfills from the checkpoint, at most ``restart_backfill_max`` back.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import attrs
+from loguru import logger
 
 from coinfeed.core.book import Books, BookState
 from coinfeed.core.controls import (
@@ -67,7 +74,15 @@ class GapLedger:
     skew_margin: float = 2.0
     last_trade_time: dict[str, str] = attrs.field(factory=dict)
     """Latest ``time_exchange`` seen live per symbol (written by the processor's hot path)."""
+    restart_from: dict[str, datetime] = attrs.field(factory=dict)
+    """The checkpoint a restart begins from: per symbol, every trade up to then was written."""
+    restart_backfill_max: timedelta = timedelta(hours=24)
     _live_since: datetime | None = attrs.field(default=None, init=False)
+    _live_symbols: frozenset[str] = attrs.field(default=frozenset(), init=False)
+    _finished_through: dict[str, datetime] = attrs.field(factory=dict, init=False)
+    """Per symbol, the end of the latest trade window whose outcome was emitted."""
+    _open_windows: dict[str, tuple[int, datetime]] = attrs.field(factory=dict, init=False)
+    """Per symbol, backfill requests not yet finished and the earliest start among them."""
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
     _book_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
@@ -149,6 +164,9 @@ class GapLedger:
         self.books.reset_all()
         if self._live_since is None:
             self._live_since = opened.at
+            self._live_symbols = symbols
+            if self.backfill_trades:
+                self._backfill_since_restart(symbols, opened.at, out)
             return
         if self.backfill_trades:
             self._backfill_since_scope_change(symbols, opened.at, "reconnect", out)
@@ -192,18 +210,48 @@ class GapLedger:
 
     def report_unfinished(self, out: list[Event]) -> None:
         """At shutdown: every gap still pending ends ``unrecovered`` (a drop is either repaired
-        or reported, never left ``pending`` in the sinks)."""
+        or reported, never left ``pending`` in the sinks). Their windows stay open in
+        :meth:`complete_through`, so the next process backfills them after all."""
         for window in self.recovery.unfinished_windows():
-            self._finish_window(window, "unrecovered", out)
+            self._finish_window(window, "unrecovered", out, still_owed=True)
         for symbol_id in list(self._book_gaps):
             self.resync_failed(symbol_id, out)
 
+    def complete_through(self) -> dict[str, datetime]:
+        """Per symbol, a time up to which every trade has been emitted (or reported lost), for
+        the restart checkpoint; symbols not known yet carry their checkpoint over."""
+        through = dict(self.restart_from)
+        if self._live_since is not None:
+            # A symbol that has not traded since going live owes nothing before that moment.
+            for symbol_id in self._live_symbols:
+                through.setdefault(symbol_id, self._live_since)
+            for symbol_id, last in self.last_trade_time.items():
+                through[symbol_id] = max(through[symbol_id], parse_time(last))
+            for symbol_id, end in self._finished_through.items():
+                through[symbol_id] = max(through[symbol_id], end)
+        for symbol_id, (_, start) in self._open_windows.items():
+            through[symbol_id] = min(through.get(symbol_id, start), start)
+        return through
+
     # -- helpers --------------------------------------------------------------------------------
 
-    def _finish_window(self, window: TradeWindow, status: GapStatus, out: list[Event]) -> None:
+    def _finish_window(
+        self, window: TradeWindow, status: GapStatus, out: list[Event], *, still_owed: bool = False
+    ) -> None:
         self._count_recovery("trade", status)
         for gap in window.gaps:
             out.append(self._gap_from(gap, "backfill", status))
+        if still_owed:
+            return
+        symbol_id = window.symbol_id
+        self._finished_through[symbol_id] = max(
+            self._finished_through.get(symbol_id, window.end), window.end
+        )
+        count, start = self._open_windows.get(symbol_id, (0, window.start))
+        if count - window.requests > 0:
+            self._open_windows[symbol_id] = (count - window.requests, start)
+        else:
+            self._open_windows.pop(symbol_id, None)
 
     def _window_start(self, symbol_id: str, end: datetime) -> datetime:
         """From the latest trade seen live, else from going live; never after ``end`` (a trade
@@ -214,9 +262,47 @@ class GapLedger:
         return min(self._live_since or end, end)
 
     def _request_backfill(self, window: TradeWindow, out: list[Event]) -> None:
+        count, start = self._open_windows.get(window.symbol_id, (0, window.start))
+        # The earliest start is kept until every window of the symbol is finished: merged
+        # windows cannot tell which start was whose, and holding back is the safe side.
+        self._open_windows[window.symbol_id] = (count + 1, min(start, window.start))
         self.recovery.request_backfill_nowait(window)
         for gap in window.gaps:
             out.append(self._gap_from(gap, "backfill", "pending"))
+
+    def _backfill_since_restart(
+        self, symbols: frozenset[str], at: datetime, out: list[Event]
+    ) -> None:
+        """The first connection after a restart: trades since each symbol's checkpoint (up to
+        ``restart_backfill_max`` back) are backfilled; anything older is reported lost."""
+        end = at + timedelta(seconds=self.skew_margin)
+        oldest = at - self.restart_backfill_max
+        for symbol_id in sorted(symbols & self.restart_from.keys()):
+            since = min(self.restart_from[symbol_id], at)
+            self._count_gap("trade")
+            if since < oldest:
+                logger.bind(
+                    symbol_id=symbol_id,
+                    window_start=since.isoformat(),
+                    window_end=oldest.isoformat(),
+                    restart_backfill_max=self.restart_backfill_max.total_seconds(),
+                ).warning("restart gap older than restart_backfill_max: reported unrecovered")
+                self._count_recovery("trade", "unrecovered")
+                out.append(
+                    self._gap("trade", symbol_id, "restart", None, "backfill", "unrecovered")
+                )
+                self._count_gap("trade")
+                since = oldest
+            gap = GapRecord("trade", symbol_id, "restart", None)
+            window = TradeWindow(
+                symbol_id,
+                since,
+                end,
+                [gap],
+                not_before=self._now + self.skew_margin,
+                opened_at=self._now,
+            )
+            self._request_backfill(window, out)
 
     def _backfill_since_scope_change(
         self,

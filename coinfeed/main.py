@@ -51,8 +51,10 @@ async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
     async with open_simulator(config) as sim:
         symbols = settings.symbols or sim.config.symbols
         logger.bind(ws_url=sim.ws_url, rest_url=sim.rest_url).info("demo simulator up")
+        # The simulated market starts afresh each time: a checkpoint of an earlier one means
+        # nothing to it, so the demo keeps none.
         demo_settings = attrs.evolve(
-            settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols
+            settings, ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=symbols, state_dir=None
         )
         return await _serve(demo_settings)
 

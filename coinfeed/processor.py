@@ -17,7 +17,7 @@ unsubscribe may still be in flight: a lower number on such a stream is taken as 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import trio
@@ -96,6 +96,9 @@ class Processor:
     skew_margin: float = 2.0
     observe_batch: Callable[[float, int], None] = lambda _seconds, _frames: None
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    restart_from: dict[str, datetime] = attrs.field(factory=dict)
+    """The restart checkpoint, per symbol (see :class:`~coinfeed.gaps.GapLedger`)."""
+    restart_backfill_max: timedelta = timedelta(hours=24)
     gaps: GapLedger = attrs.field(init=False)
     _connection_id: int = attrs.field(default=0, init=False)
     _last_trade_time: dict[str, str] = attrs.field(init=False)
@@ -111,6 +114,8 @@ class Processor:
             recovery_counts=self.counters.recoveries,
             backfill_trades="trade" in self.types,
             skew_margin=self.skew_margin,
+            restart_from=self.restart_from,
+            restart_backfill_max=self.restart_backfill_max,
         )
         self._last_trade_time = self.gaps.last_trade_time  # the hot path writes it per trade
 

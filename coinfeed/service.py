@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ import attrs
 import trio
 from loguru import logger
 
+from coinfeed.checkpoint import Checkpointer, CheckpointError, CheckpointFile
 from coinfeed.config import ConfigError, Settings
 from coinfeed.connection import Connection, ScopeRateLimit, TerminalError, fatal_for
 from coinfeed.core.decoding import FrameDecoder
@@ -65,6 +67,7 @@ class Service:
     hub: SinkHub
     metrics: Metrics
     readiness: Readiness
+    checkpointer: Checkpointer | None = None
     handle_signals: bool = True
     http_url: str | None = attrs.field(default=None, init=False)
     _timed_out: bool = attrs.field(default=False, init=False)
@@ -124,6 +127,7 @@ class Service:
             observe_seconds=metrics.recovery_seconds.observe,
             wait_for_room=partial(queue.wait_control_room, RECOVERY_BACKLOG),
         )
+        checkpoint = open_checkpoint(settings)
         try:
             opened = (
                 sinks
@@ -136,7 +140,11 @@ class Service:
                 )
             )
         except SinkSpecError as exc:
+            if checkpoint is not None:
+                checkpoint.close()
             raise ConfigError("sinks", str(exc)) from None
+        restart_from = checkpoint.load() if checkpoint is not None else {}
+        restart_from = {s: t for s, t in restart_from.items() if s in settings.symbols}
         sink_counters = SinkCounters()
         hub = SinkHub.build(
             opened,
@@ -156,6 +164,22 @@ class Service:
             decoder=FrameDecoder(max_frame_bytes=settings.max_frame_bytes),
             dedup=TradeDedup(settings.dedup_capacity),
             observe_batch=metrics.observe_batch,
+            restart_from=restart_from,
+            restart_backfill_max=timedelta(seconds=settings.restart_backfill_max),
+        )
+        if restart_from:
+            logger.bind(
+                path=str(checkpoint.path) if checkpoint else None, symbols=len(restart_from)
+            ).info("restart checkpoint found: trades since it will be backfilled")
+        checkpointer = (
+            Checkpointer(
+                checkpoint,
+                processor.gaps.complete_through,
+                sent_batches=lambda: hub.sent_batches,
+                written_batches=hub.written_batches,
+            )
+            if checkpoint is not None
+            else None
         )
         book_symbols = settings.symbols if "book" in settings.types else ()
         readiness = Readiness(
@@ -177,6 +201,7 @@ class Service:
             hub=hub,
             metrics=metrics,
             readiness=readiness,
+            checkpointer=checkpointer,
             handle_signals=handle_signals,
         )
         metrics.collect_from(
@@ -244,6 +269,8 @@ class Service:
                 root.start_soon(self._run_processor, processor_done)
                 root.start_soon(self._run_sinks, sinks_done)
                 root.start_soon(self._report_stats)
+                if self.checkpointer is not None:
+                    root.start_soon(self.checkpointer.run)
                 if self.settings.http is not None:
                     self.http_url = await root.start(
                         serve_api,
@@ -268,6 +295,8 @@ class Service:
                 root.cancel_scope.cancel()
         finally:
             with trio.move_on_after(1.0, shield=True):
+                if self.checkpointer is not None:
+                    await self.checkpointer.finish()
                 await self.rest.aclose()
         if status.fatal is not None:
             logger.bind(exit_code=status.fatal.exit_code, reason=status.fatal.message).error(
@@ -358,6 +387,19 @@ def open_transport(name: str, max_message_bytes: int) -> Transport:
     if name == "websockets":
         return WebsocketsTransport(max_message_bytes=max_message_bytes)
     return TrioWebSocketTransport(max_message_bytes=max_message_bytes)
+
+
+def open_checkpoint(settings: Settings) -> CheckpointFile | None:
+    """The locked checkpoint file of this process (None with ``state_dir = off`` or without
+    trades: it records trades only). Shards sharing a directory keep one file each."""
+    if settings.state_dir is None or "trade" not in settings.types:
+        return None
+    shard = settings.shard
+    name = "checkpoint" if shard is None else f"checkpoint-shard-{shard.index}-of-{shard.count}"
+    try:
+        return CheckpointFile.open(settings.state_dir, name)
+    except CheckpointError as exc:
+        raise ConfigError("state_dir", str(exc)) from None
 
 
 def apply_shard(settings: Settings) -> Settings:

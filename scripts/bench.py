@@ -178,6 +178,7 @@ def build_service(
     values: dict[str, Any] = {
         "ws_url": ws_url, "rest_url": rest_url, "symbols": tuple(symbols.split(",")),
         "types": ("trade", "quote", "book"), "http": None, "stats_interval": 3600.0,
+        "state_dir": None,  # a single in-process run: nothing to restart from
     }  # fmt: skip
     if transport is not None:
         values["transport"] = transport

@@ -109,6 +109,15 @@ class Child:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self) -> int:
+        """SIGKILL the whole session at once (a crash, an OOM kill); return the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        code = self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+        return code
+
     def wait(self, timeout: float) -> int | None:
         try:
             return self.proc.wait(timeout)

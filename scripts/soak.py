@@ -17,8 +17,16 @@ fail (``rest-5xx``, ``rest-429``, ``chaos``) trades may be missing, provided eac
 misses some has an ``unrecovered`` trade gap event (the contract: "every drop is either
 repaired or reported as a gap event").
 
+With ``--kill-restart`` coinfeed is SIGKILLed halfway through, kept down ``--down`` seconds
+and started again on the same sink and ``state_dir``: the same completeness rule then spans the
+restart (the outage must be backfilled from the checkpoint). Across a kill delivery is
+at-least-once: trades stamped in the last ``RESTART_OVERLAP_S`` seconds before the kill may be in
+a JSON Lines sink twice (written after the last checkpoint); those are counted apart and allowed.
+RSS is judged on the restarted process only.
+
     .venv/bin/python scripts/soak.py [--duration 600] [--rate 2000] [--faults chaos]
         [--interval 5] [--out reports/soak-<time>] [--sink jsonl|sqlite] [--transport NAME]
+        [--kill-restart [--down 10]]
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ from harness import (
 from coinfeed.core.dedup import BYTES_PER_ENTRY as DEDUP_BYTES_PER_ENTRY
 
 REST_FAILING_PROFILES = frozenset({"rest-5xx", "rest-429", "chaos"})
+RESTART_OVERLAP_S = 5.0
+"""Seconds before a SIGKILL whose trades a restart may deliver again (the checkpoint is at most
+about a second behind the sinks; the rest is margin for a slow disk)."""
 RSS_BOUND_MB_PER_10MIN = 1.0
 EXIT_FAILED = 1
 EXIT_BROKEN = 2
@@ -200,6 +211,7 @@ def check_completeness(
     *,
     cutoff: str,
     duplicates_detectable: bool,
+    restart_overlap: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compare the sink's trades with the truth under the rule in the module docstring."""
     by_symbol: dict[str, list[SinkRecord]] = {}
@@ -217,13 +229,20 @@ def check_completeness(
         expected = {t.uuid.lower() for t in truth_trades if first <= t.time_exchange <= cutoff}
         in_window = [t.uuid for t in delivered if first <= t.time_exchange <= cutoff]
         counts = Counter(in_window)
+        at = {t.uuid: t.time_exchange for t in delivered}
+        again = {u: n - 1 for u, n in counts.items() if n > 1}
+        overlap = {
+            u: n for u, n in again.items()
+            if restart_overlap and restart_overlap[0] <= at[u] <= restart_overlap[1]
+        }  # fmt: skip
         window_truth = {t.uuid.lower() for t in truth_trades if first <= t.time_exchange}
         symbols[symbol_id] = {
             "window": [first, cutoff],
             "expected": len(expected),
             "delivered": len(expected & counts.keys()),
             "missing": len(expected - counts.keys()),
-            "duplicates": sum(n - 1 for n in counts.values() if n > 1),
+            "duplicates": sum(again.values()) - sum(overlap.values()),
+            "delivered_again_at_restart": sum(overlap.values()),
             "phantom": len(counts.keys() - window_truth),
             "unrecovered_gap_reported": symbol_id in unrecovered_symbols,
             "produced_total": truth.trades_produced.get(symbol_id, 0),
@@ -238,6 +257,9 @@ def check_completeness(
         "delivered": delivered_total,
         "missing": sum(s["missing"] for s in symbols.values()),
         "duplicates": sum(s["duplicates"] for s in symbols.values()),
+        "delivered_again_at_restart": sum(
+            s["delivered_again_at_restart"] for s in symbols.values()
+        ),
         "duplicates_detectable": duplicates_detectable,
         "phantom": sum(s["phantom"] for s in symbols.values()),
         "percent": 100.0 * delivered_total / expected_total if expected_total else 0.0,
@@ -395,6 +417,18 @@ def dedup_note(rss: dict[str, Any]) -> str:
     )
 
 
+def restart_note(report: dict[str, Any]) -> list[str]:
+    restart = report.get("restart")
+    if restart is None:
+        return []
+    return [
+        f"- SIGKILL at {restart['killed_at']}, down {restart['down_s']:g} s, started again on "
+        f"the same state_dir; {report['completeness']['delivered_again_at_restart']} trades "
+        f"of the last {RESTART_OVERLAP_S:g} s before the kill delivered again (at-least-once "
+        "across a kill); RSS judged on the restarted process.",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
@@ -429,6 +463,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{comp['phantom']} phantom. Gap events: {comp['gap_events'] or 'none'}; "
         f"left pending at shutdown: {comp['gaps_left_pending'] or 'none'}.",
         f"- Rule: {comp['rule']} (margin {s['margin']} s).",
+        *restart_note(report),
         "",
         "![soak](soak.png)",
         "",
@@ -496,11 +531,12 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
         ]  # fmt: skip
         if args.transport:
             run_args += ["--transport", args.transport]
-        run_args += args.coinfeed_arg
+        run_args += ["--state-dir", str(out / "state"), *args.coinfeed_arg]
         coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
         samples: list[dict[str, Any]] = []
-        http_url = coinfeed_http_url(coinfeed, timeout=60)
-        with httpx.Client(base_url=http_url, timeout=10) as client:
+        client = httpx.Client(base_url=coinfeed_http_url(coinfeed, timeout=60), timeout=10)
+        restart: dict[str, Any] | None = None
+        try:
             wait_healthy(client, coinfeed, 60)
             progress = Progress(args.duration)
             started = time.monotonic()
@@ -513,11 +549,27 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
                 progress.show(samples[-1])
                 if samples[-1]["t"] >= args.duration:
                     break
+                if args.kill_restart and restart is None and samples[-1]["t"] >= args.duration / 2:
+                    coinfeed.kill()
+                    killed_at = time.time()
+                    client.close()
+                    time.sleep(args.down)
+                    coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
+                    client = httpx.Client(
+                        base_url=coinfeed_http_url(coinfeed, timeout=60), timeout=10
+                    )
+                    wait_healthy(client, coinfeed, 60)
+                    restart = {"killed_at": iso_utc(killed_at), "killed_unix": killed_at,
+                               "down_s": args.down, "t": time.monotonic() - started}  # fmt: skip
+                    next_at = time.monotonic()
+                    continue
                 next_at += args.interval
                 time.sleep(max(0.0, min(next_at, started + args.duration) - time.monotonic()))
             progress.show(samples[-1], final=True)
             books = book_states(client, symbols, wait=args.book_wait)
             samples.append(take_sample(client, started))
+        finally:
+            client.close()
         stopped_at = time.time()
         coinfeed.terminate()
         exit_code = coinfeed.wait(30)
@@ -528,9 +580,13 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
             coinfeed.stop(grace=10)
         simulator.stop(grace=10)
     trades, gaps, detectable = read_sink(args.sink, sink_path)
+    overlap = None
+    if restart is not None:
+        killed = restart["killed_unix"]
+        overlap = (iso_utc(killed - RESTART_OVERLAP_S), iso_utc(killed))
     completeness = check_completeness(
         truth, trades, gaps, cutoff=iso_utc(stopped_at - args.margin),
-        duplicates_detectable=detectable,
+        duplicates_detectable=detectable, restart_overlap=overlap,
     )  # fmt: skip
     return {
         "started_at": started_at,
@@ -539,6 +595,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
         "exit_code": exit_code,
         "completeness": completeness,
         "sink_path": str(sink_path),
+        "restart": restart,
     }
 
 
@@ -580,6 +637,17 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="seconds to wait for every book to be synced at the end (20)",
     )
+    parser.add_argument(
+        "--kill-restart",
+        action="store_true",
+        help="SIGKILL coinfeed halfway and start it again on the same state",
+    )
+    parser.add_argument(
+        "--down",
+        type=float,
+        default=10.0,
+        help="seconds coinfeed stays down with --kill-restart (10)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report directory")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.interval <= 0:
@@ -599,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsoak: the run could not be completed: {exc} (logs in {out})", file=sys.stderr)
         return EXIT_BROKEN
     samples = run["samples"]
+    if run["restart"] is not None:  # RSS of the restarted process only, after its warm-up
+        warmup += run["restart"]["t"]
     slope, points = rss_slope(samples, warmup)
     full_at = dedup_full_at(samples)
     steady = rss_slope(samples, full_at)[0] if full_at is not None else None
@@ -611,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration": args.duration, "rate": args.rate, "faults": args.faults,
                      "seed": args.seed, "interval": args.interval, "sink": args.sink,
                      "transport": args.transport, "margin": args.margin,
-                     "coinfeed_args": args.coinfeed_arg,
+                     "coinfeed_args": args.coinfeed_arg, "kill_restart": args.kill_restart,
                      "rss_bound_mb_per_10min": args.rss_bound},
         "symbols": symbols,
         "exit_code": run["exit_code"],
@@ -623,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_sample": samples[-1],
         "books": run["books"],
         "completeness": run["completeness"],
+        "restart": run["restart"],
         "samples": samples,
         "files": {"sink": run["sink_path"], "plot": str(out / "soak.png")},
     }  # fmt: skip

@@ -41,7 +41,8 @@ AT = "2026-11-28T10:00:00.0000000Z"
 
 
 def service_settings(**overrides: Any) -> Settings:
-    """Settings for an in-process service: no HTTP listener, no stats line, nothing listening."""
+    """Settings for an in-process service: no HTTP listener, no stats line, nothing listening,
+    no checkpoint on disk."""
     values: dict[str, Any] = {
         "ws_url": "ws://127.0.0.1:9/v1/",
         "rest_url": "http://127.0.0.1:9",
@@ -49,6 +50,7 @@ def service_settings(**overrides: Any) -> Settings:
         "types": ("trade", "quote", "book"),
         "http": None,
         "stats_interval": 3600.0,
+        "state_dir": None,
     }
     values.update(overrides)
     return Settings(**values)

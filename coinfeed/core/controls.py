@@ -73,6 +73,8 @@ class TradeWindow:
     """New (not yet seen) trades the processor got from this window's pages so far."""
     opened_at: float | None = None
     """When its oldest gap was found (trio clock): how long trades have been missing."""
+    requests: int = 1
+    """Backfill requests this window answers (it absorbs others while pending)."""
 
     @property
     def expected_missing(self) -> int | None:
@@ -85,6 +87,7 @@ class TradeWindow:
         return total
 
     def absorb(self, other: TradeWindow) -> None:
+        self.requests += other.requests
         self.start = min(self.start, other.start)
         self.end = max(self.end, other.end)
         self.attempt = max(self.attempt, other.attempt)

@@ -19,7 +19,7 @@ from coinfeed.core.rest_protocol import RestBook, RestTrade
 
 Source = Literal["ws", "rest"]
 BookDepth = Literal["book", "book5", "book20", "book50"]
-GapReason = Literal["sequence", "reconnect"]
+GapReason = Literal["sequence", "reconnect", "restart"]
 GapRecovery = Literal["backfill", "resubscribe", "none"]
 GapStatus = Literal["pending", "recovered", "unrecovered"]
 PriceLevel = tuple[Decimal, Decimal]

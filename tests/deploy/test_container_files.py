@@ -87,7 +87,9 @@ async def test_healthcheck_command_passes_against_health_and_fails_without_it() 
 
     assert await exit_code(free_port()) != 0  # nothing listens there
     # Port 0: the service binds a port of its own (one picked in advance could be taken first).
-    settings = Settings(symbols=("BITSTAMP_SPOT_BTC_USD",), http=ListenAddress("127.0.0.1", 0))
+    settings = Settings(
+        symbols=("BITSTAMP_SPOT_BTC_USD",), http=ListenAddress("127.0.0.1", 0), state_dir=None
+    )
     service = Service.build(
         settings, transport=FakeTransport(["stall"]), sinks=[MemorySink()], handle_signals=False
     )
@@ -123,7 +125,7 @@ def manifest_env() -> dict[str, str]:
 
 def test_manifest_probes_resources_and_security() -> None:
     docs = manifest()
-    assert sorted(docs) == ["Deployment", "Service"]
+    assert sorted(docs) == ["Deployment", "PersistentVolumeClaim", "Service"]
     c = container()
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -156,3 +158,14 @@ def test_manifest_settings_are_valid_and_the_grace_period_covers_shutdown() -> N
     assert "COINFEED_SHUTDOWN_TIMEOUT" in env
     pod = manifest()["Deployment"]["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] >= settings.shutdown_timeout + 5
+
+
+def test_the_restart_checkpoint_lives_on_a_persistent_volume() -> None:
+    settings = load_settings(cli={}, env={**manifest_env(), "COINAPI_KEY": "from-the-secret"})
+    assert settings.state_dir is not None
+    [mount] = [m for m in container()["volumeMounts"] if m["mountPath"] == settings.state_dir]
+    pod = manifest()["Deployment"]["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = manifest()["PersistentVolumeClaim"]["metadata"]["name"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim  # not an emptyDir: rollouts
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]

@@ -44,6 +44,26 @@ def test_short_soak_with_gaps_passes_and_writes_report_and_plot(tmp_path: Path) 
     assert "coinfeed soak: PASS" in done.stdout
 
 
+def test_chaos_soak_with_a_sigkill_and_restart_in_the_middle_is_complete(tmp_path: Path) -> None:
+    out = tmp_path / "soak"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "24", "--rate", "1000",
+         "--faults", "chaos", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
+         "--kill-restart", "--down", "4", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["restart"]["down_s"] == 4
+    comp = report["completeness"]
+    assert comp["expected"] > 1000 and not comp["missing_unreported_symbols"]
+    assert comp["duplicates"] == 0  # beyond the last seconds before the kill
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    restart_gaps = [e for e in events if e["kind"] == "gap" and e["reason"] == "restart"]
+    assert {e["status"] for e in restart_gaps} >= {"pending", "recovered"}
+    assert "SIGKILL at" in (out / "report.md").read_text()
+
+
 def test_soak_fails_when_a_criterion_fails(tmp_path: Path) -> None:
     # A negative RSS bound cannot be met: the verdict must be FAIL with exit code 1.
     out = tmp_path / "soak"

@@ -87,7 +87,11 @@ class Harness:
         return [w for ws in self.recovery._windows.values() for w in ws]
 
 
-def harness(capacity: int = 100, types: tuple[str, ...] = ("trade", "book", "quote")) -> Harness:
+def harness(
+    capacity: int = 100,
+    types: tuple[str, ...] = ("trade", "book", "quote"),
+    restart_from: dict[str, datetime] | None = None,
+) -> Harness:
     queue = FrameQueue(capacity)
     asked: list[str] = []
     recovery = RecoveryScheduler(
@@ -111,6 +115,8 @@ def harness(capacity: int = 100, types: tuple[str, ...] = ("trade", "book", "quo
         decoder=FrameDecoder(),
         dedup=TradeDedup(10_000),
         skew_margin=2.0,
+        restart_from=restart_from or {},
+        restart_backfill_max=timedelta(hours=1),
     )
     return Harness(queue, processor, recovery, asked)
 
@@ -443,3 +449,82 @@ async def test_a_dropped_trade_with_a_bad_time_is_repaired_up_to_now() -> None:
     # The poisoned time did not become the symbol's latest trade time.
     out = h.feed(trade(5, "e", 4))
     assert max(w.start for w in h.windows()) <= T0 + timedelta(seconds=4)
+
+
+# -- the restart checkpoint's view ------------------------------------------------------------
+
+
+async def test_complete_through_holds_back_to_an_open_window_until_it_is_finished() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0))
+    assert h.processor.gaps.complete_through() == {SYM: T0}  # live, nothing traded yet
+    h.feed(trade(1, "a", 1), trade(2, "b", 2))
+    assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=2)}
+    h.feed(trade(5, "e", 5))  # c and d missing: owed from the last trade seen, 2 s
+    [window] = h.windows()
+    h.feed(trade(6, "f", 6))
+    assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=2)}
+    h.recovery._windows.clear()
+    rest = [
+        RestTrade(
+            symbol_id=SYM,
+            time_exchange=ts(s),
+            time_coinapi=ts(s),
+            uuid=u,
+            price=Decimal("100.10"),
+            size=Decimal("0.5"),
+            taker_side="SELL",
+        )
+        for s, u in ((3, "c"), (4, "d"))
+    ]
+    h.feed(TradesRecovered(window, rest))
+    assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=6)}
+
+
+async def test_windows_cut_short_by_shutdown_stay_owed_to_the_next_process() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 1), trade(4, "d", 4))
+    out: list[Event] = []
+    h.processor.report_unfinished(out, trio.current_time())
+    assert [g.status for g in gaps(out)] == ["unrecovered"]
+    assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=1)}
+
+
+async def test_a_restart_backfills_from_the_checkpoint_and_reports_a_restart_gap() -> None:
+    checkpoint = T0 - timedelta(seconds=10)
+    h = harness(restart_from={SYM: checkpoint})
+    out = h.feed(ConnectionOpened(1, T0))
+    [gap] = gaps(out)
+    assert (gap.data_type, gap.reason, gap.recovery, gap.status) == (
+        "trade",
+        "restart",
+        "backfill",
+        "pending",
+    )
+    [window] = h.windows()
+    assert (window.start, window.end) == (checkpoint, T0 + timedelta(seconds=2))
+    assert h.processor.gaps.complete_through() == {SYM: checkpoint}  # until it is backfilled
+    h.recovery._windows.clear()
+    out = h.feed(TradesRecovered(window, []))
+    assert [(g.reason, g.status) for g in gaps(out)] == [("restart", "recovered")]
+    assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=2)}
+
+
+async def test_a_restart_older_than_restart_backfill_max_reports_the_rest_unrecovered() -> None:
+    h = harness(restart_from={SYM: T0 - timedelta(hours=3)})  # the harness allows 1 h
+    out = h.feed(ConnectionOpened(1, T0))
+    assert [(g.reason, g.status) for g in gaps(out)] == [
+        ("restart", "unrecovered"),
+        ("restart", "pending"),
+    ]
+    [window] = h.windows()
+    assert window.start == T0 - timedelta(hours=1)
+
+
+async def test_no_restart_gap_without_a_checkpoint_or_on_a_reconnect() -> None:
+    h = harness()
+    assert gaps(h.feed(ConnectionOpened(1, T0))) == []
+    h2 = harness(restart_from={SYM: T0 - timedelta(seconds=5)})
+    h2.feed(ConnectionOpened(1, T0))
+    reasons = [g.reason for g in gaps(h2.feed(ConnectionOpened(2, T0 + timedelta(seconds=9))))]
+    assert "restart" not in reasons
