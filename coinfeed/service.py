@@ -189,6 +189,8 @@ class Service:
             secrets=[s.reveal() for s in (settings.api_key, settings.debug_token) if s],
             oldest_recovery=recovery.oldest_pending_age,
             recovery_stale_after=settings.recovery_stale_after,
+            stalled_sinks=partial(hub.stalled, after=settings.sink_stall_after),
+            sink_stall_after=settings.sink_stall_after,
         )
         service = cls(
             settings=settings,
@@ -269,6 +271,7 @@ class Service:
                 root.start_soon(self._run_processor, processor_done)
                 root.start_soon(self._run_sinks, sinks_done)
                 root.start_soon(self._report_stats)
+                root.start_soon(self._watch_sinks)
                 if self.checkpointer is not None:
                     root.start_soon(self.checkpointer.run)
                 if self.settings.http is not None:
@@ -291,6 +294,8 @@ class Service:
                     await processor_done.wait()
                     await sinks_done.wait()
                 self._timed_out = grace.cancelled_caught
+                if self._timed_out:
+                    self._report_unwritten()
                 http_stop.set()
                 root.cancel_scope.cancel()
         finally:
@@ -337,6 +342,31 @@ class Service:
                     nursery.start_soon(writer.run)
         finally:
             done.set()
+
+    def _report_unwritten(self) -> None:
+        for writer in self.hub.writers:
+            if held := writer.held():
+                logger.bind(sink=writer.sink.name, events=held).error(
+                    "sink did not finish within shutdown_timeout: events not written"
+                )
+
+    async def _watch_sinks(self) -> None:
+        """Log when a sink stalls (holds events, finishes no write for ``sink_stall_after``)
+        and when it moves again; /ready reports the same."""
+        after = self.settings.sink_stall_after
+        stalled: set[str] = set()
+        while True:
+            await trio.sleep(min(1.0, after / 2))
+            now_stalled = {}
+            for name, held, seconds in self.hub.stalled(trio.current_time(), after):
+                now_stalled[name] = held
+                if name not in stalled:
+                    logger.bind(sink=name, events=held, seconds=round(seconds, 1)).warning(
+                        "sink stalled: no write finished while events wait"
+                    )
+            for name in stalled - now_stalled.keys():
+                logger.bind(sink=name).info("sink moving again")
+            stalled = set(now_stalled)
 
     async def _stop_after(self, seconds: float) -> None:
         await trio.sleep(seconds)

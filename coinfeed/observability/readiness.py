@@ -2,7 +2,8 @@
 
 Ready means connected, subscribed and fresh (a frame within ``stale_after``), every subscribed
 incremental book in sync (a book may be out of sync for ``BOOK_GRACE_FACTOR * stale_after``
-while it resyncs), every sink writing, no gap waiting for recovery longer than
+while it resyncs), every sink writing (none failing, none holding events without finishing a
+write for ``sink_stall_after``), no gap waiting for recovery longer than
 ``recovery_stale_after``, and no shutdown under way.
 """
 
@@ -56,6 +57,9 @@ class Readiness:
     oldest_recovery: Callable[[], float | None] = lambda: None
     """Age in seconds of the oldest gap still waiting for recovery, None when none waits."""
     recovery_stale_after: float = float("inf")
+    stalled_sinks: Callable[[float], list[tuple[str, int, float]]] = lambda _now: []
+    """``(name, events held, seconds)`` of every sink stalled past ``sink_stall_after`` now."""
+    sink_stall_after: float = float("inf")
     watch: BookSyncWatch = attrs.field(factory=BookSyncWatch)
     listeners: int = 0
     """HTTP listeners answering /ready now; ``coinfeed_ready`` is exported only while one is."""
@@ -92,6 +96,11 @@ class Readiness:
                 )
         problems.extend(
             f"sink {name} failing: {error}" for name, error in status.sink_failures.items()
+        )
+        problems.extend(
+            f"sink {name} stalled: {held} events held, no write finished for {seconds:.1f}s "
+            f"(sink_stall_after={self.sink_stall_after:g})"
+            for name, held, seconds in self.stalled_sinks(now)
         )
         age = self.oldest_recovery()
         if age is not None and age > self.recovery_stale_after:

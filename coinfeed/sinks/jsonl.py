@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO, Final
+from typing import Final
 
 import attrs
 from loguru import logger
@@ -31,9 +31,9 @@ class JsonlSink:
     """Appends each batch as complete lines, so readers never see a partial line."""
 
     name: str
-    _stream: BinaryIO | None
-    """stdout (no cutting back: a pipe cannot be truncated); None for a file."""
-    _fd: int = -1
+    _fd: int
+    _seekable: bool
+    """A file (cut back after a failed write); stdout may be a pipe, which cannot be cut."""
     _good_size: int = 0
     """Size of the file after the last batch written whole."""
     _torn: bool = False
@@ -44,14 +44,21 @@ class JsonlSink:
     @classmethod
     def open(cls, target: str, *, fsync: str = "never") -> JsonlSink:
         if target == "-":
-            return cls("jsonl:-", sys.stdout.buffer)
+            # The descriptor itself, not sys.stdout's buffer: a write blocked on a pipe nobody
+            # reads holds no Python lock, so an abandoned writer thread cannot wedge the exit.
+            sys.stdout.flush()
+            try:
+                fd = sys.stdout.fileno()
+            except (AttributeError, ValueError, OSError):  # replaced by an in-memory stream
+                fd = 1
+            return cls("jsonl:-", fd, seekable=False)
         fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = _cut_torn_tail(fd, target)
         except OSError:
             os.close(fd)
             raise
-        return cls(f"jsonl:{target}", None, fd, size, fsync=fsync == "batch")
+        return cls(f"jsonl:{target}", fd, True, size, fsync=fsync == "batch")
 
     def encode_batch(self, events: list[Event]) -> bytes:
         """The batch as complete lines (the writer calls this on the event loop)."""
@@ -59,17 +66,14 @@ class JsonlSink:
 
     def write_encoded(self, data: bytes) -> None:
         """Append lines from :meth:`encode_batch` (in the writer's worker thread)."""
-        if self._stream is not None:
-            self._stream.write(data)
-            self._stream.flush()
+        if not self._seekable:
+            _write_all(self._fd, data)
             return
         if self._torn:
             os.ftruncate(self._fd, self._good_size)
             self._torn = False
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            _write_all(self._fd, data)
             if self.fsync:
                 os.fsync(self._fd)
         except OSError:
@@ -86,9 +90,7 @@ class JsonlSink:
         self.write_encoded(self.encode_batch(events))
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.flush()
-        elif self._fd >= 0:
+        if self._seekable and self._fd >= 0:
             if self._torn:  # never leave a torn line behind
                 try:
                     os.ftruncate(self._fd, self._good_size)
@@ -98,6 +100,12 @@ class JsonlSink:
                     )
             os.close(self._fd)
             self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _cut_torn_tail(fd: int, path: str) -> int:

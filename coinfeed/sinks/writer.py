@@ -12,6 +12,12 @@ loop. A failing write is retried with backoff, with the same batch, while the si
 failing (``ServiceStatus.sink_failures``, read by /ready, and ``sink_errors_total``); its events are
 held, not dropped, and the bounded channel turns a long outage into backpressure. When the hub
 closes, each writer drains its channel, writes, and closes its sink.
+
+A sink that holds events and has not finished a write for a while is *stalled*
+(:meth:`SinkWriter.stalled_for`; /ready reports it past ``sink_stall_after``): a write blocked in
+its thread (a pipe nobody reads, a hung server) shows here before anything fails. Worker threads
+are abandoned when the writer is cancelled (the shutdown deadline passed), so a write that never
+returns cannot keep the process alive; the abandoned sink is not closed under the thread's feet.
 """
 
 from __future__ import annotations
@@ -175,8 +181,13 @@ class SinkWriter:
     written_number: int = attrs.field(default=0, init=False)
     """The number of the last batch this sink has written (or set aside events of)."""
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
+    _writing_since: float | None = attrs.field(default=None, init=False)
+    _progress_at: float = attrs.field(default=0.0, init=False)
+    """When the last write finished (or the writer started)."""
 
     async def run(self) -> None:
+        self._progress_at = trio.current_time()
+        abandoned = False
         try:
             while True:
                 try:
@@ -189,22 +200,43 @@ class SinkWriter:
                     max(self.max_batch, self.channel.capacity // 2)
                 )
                 number = self.channel.taken_number
+                self._writing_since = trio.current_time()
                 try:
                     await self._write(events)
+                except trio.Cancelled:
+                    abandoned = True  # its thread may still be inside the sink
+                    raise
                 finally:
                     self.channel.release(len(events))
+                self._writing_since = None
+                self._progress_at = trio.current_time()
                 self.written_number = number
         finally:
-            with trio.move_on_after(2.0, shield=True):
-                await self._call(self.sink.close)
-            logger.bind(sink=self.sink.name).debug("sink closed")
+            if not abandoned:
+                with trio.move_on_after(1.0, shield=True):
+                    await self._call(self.sink.close)
+                logger.bind(sink=self.sink.name).debug("sink closed")
+
+    def held(self) -> int:
+        """Events this sink holds: waiting in its channel or being written."""
+        return self.channel.statistics().depth
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds this sink has held events without finishing a write (0 when it holds none)."""
+        held_since = [
+            t for t in (self._writing_since, self.channel.oldest_arrival) if t is not None
+        ]
+        if not held_since or not self.held():
+            return 0.0
+        return max(0.0, now - max(min(held_since), self._progress_at))
 
     def statistics(self) -> QueueStatistics:
         return self.channel.statistics()
 
     async def _call(self, fn: Callable[..., None], *args: object) -> None:
         if self.sink.blocking:
-            await trio.to_thread.run_sync(fn, *args)
+            # Abandoned on cancel: a write blocked for ever must not hold up the shutdown.
+            await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
         else:
             await trio.lowlevel.checkpoint()
             fn(*args)
@@ -367,6 +399,11 @@ class SinkHub:
         number = self.sent_batches
         for writer in self.writers:
             await writer.channel.send(events, number)
+
+    def stalled(self, now: float, after: float) -> list[tuple[str, int, float]]:
+        """``(name, events held, seconds)`` of each sink stalled for more than ``after`` s."""
+        stalls = [(w.sink.name, w.held(), w.stalled_for(now)) for w in self.writers]
+        return [stall for stall in stalls if stall[2] > after]
 
     def written_batches(self) -> int:
         """Batches every sink has written: the restart checkpoint may claim no later one."""

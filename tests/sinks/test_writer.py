@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from coinfeed.core.events import Event, encode_lines
-from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
+from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkHub, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.helpers import MemorySink, trade
 
@@ -278,3 +278,32 @@ async def test_an_event_the_sink_cannot_store_is_set_aside_and_the_rest_is_writt
     assert counters.events == {"memory": 11}
     assert status.sink_failures == {}
     assert sink.calls < 20  # isolated once, not retried for ever
+
+
+async def test_a_write_that_never_returns_is_a_stall_and_a_cancel_abandons_it() -> None:
+    release = threading.Event()
+
+    @attrs.define(eq=False)
+    class HungSink(MemorySink):
+        blocking: bool = True
+
+        def write_batch(self, events: list[Event]) -> None:
+            release.wait()  # a pipe nobody reads, a server that never answers
+
+    writer = SinkWriter(HungSink(), EventChannel(100), ServiceStatus(), SinkCounters(),
+                        max_batch=1, flush_interval=0.01)  # fmt: skip
+    hub = SinkHub([writer])
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await hub.send([trade(1)])
+            await hub.send([trade(2)])
+            await trio.sleep(0.3)
+            assert hub.stalled(trio.current_time(), 1.0) == []  # not yet
+            await trio.sleep(1.0)
+            [(name, held, seconds)] = hub.stalled(trio.current_time(), 1.0)
+            assert (name, held) == ("memory", 2) and seconds > 1.0
+            nursery.cancel_scope.cancel()  # returns although the thread is still in the write
+    finally:
+        release.set()
+    assert hub.stalled(trio.current_time(), 0.0) == []  # nothing held once given up
