@@ -105,7 +105,9 @@ class RecoveryScheduler:
     _book_fetches: set[str] = attrs.field(factory=set, init=False)
     _resyncs: dict[str, _Resync] = attrs.field(factory=dict, init=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
-    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _idle_workers: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
     _resume_at: float = attrs.field(default=0.0, init=False)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _in_flight: list[TradeWindow] = attrs.field(factory=list, init=False)
@@ -156,7 +158,7 @@ class RecoveryScheduler:
                 and window.not_before <= existing.not_before
             ):
                 existing.absorb(window)
-                self._wake.set()
+                self._idle_workers.unpark_all()
                 return
         if pending and self.pending >= self.pending_max:
             coarser = pending[-1]
@@ -166,10 +168,10 @@ class RecoveryScheduler:
             if due:  # already due: fetch it now, as above
                 coarser.not_before = not_before
             self.counters.coarsened += 1
-            self._wake.set()
+            self._idle_workers.unpark_all()
             return
         pending.append(window)
-        self._wake.set()
+        self._idle_workers.unpark_all()
 
     def request_resync_nowait(self, symbol_id: str) -> bool:
         """Resubscribe ``symbol_id`` to get a fresh snapshot; False if over the cap."""
@@ -183,7 +185,7 @@ class RecoveryScheduler:
         self.resubscribe(symbol_id)
         if self.interim_books:
             self._book_fetches.add(symbol_id)
-        self._wake.set()
+        self._idle_workers.unpark_all()
         return True
 
     def book_synced(self, symbol_id: str) -> None:
@@ -244,10 +246,11 @@ class RecoveryScheduler:
                 await trio.sleep(self.pause)
 
     async def _wait_for_work(self) -> None:
-        self._wake = trio.Event()
+        # Every idle worker parks in the one lot and new work wakes them all: a per-wait event
+        # replaced by the next idle worker left the previous one asleep for good.
         due = [w.not_before for ws in self._windows.values() for w in ws]
         with trio.move_on_at(min(due) if due else float("inf")):
-            await self._wake.wait()
+            await self._idle_workers.park()
 
     def _next_due_job(self) -> TradeWindow | str | None:
         # Trade windows first: trades the WebSocket missed exist nowhere else, while an interim

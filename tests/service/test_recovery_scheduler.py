@@ -104,6 +104,27 @@ async def test_never_more_than_concurrency_calls_in_flight(autojump_clock: trio.
     assert all(isinstance(d, TradesRecovered) for d in delivered)
 
 
+async def test_every_worker_wakes_for_work_that_arrives_after_all_went_idle(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Both workers idle first (nothing to do), then a burst arrives: both must take part.
+    # A wake-up event replaced by the second worker to go idle left the first asleep for good,
+    # halving recovery for the rest of the run.
+    rest, delivered = FakeRest(delay=1.0), []
+    sched = scheduler(rest, delivered, concurrency=2, pause=0.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.run)
+        await trio.sleep(1.0)  # both workers wait for work
+        for i in range(10):
+            sched.request_backfill_nowait(window(f"S{i}", 0, 1))
+        with trio.move_on_after(60):
+            while len(delivered) < 10:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert rest.peak == 2
+    assert rest.calls[-1][3] - rest.calls[0][3] < 5.0  # 10 calls of 1 s on two workers
+
+
 async def test_overlapping_windows_of_a_symbol_merge_into_one_call(
     autojump_clock: trio.abc.Clock,
 ) -> None:
