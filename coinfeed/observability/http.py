@@ -7,6 +7,19 @@ await the pipeline, so a stuck pipeline still answers /health and reports itself
 Exposure rule: on a loopback listener everything is open. On any other address ``/api/debug/*``
 needs ``Authorization: Bearer <COINFEED_DEBUG_TOKEN>`` and is refused (403) without it, or always
 when no token is configured. The other endpoints stay open.
+
+Abuse rule: a client that pipelines many requests and leaves must not leave work behind.
+hypercorn parses a connection's pipelined requests into h11 and answers them one at a time
+without reading the socket in between, so it never sees the client go: each queued request still
+runs, and only learns of the departure when writing its own answer fails (hypercorn then delivers
+``http.disconnect`` to that request and goes on with the next one). So:
+
+- hypercorn closes a connection after :data:`MAX_REQUESTS_PER_CONNECTION` answers, dropping what
+  was queued behind the last one (``keep_alive_max_requests``);
+- :class:`GoneClientGuard` refuses, with ``Connection: close``, the next request of a connection
+  whose answer could not be written, which drops the rest of its queue at once.
+
+/metrics is rendered for every request, never reused: ``coinfeed_ready`` must agree with /ready.
 """
 
 from __future__ import annotations
@@ -14,9 +27,10 @@ from __future__ import annotations
 import gc
 import hmac
 import ipaddress
+import math
 import sys
 import tracemalloc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
@@ -31,7 +45,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coinfeed.core.book import OrderBook
 from coinfeed.framequeue import QueueStatistics
@@ -48,6 +62,11 @@ _json = msgspec.json.Encoder(decimal_format="number")
 MAX_BOOK_DEPTH = 1000
 DEBUG_PREFIX = "/api/debug"
 TRACEMALLOC_TOP = 20
+MAX_REQUESTS_PER_CONNECTION = 10
+"""Answers per connection; the last carries ``Connection: close`` and the connection ends."""
+GONE_CLIENT_SECONDS = 1.0
+"""How long a client whose answer could not be written is remembered (see GoneClientGuard)."""
+GONE_CLIENTS_KEPT = 1024
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -162,6 +181,76 @@ class DebugGuard:
         return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
 
 
+def closing_response(status: int = 503) -> Response:
+    """An empty answer after which hypercorn closes the connection, discarding what is queued."""
+    return Response(status_code=status, headers={"connection": "close"})
+
+
+class GoneClientGuard:
+    """ASGI middleware: no more work for a connection whose client is known to have left.
+
+    An ``http.disconnect`` that arrives before the answer's last body message is handed over
+    means the client is gone (hypercorn could not write the answer, or read the end of the
+    stream); the one during that last message is hypercorn's routine end of a request. The
+    client's address is then remembered for :data:`GONE_CLIENT_SECONDS` and the next request
+    from it, which on a pipelined connection follows at once, gets :func:`closing_response`
+    without reaching the app. Another connection from that address so soon is unlikely (a
+    client's ports go round its whole ephemeral range); it would get that empty 503 once.
+
+    Starlette's ``Request.is_disconnected()`` cannot be used for this: it receives under an
+    already-cancelled scope, and trio's channels check cancellation before their buffer, so
+    under hypercorn's trio worker it always answers False.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._gone: dict[Hashable, float] = {}
+        """Client address -> when it is forgotten; in that order, as the delay is fixed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] != "http" or client is None:
+            await self.app(scope, receive, send)
+            return
+        peer = tuple(client)
+        if self._gone.pop(peer, -math.inf) > trio.current_time():
+            await closing_response()(scope, receive, send)
+            return
+        answered = False
+        # Room for the one request message a GET handler never reads, so that watch() gets to
+        # the disconnect behind it; a body's further chunks wait for the app as before.
+        relay, relayed = trio.open_memory_channel[Message](1)
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect" and not answered:
+                    self._remember(peer)
+                await relay.send(message)
+
+        async def watched_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # A failed write of the response start queued http.disconnect: two scheduling
+                # rounds let watch() take it before it would pass for the routine one.
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                answered = True
+            await send(message)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await self.app(scope, relayed.receive, watched_send)
+            nursery.cancel_scope.cancel()
+
+    def _remember(self, peer: Hashable) -> None:
+        now = trio.current_time()
+        self._gone.pop(peer, None)
+        self._gone[peer] = now + GONE_CLIENT_SECONDS
+        while len(self._gone) > GONE_CLIENTS_KEPT or next(iter(self._gone.values())) <= now:
+            del self._gone[next(iter(self._gone))]
+
+
 def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
     """The Starlette app over one running service; ``exposed`` applies the debug token rule."""
 
@@ -202,7 +291,9 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
             }
         )
 
-    middleware = [Middleware(DebugGuard, token=view.debug_token)] if exposed else []
+    middleware = [Middleware(GoneClientGuard)]
+    if exposed:
+        middleware.append(Middleware(DebugGuard, token=view.debug_token))
     return Starlette(
         routes=[
             Route("/health", health),
@@ -239,6 +330,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
+    config.keep_alive_max_requests = MAX_REQUESTS_PER_CONNECTION
     app = build_app(view, exposed=exposed)
     started_tracing = view.debug_tracemalloc and not tracemalloc.is_tracing()
     if started_tracing:
