@@ -221,14 +221,15 @@ class GapLedger:
         """Per symbol, a time up to which every trade has been emitted (or reported lost), for
         the restart checkpoint; symbols not known yet carry their checkpoint over."""
         through = dict(self.restart_from)
-        if self._live_since is not None:
+        live_since = self._live_since
+        if live_since is not None:
             # A symbol that has not traded since going live owes nothing before that moment.
             for symbol_id in self._live_symbols:
-                through.setdefault(symbol_id, self._live_since)
+                through.setdefault(symbol_id, live_since)
             for symbol_id, last in self.last_trade_time.items():
-                through[symbol_id] = max(through[symbol_id], parse_time(last))
+                through[symbol_id] = max(through.get(symbol_id, live_since), parse_time(last))
             for symbol_id, end in self._finished_through.items():
-                through[symbol_id] = max(through[symbol_id], end)
+                through[symbol_id] = max(through.get(symbol_id, live_since), end)
         for symbol_id, (_, start) in self._open_windows.items():
             through[symbol_id] = min(through.get(symbol_id, start), start)
         return through
