@@ -51,6 +51,14 @@ def trade(seq: int, uuid: str, at: float, symbol: str = SYM) -> bytes:
     )
 
 
+def rest_trade(uuid: str, at: float) -> RestTrade:
+    """A trade as the REST history returns it, ``at`` seconds after T0."""
+    return RestTrade(
+        symbol_id=SYM, time_exchange=ts(at), time_coinapi=ts(at), uuid=uuid,
+        price=Decimal("100.10"), size=Decimal("0.5"), taker_side="SELL",
+    )  # fmt: skip
+
+
 def book(seq: int, snapshot: bool, asks: list[tuple[str, str]]) -> bytes:
     return encode(
         BookUpdate(
@@ -139,18 +147,7 @@ async def test_a_trade_seen_live_is_not_delivered_again_by_backfill() -> None:
         T0 + timedelta(seconds=2, microseconds=1),
         1,
     )
-    rest = [
-        RestTrade(
-            symbol_id=SYM,
-            time_exchange=ts(s),
-            time_coinapi=ts(s),
-            uuid=u,
-            price=Decimal("100.10"),
-            size=Decimal("0.5"),
-            taker_side="SELL",
-        )
-        for s, u in ((0, "aa-1"), (1, "aa-2"), (2, "aa-3"))
-    ]
+    rest = [rest_trade(u, s) for s, u in ((0, "aa-1"), (1, "aa-2"), (2, "aa-3"))]
     out = h.feed(TradesRecovered(window, rest))
     delivered = trades(out)
     assert [(t.uuid, t.source, t.sequence) for t in delivered] == [("aa-2", "rest", None)]
@@ -338,16 +335,9 @@ async def test_a_window_is_judged_only_after_its_last_page() -> None:
     h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(4, "d", 3))
     [window] = h.windows()
     h.recovery._windows.clear()
-
-    def rest(uuid: str, at: float) -> RestTrade:
-        return RestTrade(
-            symbol_id=SYM, time_exchange=ts(at), time_coinapi=ts(at), uuid=uuid,
-            price=Decimal("1"), size=Decimal("1"), taker_side="BUY",
-        )  # fmt: skip
-
-    out = h.feed(TradesRecovered(window, [rest("b", 1)], final=False))
+    out = h.feed(TradesRecovered(window, [rest_trade("b", 1)], final=False))
     assert [t.uuid for t in trades(out)] == ["b"] and gaps(out) == []
-    out = h.feed(TradesRecovered(window, [rest("c", 2), rest("d", 3)], final=True))
+    out = h.feed(TradesRecovered(window, [rest_trade("c", 2), rest_trade("d", 3)], final=True))
     assert [t.uuid for t in trades(out)] == ["c"]
     assert [(g.status, g.missing) for g in gaps(out)] == [("recovered", 2)]
     assert h.windows() == []
@@ -465,18 +455,7 @@ async def test_complete_through_holds_back_to_an_open_window_until_it_is_finishe
     h.feed(trade(6, "f", 6))
     assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=2)}
     h.recovery._windows.clear()
-    rest = [
-        RestTrade(
-            symbol_id=SYM,
-            time_exchange=ts(s),
-            time_coinapi=ts(s),
-            uuid=u,
-            price=Decimal("100.10"),
-            size=Decimal("0.5"),
-            taker_side="SELL",
-        )
-        for s, u in ((3, "c"), (4, "d"))
-    ]
+    rest = [rest_trade("c", 3), rest_trade("d", 4)]
     h.feed(TradesRecovered(window, rest))
     assert h.processor.gaps.complete_through() == {SYM: T0 + timedelta(seconds=6)}
 
