@@ -8,6 +8,7 @@ there is one place that decides how hard coinfeed leans on CoinAPI. The key trav
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeVar
@@ -25,6 +26,7 @@ from coinfeed.core.rest_protocol import (
     rest_trades_decoder,
 )
 from coinfeed.logs import redact
+from coinfeed.tls import client_context, describe_error
 
 T = TypeVar("T")
 
@@ -137,7 +139,8 @@ class RestClient:
         except httpx.TimeoutException as exc:
             raise RestRetryable(f"timeout ({type(exc).__name__}) on {path}") from None
         except httpx.TransportError as exc:
-            raise RestRetryable(f"transport error ({type(exc).__name__}) on {path}") from None
+            cause = describe_error(exc, self._client.base_url.host)
+            raise RestRetryable(f"{cause} ({type(exc).__name__}) on {path}") from None
         headers = response.headers
         status = response.status_code
         if status == 200:
@@ -168,8 +171,10 @@ def open_rest_client(
     *,
     timeout: float = 10.0,
     max_connections: int = 4,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> RestClient:
-    """Build the client; the caller must ``await client.aclose()`` (shielded on shutdown)."""
+    """Build the client; the caller must ``await client.aclose()`` (shielded on shutdown).
+    ``ssl_context`` is the one the WebSocket uses too (:func:`coinfeed.tls.client_context`)."""
     headers = {"Accept": "application/json", "User-Agent": "coinfeed"}
     if api_key:
         headers["X-CoinAPI-Key"] = api_key
@@ -179,5 +184,6 @@ def open_rest_client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
         follow_redirects=False,
+        verify=ssl_context if ssl_context is not None else client_context(),
     )
     return RestClient(client, secrets=(api_key,) if api_key else ())

@@ -14,6 +14,7 @@ cancel what is left (signals, stats, HTTP). A second signal cancels everything a
 from __future__ import annotations
 
 import signal
+import ssl
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -40,6 +41,7 @@ from coinfeed.rest import RestClient, open_rest_client
 from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import SinkCounters, SinkHub
 from coinfeed.status import Fatal, ServiceStatus
+from coinfeed.tls import client_context
 from coinfeed.transport import Transport
 from coinfeed.transport.direct import DirectTransport
 from coinfeed.transport.libraries import TrioWebSocketTransport, WebsocketsTransport
@@ -95,8 +97,14 @@ class Service:
         # over it closes the connection (1009) and the reconnect backfill covers it, so a huge
         # frame never costs its size in memory the process keeps.
         max_message_bytes = settings.max_frame_bytes + OVERSIZE_SLACK_BYTES
+        try:
+            # One trust store for the WebSocket and REST (see coinfeed/tls.py).
+            ssl_context = client_context(settings.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("ca_file", f"cannot load {settings.ca_file!r}: {exc}") from None
         connection = Connection(
-            transport=transport or open_transport(settings.transport, max_message_bytes),
+            transport=transport
+            or open_transport(settings.transport, max_message_bytes, ssl_context),
             queue=queue,
             status=status,
             url=settings.ws_url,
@@ -112,7 +120,10 @@ class Service:
             observe_reconnect=metrics.reconnect_seconds.observe,
         )
         rest = open_rest_client(
-            settings.rest_url, api_key, max_connections=settings.recovery_concurrency + 2
+            settings.rest_url,
+            api_key,
+            max_connections=settings.recovery_concurrency + 2,
+            ssl_context=ssl_context,
         )
         recovery = RecoveryScheduler(
             rest=rest,
@@ -410,10 +421,13 @@ class Service:
             previous = counters.frames
 
 
-def open_transport(name: str, max_message_bytes: int) -> Transport:
-    """The WebSocket client named by the ``transport`` setting."""
+def open_transport(
+    name: str, max_message_bytes: int, ssl_context: ssl.SSLContext | None = None
+) -> Transport:
+    """The WebSocket client named by the ``transport`` setting; ``ssl_context`` verifies
+    ``wss://`` servers (the REST client's, :func:`coinfeed.tls.client_context`)."""
     if name == "direct":
-        return DirectTransport(max_message_bytes=max_message_bytes)
+        return DirectTransport(max_message_bytes=max_message_bytes, ssl_context=ssl_context)
     if name == "websockets":
         return WebsocketsTransport(max_message_bytes=max_message_bytes)
     return TrioWebSocketTransport(max_message_bytes=max_message_bytes)

@@ -94,6 +94,9 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        repeatable=True),
     _S("http", p.listen_address, ListenAddress("127.0.0.1", 8080),
        "listener for health, metrics and debug (HOST:PORT or off)", "HOST:PORT"),
+    _S("ca_file", p.optional(p.readable_file), None,
+       "CA certificates (PEM) trusted for CoinAPI's WebSocket and REST, besides the system's",
+       "PATH"),
     _S("connect_timeout", p.seconds(), 30.0, "seconds for connect + handshake + subscribe", "S"),
     _S("stale_after", p.seconds(), 10.0, "seconds without any frame before reconnecting", "S"),
     _S("backoff_max", p.seconds(), 30.0, "cap of the reconnect backoff, seconds", "S"),
@@ -185,6 +188,7 @@ class Settings:
     types: tuple[str, ...] = DEFAULTS["types"]
     sinks: tuple[str, ...] = DEFAULTS["sinks"]
     http: ListenAddress | None = DEFAULTS["http"]
+    ca_file: str | None = DEFAULTS["ca_file"]
     connect_timeout: float = DEFAULTS["connect_timeout"]
     stale_after: float = DEFAULTS["stale_after"]
     backoff_max: float = DEFAULTS["backoff_max"]

@@ -107,6 +107,8 @@ def url(*schemes: str) -> Parser:
             valid = False
         if not valid:
             raise InvalidValue(f"must be a {accepted} URL with a host, got {show(raw)}")
+        if "#" in text:  # a fragment is never sent to a server: the URL means something else
+            raise InvalidValue(f"must not have a #fragment, got {show(raw)}")
         return text
 
     return parse

@@ -31,6 +31,7 @@ INVALID = {
     "types": "trade,ohlcv",
     "sinks": "kafka://localhost:9092",
     "http": "localhost",
+    "ca_file": "/nonexistent/ca.pem",
     "connect_timeout": "0",
     "stale_after": "-1",
     "backoff_max": "inf",
@@ -124,6 +125,14 @@ def test_error_message_is_actionable() -> None:
         "invalid setting 'queue_capacity' (--queue-capacity / COINFEED_QUEUE_CAPACITY): "
         "must be an integer >= 1, got 'abc' (from the command line)"
     )
+
+
+@pytest.mark.parametrize("name", ["ws_url", "rest_url"])
+def test_a_url_fragment_is_refused_not_silently_dropped(name: str) -> None:
+    url = "wss://ws.coinapi.io/v1/#x" if name == "ws_url" else "https://rest.coinapi.io/#x"
+    with pytest.raises(ConfigError) as refused:
+        load(**{name: url})
+    assert refused.value.setting == name and "#fragment" in str(refused.value)
 
 
 def test_unknown_sink_lists_the_accepted_forms() -> None:
