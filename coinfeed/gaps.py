@@ -26,6 +26,7 @@ first connection and backfills from the checkpoint, at most ``restart_backfill_m
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 import attrs
@@ -48,7 +49,7 @@ from coinfeed.core.events import (
     GapStatus,
     trade_from_rest,
 )
-from coinfeed.core.protocol import parse_time
+from coinfeed.core.protocol import format_time, parse_time
 from coinfeed.recovery import RecoveryScheduler
 
 
@@ -84,6 +85,9 @@ class GapLedger:
     _open_windows: dict[str, tuple[int, datetime]] = attrs.field(factory=dict, init=False)
     """Per symbol, backfill requests not yet finished and the earliest start among them."""
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
+    _run_id: str = attrs.field(factory=lambda: os.urandom(4).hex(), init=False)
+    """Prefix of this process's gap ids, so ids stay unique across restarts."""
+    _gaps_made: int = attrs.field(default=0, init=False)
     _book_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
     _now: float = attrs.field(default=0.0, init=False)
@@ -96,38 +100,62 @@ class GapLedger:
     # -- detection ------------------------------------------------------------------------------
 
     def trade_gap(
-        self, symbol_id: str, missing: int | None, end: datetime, out: list[Event]
+        self,
+        symbol_id: str,
+        missing: int | None,
+        end: datetime,
+        out: list[Event],
+        *,
+        sequences: tuple[int | None, int | None] = (None, None),
+        last_time: str | None = None,
     ) -> None:
-        """Trades of ``symbol_id`` up to ``end`` were lost: report and backfill them."""
+        """Trades of ``symbol_id`` up to ``end`` were lost: report and backfill them.
+        ``sequences`` are the numbers seen before and after the missing ones; ``last_time`` is
+        the ``time_exchange`` of the trade after them, when one was seen."""
         self._count_gap("trade")
-        gap = GapRecord("trade", symbol_id, "sequence", missing)
-        window = TradeWindow(
-            symbol_id, self._window_start(symbol_id, end), end, [gap], opened_at=self._now
-        )
+        start = self._window_start(symbol_id, end)
+        gap = self._new_gap(
+            "trade", symbol_id, "sequence", missing, sequences,
+            self.last_trade_time.get(symbol_id) or format_time(start),
+            last_time or format_time(end),
+        )  # fmt: skip
+        window = TradeWindow(symbol_id, start, end, [gap], opened_at=self._now)
         self._request_backfill(window, out)
 
     def complete_state_gap(
-        self, data_type: str, symbol_id: str, missing: int | None, out: list[Event]
+        self,
+        data_type: str,
+        symbol_id: str,
+        missing: int | None,
+        out: list[Event],
+        *,
+        sequences: tuple[int | None, int | None] = (None, None),
     ) -> None:
         """A quote or top-N book stream skipped: the next message repairs it by itself."""
         self._count_gap(data_type)
-        out.append(self._gap(data_type, symbol_id, "sequence", missing, "none", "recovered"))
+        gap = self._new_gap(data_type, symbol_id, "sequence", missing, sequences)
+        out.append(self._event(gap, "none", "recovered"))
 
     def book_gap(
-        self, symbol_id: str, reason: GapReason, missing: int | None, out: list[Event]
+        self,
+        symbol_id: str,
+        reason: GapReason,
+        missing: int | None,
+        out: list[Event],
+        *,
+        sequences: tuple[int | None, int | None] = (None, None),
     ) -> None:
         """Updates of an incremental book were lost: it goes out of sync until resynced."""
         self._count_gap("book")
         self.books.get_or_create(symbol_id).mark_out_of_sync()
+        gap = self._new_gap("book", symbol_id, reason, missing, sequences)
         accepted = self.recovery.request_resync_nowait(symbol_id)
         if accepted:
-            self._book_gaps.setdefault(symbol_id, []).append(
-                GapRecord("book", symbol_id, reason, missing)
-            )
+            self._book_gaps.setdefault(symbol_id, []).append(gap)
         else:
             self._count_recovery("book", "refused")
         status: GapStatus = "pending" if accepted else "unrecovered"
-        out.append(self._gap("book", symbol_id, reason, missing, "resubscribe", status))
+        out.append(self._event(gap, "resubscribe", status))
 
     def book_update_while_out_of_sync(self, symbol_id: str, out: list[Event]) -> None:
         """An update reached an out-of-sync book with no resync in flight (it gave up, or was
@@ -145,7 +173,7 @@ class GapLedger:
         self.recovery.book_synced(symbol_id)
         for gap in self._book_gaps.pop(symbol_id, ()):
             self._count_recovery("book", "recovered")
-            out.append(self._gap_from(gap, "resubscribe", "recovered"))
+            out.append(self._event(gap, "resubscribe", "recovered"))
 
     def connection_opened(
         self, opened: ConnectionOpened, symbols: frozenset[str], out: list[Event]
@@ -155,12 +183,9 @@ class GapLedger:
         self.recovery.connection_reset()
         for book in self.books:
             if book.state is not BookState.NO_SNAPSHOT and book.symbol_id not in self._book_gaps:
-                self._book_gaps[book.symbol_id] = [
-                    GapRecord("book", book.symbol_id, "reconnect", None)
-                ]
-                out.append(
-                    self._gap("book", book.symbol_id, "reconnect", None, "resubscribe", "pending")
-                )
+                gap = self._new_gap("book", book.symbol_id, "reconnect", None)
+                self._book_gaps[book.symbol_id] = [gap]
+                out.append(self._event(gap, "resubscribe", "pending"))
         self.books.reset_all()
         if self._live_since is None:
             self._live_since = opened.at
@@ -206,7 +231,7 @@ class GapLedger:
         """No fresh snapshot after every resubscribe attempt: the book's gaps end unrecovered."""
         for gap in self._book_gaps.pop(symbol_id, ()):
             self._count_recovery("book", "unrecovered")
-            out.append(self._gap_from(gap, "resubscribe", "unrecovered"))
+            out.append(self._event(gap, "resubscribe", "unrecovered"))
 
     def report_unfinished(self, out: list[Event]) -> None:
         """At shutdown: every gap still pending ends ``unrecovered`` (a drop is either repaired
@@ -241,7 +266,7 @@ class GapLedger:
     ) -> None:
         self._count_recovery("trade", status)
         for gap in window.gaps:
-            out.append(self._gap_from(gap, "backfill", status))
+            out.append(self._event(gap, "backfill", status))
         if still_owed:
             return
         symbol_id = window.symbol_id
@@ -269,7 +294,7 @@ class GapLedger:
         self._open_windows[window.symbol_id] = (count + 1, min(start, window.start))
         self.recovery.request_backfill_nowait(window)
         for gap in window.gaps:
-            out.append(self._gap_from(gap, "backfill", "pending"))
+            out.append(self._event(gap, "backfill", "pending"))
 
     def _backfill_since_restart(
         self, symbols: frozenset[str], at: datetime, out: list[Event]
@@ -289,12 +314,17 @@ class GapLedger:
                     restart_backfill_max=self.restart_backfill_max.total_seconds(),
                 ).warning("restart gap older than restart_backfill_max: reported unrecovered")
                 self._count_recovery("trade", "unrecovered")
-                out.append(
-                    self._gap("trade", symbol_id, "restart", None, "backfill", "unrecovered")
-                )
+                lost = self._new_gap(
+                    "trade", symbol_id, "restart", None, (None, None),
+                    format_time(since), format_time(oldest),
+                )  # fmt: skip
+                out.append(self._event(lost, "backfill", "unrecovered"))
                 self._count_gap("trade")
                 since = oldest
-            gap = GapRecord("trade", symbol_id, "restart", None)
+            gap = self._new_gap(
+                "trade", symbol_id, "restart", None, (None, None),
+                format_time(since), format_time(end),
+            )  # fmt: skip
             window = TradeWindow(
                 symbol_id,
                 since,
@@ -316,10 +346,14 @@ class GapLedger:
         not_before = self._now + self.skew_margin
         for symbol_id in sorted(symbols):
             self._count_gap("trade")
-            gap = GapRecord("trade", symbol_id, reason, None)
+            start = self._window_start(symbol_id, at)
+            gap = self._new_gap(
+                "trade", symbol_id, reason, None, (None, None),
+                self.last_trade_time.get(symbol_id) or format_time(start), format_time(end),
+            )  # fmt: skip
             window = TradeWindow(
                 symbol_id,
-                self._window_start(symbol_id, at),
+                start,
                 end,
                 [gap],
                 not_before=not_before,
@@ -334,24 +368,34 @@ class GapLedger:
         key = (data_type, outcome)
         self.recovery_counts[key] = self.recovery_counts.get(key, 0) + 1
 
-    def _gap(
+    def _new_gap(
         self,
         data_type: str,
         symbol_id: str,
         reason: GapReason,
         missing: int | None,
-        recovery: GapRecovery,
-        status: GapStatus,
-    ) -> GapEvent:
+        sequences: tuple[int | None, int | None] = (None, None),
+        window_start: str | None = None,
+        window_end: str | None = None,
+    ) -> GapRecord:
+        self._gaps_made += 1
+        return GapRecord(
+            data_type, symbol_id, reason, missing, f"{self._run_id}-{self._gaps_made}",
+            sequences[0], sequences[1], window_start, window_end,
+        )  # fmt: skip
+
+    def _event(self, gap: GapRecord, recovery: GapRecovery, status: GapStatus) -> GapEvent:
         return GapEvent(
-            data_type=data_type,
-            symbol_id=symbol_id,
-            reason=reason,
-            missing=missing,
+            data_type=gap.data_type,
+            symbol_id=gap.symbol_id,
+            reason=gap.reason,
+            missing=gap.missing,
             recovery=recovery,
             status=status,
             received_at=self._received_at,
+            id=gap.id,
+            after_sequence=gap.after_sequence,
+            before_sequence=gap.before_sequence,
+            window_start=gap.window_start,
+            window_end=gap.window_end,
         )
-
-    def _gap_from(self, gap: GapRecord, recovery: GapRecovery, status: GapStatus) -> GapEvent:
-        return self._gap(gap.data_type, gap.symbol_id, gap.reason, gap.missing, recovery, status)

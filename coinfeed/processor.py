@@ -229,7 +229,11 @@ class Processor:
             if not self._restarted("trade", symbol_id, msg.sequence):
                 return
         elif verdict is Verdict.GAP:
-            self.gaps.trade_gap(symbol_id, obs.missing, window_end(msg.time_exchange), out)
+            self.gaps.trade_gap(
+                symbol_id, obs.missing, window_end(msg.time_exchange), out,
+                sequences=(msg.sequence - obs.missing - 1, msg.sequence),
+                last_time=msg.time_exchange,
+            )  # fmt: skip
         elif verdict is Verdict.IMPLAUSIBLE:
             self._implausible("trade", symbol_id, msg.sequence)
             return
@@ -265,7 +269,10 @@ class Processor:
         if obs.verdict is Verdict.BEHIND:
             return self._restarted(data_type, symbol_id, sequence)
         if obs.verdict is Verdict.GAP:
-            self.gaps.complete_state_gap(data_type, symbol_id, obs.missing, out)
+            self.gaps.complete_state_gap(
+                data_type, symbol_id, obs.missing, out,
+                sequences=(sequence - obs.missing - 1, sequence),
+            )  # fmt: skip
         elif obs.verdict is Verdict.IMPLAUSIBLE:
             self._implausible(data_type, symbol_id, sequence)
             return False
@@ -299,7 +306,8 @@ class Processor:
                 self.gaps.book_update_while_out_of_sync(symbol_id, out)
             return
         if verdict is Verdict.GAP:
-            self.gaps.book_gap(symbol_id, "sequence", obs.missing, out)
+            sequences = (msg.sequence - obs.missing - 1, msg.sequence)
+            self.gaps.book_gap(symbol_id, "sequence", obs.missing, out, sequences=sequences)
             return
         book.apply_update(msg.asks, msg.bids, msg.sequence)
         out.append(book_update_event(msg, self._received_at))
@@ -326,6 +334,7 @@ class Processor:
         data_type, symbol_id = dropped.data_type, dropped.symbol_id
         if symbol_id not in self.symbols or data_type not in self.types:
             return
+        previous = self.tracker.last(data_type, symbol_id)
         obs = self.tracker.observe(data_type, symbol_id, dropped.max_sequence)
         if obs.verdict is Verdict.BEHIND or obs.verdict is Verdict.IMPLAUSIBLE:
             return  # nothing plausible was lost: the frames were late, or hostile
@@ -335,6 +344,8 @@ class Processor:
             missing = 1
         else:
             missing = dropped.count
+        # The dropped frames run up to max_sequence itself: the next number is after them.
+        sequences = (previous, dropped.max_sequence + 1)
         if data_type == "trade":
             # Peeked, not validated: a time that is not one (or lies ahead) must not become
             # a window's end or the symbol's latest trade time.
@@ -342,15 +353,17 @@ class Processor:
             if last_time is not None and checked_time(last_time, self.decoder.not_after) is None:
                 last_time = None
             end = window_end(last_time) if last_time else self.wall_clock()
-            self.gaps.trade_gap(symbol_id, missing, end, out)
+            self.gaps.trade_gap(
+                symbol_id, missing, end, out, sequences=sequences, last_time=last_time
+            )
             if last_time:
                 self._last_trade_time[symbol_id] = max(
                     self._last_trade_time.get(symbol_id, ""), last_time
                 )
         elif data_type == "book":
-            self.gaps.book_gap(symbol_id, "sequence", missing, out)
+            self.gaps.book_gap(symbol_id, "sequence", missing, out, sequences=sequences)
         else:
-            self.gaps.complete_state_gap(data_type, symbol_id, missing, out)
+            self.gaps.complete_state_gap(data_type, symbol_id, missing, out, sequences=sequences)
 
     # -- control items ------------------------------------------------------------------------
 

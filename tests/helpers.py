@@ -209,6 +209,11 @@ def gap(*, symbol: str = SYM) -> GapEvent:
         recovery="backfill",
         status="pending",
         received_at=AT,
+        id="1a2b3c4d-1",
+        after_sequence=4,
+        before_sequence=8,
+        window_start=AT,
+        window_end=AT,
     )
 
 

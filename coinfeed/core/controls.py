@@ -13,15 +13,11 @@ recovered trades pass the same de-duplication as live ones.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
 
 import attrs
 
 from coinfeed.core.events import GapReason
 from coinfeed.core.rest_protocol import RestBook, RestTrade
-
-MAX_GAPS_PER_WINDOW: Final = 32
-"""Gap records one merged trade window keeps; past it they collapse into one."""
 
 
 @attrs.frozen
@@ -51,12 +47,21 @@ class Resubscribed:
 
 @attrs.frozen
 class GapRecord:
-    """One detected gap, reported as ``pending`` and later ``recovered``/``unrecovered``."""
+    """One detected gap, reported as ``pending`` and later ``recovered``/``unrecovered``
+    (both events carry its ``id``), or once when it needs no repair."""
 
     data_type: str
     symbol_id: str
     reason: GapReason
     missing: int | None
+    id: str = ""
+    after_sequence: int | None = None
+    """The last number seen before the missing ones (they lie strictly between the two)."""
+    before_sequence: int | None = None
+    """The first number seen after the missing ones."""
+    window_start: str | None = None
+    """``time_exchange`` bounds of the missing data (ISO 8601, as CoinAPI writes times)."""
+    window_end: str | None = None
 
 
 @attrs.define(slots=True)
@@ -96,10 +101,8 @@ class TradeWindow:
             self.opened_at = (
                 other.opened_at if self.opened_at is None else min(self.opened_at, other.opened_at)
             )
+        # Every record is kept: each had its pending event and is owed its final one.
         self.gaps.extend(other.gaps)
-        if len(self.gaps) > MAX_GAPS_PER_WINDOW:
-            missing = self.expected_missing
-            self.gaps = [GapRecord("trade", self.symbol_id, "sequence", missing)]
 
 
 @attrs.frozen

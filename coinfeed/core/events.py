@@ -75,6 +75,12 @@ class GapEvent(msgspec.Struct, tag_field="kind", tag="gap", kw_only=True, frozen
     recovery: GapRecovery
     status: GapStatus
     received_at: str
+    id: str = ""
+    """The same on a gap's ``pending`` event and its final one."""
+    after_sequence: int | None = None
+    before_sequence: int | None = None
+    window_start: str | None = None
+    window_end: str | None = None
 
 
 Event = TradeEvent | QuoteEvent | BookEvent | GapEvent

@@ -56,6 +56,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX book_snapshots_symbol_time ON book_snapshots (symbol_id, time_exchange)",
         "CREATE INDEX gaps_symbol ON gaps (symbol_id, received_at)",
     ),
+    (  # 3: a gap's identity and window (the event's id is gap_id: id is the row's key)
+        "ALTER TABLE gaps ADD COLUMN gap_id TEXT",
+        "ALTER TABLE gaps ADD COLUMN after_sequence INTEGER",
+        "ALTER TABLE gaps ADD COLUMN before_sequence INTEGER",
+        "ALTER TABLE gaps ADD COLUMN window_start TEXT",
+        "ALTER TABLE gaps ADD COLUMN window_end TEXT",
+        "CREATE INDEX gaps_gap_id ON gaps (gap_id)",
+    ),
 )
 
 _INSERT_TRADE: Final = (
@@ -71,8 +79,9 @@ _INSERT_BOOK: Final = (
     " received_at) VALUES (?,?,?,?,?,?,?,?)"
 )
 _INSERT_GAP: Final = (
-    "INSERT INTO gaps (data_type, symbol_id, reason, missing, recovery, status, received_at)"
-    " VALUES (?,?,?,?,?,?,?)"
+    "INSERT INTO gaps (data_type, symbol_id, reason, missing, recovery, status, received_at,"
+    " gap_id, after_sequence, before_sequence, window_start, window_end)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _levels_encoder: Final = msgspec.json.Encoder(decimal_format="string")
 
@@ -174,7 +183,8 @@ class SqliteSink:
                     books.append(_book_row(e))
             elif isinstance(e, GapEvent):
                 gaps.append((e.data_type, e.symbol_id, e.reason, e.missing, e.recovery,
-                             e.status, e.received_at))  # fmt: skip
+                             e.status, e.received_at, e.id, e.after_sequence,
+                             e.before_sequence, e.window_start, e.window_end))  # fmt: skip
         conn = self._conn
         conn.execute("BEGIN")
         try:

@@ -301,3 +301,34 @@ async def test_a_frame_far_over_the_limit_reconnects_without_losing_trades(
         assert "too_large" not in service.processor.counters.invalid
         await wait_for(lambda: service.status.connected, 5, "reconnected")
         await settle_and_check_trades(sim, service, sink)
+
+
+async def test_gap_events_name_windows_that_hold_the_trades_they_missed(
+    make_settings: Callable[..., Settings], transport: str
+) -> None:
+    async with running(
+        make_settings, SimulatorConfig(rate=3000, seed=9, faults="gaps"), transport=transport
+    ) as (sim, service, sink):
+        await trio.sleep(3)
+        await settle_and_check_trades(sim, service, sink)
+    gaps = [e for e in sink.events if isinstance(e, GapEvent)]
+    # Every pending gap has exactly one final event, with the same id.
+    pending = Counter(g.id for g in gaps if g.status == "pending")
+    final = Counter(g.id for g in gaps if g.status != "pending")
+    assert pending and all(n == 1 for n in pending.values())
+    assert set(pending) <= set(final) and all(n == 1 for n in final.values())
+    for g in gaps:
+        if g.reason == "sequence" and g.missing is not None and g.after_sequence is not None:
+            assert g.before_sequence is not None
+            assert g.before_sequence - g.after_sequence - 1 == g.missing
+    windows: dict[str, list[tuple[str, str]]] = {}
+    for g in gaps:
+        if g.data_type == "trade" and g.status == "pending":
+            assert g.window_start is not None and g.window_end is not None
+            windows.setdefault(g.symbol_id, []).append((g.window_start, g.window_end))
+    backfilled = [e for e in sink.events if isinstance(e, TradeEvent) and e.source == "rest"]
+    assert backfilled, "the gaps profile should make trades arrive by REST"
+    for t in backfilled:  # each trade the WebSocket missed lies in a window a gap named
+        assert any(
+            start <= t.time_exchange <= end for start, end in windows.get(t.symbol_id, [])
+        ), (t.symbol_id, t.time_exchange, windows.get(t.symbol_id))

@@ -15,7 +15,7 @@ import pytest
 
 from coinfeed.sinks import SinkSpecError, open_sink
 from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
-from tests.helpers import book, gap, quote, trade
+from tests.helpers import AT, book, gap, quote, trade
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -102,6 +102,28 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
         "00000000-0000-4000-8000-000000000007",
     )
     assert ("u-1",) in rows(path, "SELECT uuid FROM trades")
+
+
+def test_a_version_2_database_gets_the_gap_window_columns_and_keeps_its_gaps(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        assert migrate(conn, MIGRATIONS[:2]) == 2
+        conn.execute(
+            "INSERT INTO gaps (data_type, symbol_id, reason, missing, recovery, status,"
+            " received_at) VALUES ('trade', 'S', 'sequence', 1, 'backfill', 'pending', 'r')"
+        )
+    conn.close()
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([gap()])
+    sink.close()
+    stored = rows(
+        path,
+        "SELECT gap_id, after_sequence, before_sequence, window_start, window_end FROM gaps"
+        " ORDER BY id",
+    )
+    assert stored == [(None, None, None, None, None), ("1a2b3c4d-1", 4, 8, AT, AT)]
 
 
 def test_a_database_from_a_newer_coinfeed_is_refused_with_a_clear_message(tmp_path: Path) -> None:
