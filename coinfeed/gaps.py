@@ -264,8 +264,8 @@ class GapLedger:
     def _finish_window(
         self, window: TradeWindow, status: GapStatus, out: list[Event], *, still_owed: bool = False
     ) -> None:
-        self._count_recovery("trade", status)
-        for gap in window.gaps:
+        for gap in window.gaps:  # counted per gap, as detected, so the figures add up
+            self._count_recovery("trade", status)
             out.append(self._event(gap, "backfill", status))
         if still_owed:
             return

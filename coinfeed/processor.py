@@ -99,11 +99,18 @@ class Processor:
     restart_from: dict[str, datetime] = attrs.field(factory=dict)
     """The restart checkpoint, per symbol (see :class:`~coinfeed.gaps.GapLedger`)."""
     restart_backfill_max: timedelta = timedelta(hours=24)
+    last_seen: dict[str, dict[str, float]] = attrs.field(factory=dict)
+    """data type -> symbol id -> trio time of the batch its last message came in (read by the
+    silent-symbol watch; duplicates and late messages count: the symbol is delivering)."""
     gaps: GapLedger = attrs.field(init=False)
     _connection_id: int = attrs.field(default=0, init=False)
     _last_trade_time: dict[str, str] = attrs.field(init=False)
     _restart_expected: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _received_at: str = attrs.field(default="", init=False)
+    _now: float = attrs.field(default=0.0, init=False)
+    _trade_seen: dict[str, float] = attrs.field(init=False)
+    _quote_seen: dict[str, float] = attrs.field(init=False)
+    _book_seen: dict[str, float] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.gaps = GapLedger(
@@ -118,6 +125,9 @@ class Processor:
             restart_backfill_max=self.restart_backfill_max,
         )
         self._last_trade_time = self.gaps.last_trade_time  # the hot path writes it per trade
+        self._trade_seen = self.last_seen.setdefault("trade", {})
+        self._quote_seen = self.last_seen.setdefault("quote", {})
+        self._book_seen = self.last_seen.setdefault("book", {})
 
     async def run(self) -> None:
         """Process until the queue is closed and drained."""
@@ -153,6 +163,7 @@ class Processor:
         ``now`` is the trio clock reading for this batch (resync pacing, backfill delays).
         """
         wall = self.wall_clock()
+        self._now = now
         self._received_at = received_at = utc_now_iso(wall)
         self.decoder.not_after = wall + FUTURE_TOLERANCE
         self.gaps.start_batch(received_at, now)
@@ -193,6 +204,7 @@ class Processor:
 
     def _wanted(self, data_type: str, symbol_id: str) -> bool:
         if symbol_id in self.symbols and data_type in self.types:
+            self.last_seen.setdefault(data_type, {})[symbol_id] = self._now
             return True
         self.counters.unrequested += 1
         return False
@@ -223,6 +235,7 @@ class Processor:
         if symbol_id not in self.symbols or "trade" not in self.types:
             self.counters.unrequested += 1
             return
+        self._trade_seen[symbol_id] = self._now
         obs = self.tracker.observe("trade", symbol_id, msg.sequence)
         verdict = obs.verdict
         if verdict is Verdict.BEHIND:
@@ -251,6 +264,7 @@ class Processor:
         if msg.symbol_id not in self.symbols or "quote" not in self.types:
             self.counters.unrequested += 1
             return
+        self._quote_seen[msg.symbol_id] = self._now
         if self._complete_state_stream("quote", msg.symbol_id, msg.sequence, out):
             out.append(quote_from_ws(msg, self._received_at))
 
@@ -283,6 +297,7 @@ class Processor:
         if symbol_id not in self.symbols or "book" not in self.types:
             self.counters.unrequested += 1
             return
+        self._book_seen[symbol_id] = self._now
         obs = self.tracker.observe("book", symbol_id, msg.sequence)
         if obs.verdict is Verdict.IMPLAUSIBLE:  # a snapshot too: it would become the base
             self._implausible("book", symbol_id, msg.sequence)

@@ -35,6 +35,7 @@ from coinfeed.observability.http import ServiceView, serve_api
 from coinfeed.observability.metrics import Metrics, MetricSources
 from coinfeed.observability.process import rss_bytes
 from coinfeed.observability.readiness import Readiness
+from coinfeed.observability.symbols import SILENT_HINT, SymbolWatch
 from coinfeed.processor import Processor
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
@@ -69,6 +70,7 @@ class Service:
     hub: SinkHub
     metrics: Metrics
     readiness: Readiness
+    symbol_watch: SymbolWatch
     checkpointer: Checkpointer | None = None
     handle_signals: bool = True
     http_url: str | None = attrs.field(default=None, init=False)
@@ -192,6 +194,13 @@ class Service:
             if checkpoint is not None
             else None
         )
+        symbol_watch = SymbolWatch(
+            symbols=settings.symbols,
+            types=settings.types,
+            last_seen=processor.last_seen,
+            subscribed_at=lambda: status.connected_at if status.subscribed else None,
+            silent_after=settings.symbol_silent_after,
+        )
         book_symbols = settings.symbols if "book" in settings.types else ()
         readiness = Readiness(
             status=status,
@@ -214,6 +223,7 @@ class Service:
             hub=hub,
             metrics=metrics,
             readiness=readiness,
+            symbol_watch=symbol_watch,
             checkpointer=checkpointer,
             handle_signals=handle_signals,
         )
@@ -229,6 +239,7 @@ class Service:
                 raw_queue=queue,
                 oldest_pending_recovery=recovery.oldest_pending_age,
                 readiness=readiness.ready_gauge,
+                silent_symbols=lambda: len(symbol_watch.silent(trio.current_time())),
             )
         )
         return service
@@ -250,6 +261,7 @@ class Service:
             book=self.processor.books.get,
             queue_statistics=self.queue_statistics,
             pipeline_figures=self._pipeline_figures,
+            symbols=lambda: self.symbol_watch.report(trio.current_time()),
             debug_token=token.reveal() if token else None,
             debug_tracemalloc=self.settings.debug_tracemalloc,
         )
@@ -283,6 +295,7 @@ class Service:
                 root.start_soon(self._run_sinks, sinks_done)
                 root.start_soon(self._report_stats)
                 root.start_soon(self._watch_sinks)
+                root.start_soon(self._watch_symbols)
                 if self.checkpointer is not None:
                     root.start_soon(self.checkpointer.run)
                 if self.settings.http is not None:
@@ -379,6 +392,21 @@ class Service:
                 logger.bind(sink=name).info("sink moving again")
             stalled = set(now_stalled)
 
+    async def _watch_symbols(self) -> None:
+        """Log each subscribed symbol that falls silent (once) and when it delivers again."""
+        watch = self.symbol_watch
+        silent: set[str] = set()
+        while True:
+            await trio.sleep(min(5.0, watch.silent_after / 4))
+            now_silent = set(watch.silent(trio.current_time()))
+            for symbol_id in sorted(now_silent - silent):
+                logger.bind(
+                    symbol_id=symbol_id, symbol_silent_after=watch.silent_after, hint=SILENT_HINT
+                ).warning("symbol silent: nothing received since subscribing or for a while")
+            for symbol_id in sorted(silent - now_silent):
+                logger.bind(symbol_id=symbol_id).info("symbol delivering again")
+            silent = now_silent
+
     async def _stop_after(self, seconds: float) -> None:
         await trio.sleep(seconds)
         self.status.request_shutdown(f"duration {seconds:g}s elapsed")
@@ -403,22 +431,34 @@ class Service:
             await trio.sleep(interval)
             counters = self.processor.counters
             queue = self.queue.statistics()
-            outcomes = counters.recoveries
+            gaps = gap_summary(counters.gaps, counters.recoveries)
             logger.bind(
                 frames_per_s=round((counters.frames - previous) / interval),
                 queue=f"{queue.depth}/{queue.capacity}",
                 peak=queue.peak,
                 dropped=queue.dropped,
-                gaps=sum(counters.gaps.values()),
-                recovered=sum(n for (_, outcome), n in outcomes.items() if outcome == "recovered"),
-                unrecovered=sum(
-                    n for (_, outcome), n in outcomes.items() if outcome != "recovered"
-                ),
-                pending=self.recovery.pending,
+                **gaps,
                 connected=self.status.connected,
                 rss_mb=round(rss_bytes() / 1e6, 1),
             ).info("stats")
             previous = counters.frames
+
+
+def gap_summary(detected: dict[str, int], outcomes: dict[tuple[str, str], int]) -> dict[str, int]:
+    """Gaps so far, split so that the parts add up: ``gaps = repaired + no_repair_needed +
+    unrecovered + pending``. Quote and top-N book gaps need no repair (the next message is
+    complete state); trade and book gaps end repaired or unrecovered (refused included)."""
+    repaired = sum(n for (_, outcome), n in outcomes.items() if outcome == "recovered")
+    unrecovered = sum(n for (_, outcome), n in outcomes.items() if outcome != "recovered")
+    total = sum(detected.values())
+    no_repair = total - detected.get("trade", 0) - detected.get("book", 0)
+    return {
+        "gaps": total,
+        "repaired": repaired,
+        "no_repair_needed": no_repair,
+        "unrecovered": unrecovered,
+        "pending": total - repaired - no_repair - unrecovered,
+    }
 
 
 def open_transport(

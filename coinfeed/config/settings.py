@@ -117,6 +117,8 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "CA certificates (PEM) to verify a rediss:// server with", "PATH"),
     _S("shard", p.optional(p.shard), None,
        "INDEX/COUNT: subscribe only this replica's share of the symbols", "INDEX/COUNT"),
+    _S("symbol_silent_after", p.seconds(), 60.0,
+       "seconds a subscribed symbol may deliver nothing before it is reported silent", "S"),
     _S("recovery_concurrency", p.integer(1, 10), 2, "REST calls in flight at most", "N"),
     _S("recovery_max_attempts", p.integer(1), 5, "attempts before a gap is unrecovered", "N"),
     _S("recovery_pause", p.seconds(zero_ok=True), 0.2, "seconds between REST batches", "S"),
@@ -203,6 +205,7 @@ class Settings:
     redis_maxlen: int = DEFAULTS["redis_maxlen"]
     redis_ca_file: str | None = DEFAULTS["redis_ca_file"]
     shard: Shard | None = DEFAULTS["shard"]
+    symbol_silent_after: float = DEFAULTS["symbol_silent_after"]
     recovery_concurrency: int = DEFAULTS["recovery_concurrency"]
     recovery_max_attempts: int = DEFAULTS["recovery_max_attempts"]
     recovery_pause: float = DEFAULTS["recovery_pause"]

@@ -100,6 +100,8 @@ class ServiceView:
     pipeline_figures: Callable[[], dict[str, int]]
     """Counts /api/debug/memory reports: ``frames_dropped``, ``recovery_pending``,
     ``dedup_entries``."""
+    symbols: Callable[[], dict[str, Any]] = dict
+    """The body of ``GET /api/symbols``: per-symbol freshness and the silent ones."""
     debug_token: str | None = None
     debug_tracemalloc: bool = False
 
@@ -266,6 +268,9 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(view.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def symbols(_request: Request) -> Response:
+        return json_response(view.symbols())
+
     async def memory(_request: Request) -> Response:
         return json_response(memory_report(view))
 
@@ -301,6 +306,7 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
             Route("/metrics", metrics),
             Route(DEBUG_PREFIX + "/memory", memory),
             Route("/api/books/{symbol_id}", book),
+            Route("/api/symbols", symbols),
         ],
         middleware=middleware,
     )

@@ -47,6 +47,8 @@ class MetricSources:
     raw_queue: FrameQueue
     oldest_pending_recovery: Callable[[], float | None] = lambda: None
     """Age of the oldest gap waiting for recovery, None when none waits."""
+    silent_symbols: Callable[[], int] = lambda: 0
+    """Subscribed symbols that have delivered nothing for ``symbol_silent_after``."""
     readiness: Callable[[], bool | None] = lambda: None
     """True when /ready would answer 200; None (no ``ready`` gauge) while nothing answers it."""
     memory_limit: Callable[[], int | None] = memory_limit_bytes
@@ -140,6 +142,11 @@ class CoinfeedCollector(Collector):
         yield reconnects
         yield GaugeMetricFamily(
             PREFIX + "connected", "1 while connected and subscribed", value=int(s.status.connected)
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "symbols_silent",
+            "Subscribed symbols with no message for symbol_silent_after seconds",
+            value=s.silent_symbols(),
         )
         events = CounterMetricFamily(
             PREFIX + "sink_events", "Events written, by sink", labels=["sink"]

@@ -46,6 +46,7 @@ INVALID = {
     "redis_maxlen": "-5",
     "redis_ca_file": "/nonexistent/ca.pem",
     "shard": "3/3",
+    "symbol_silent_after": "0",
     "recovery_concurrency": "11",
     "recovery_max_attempts": "0",
     "recovery_pause": "-0.1",

@@ -31,6 +31,7 @@ CONTRACT = {
     "coinfeed_reconnects": ("counter", {"reason"}),
     "coinfeed_reconnect_seconds": ("histogram", set()),
     "coinfeed_connected": ("gauge", set()),
+    "coinfeed_symbols_silent": ("gauge", set()),
     "coinfeed_ready": ("gauge", set()),
     "coinfeed_memory_limit_bytes": ("gauge", set()),
     "coinfeed_message_processing_seconds": ("histogram", set()),

@@ -507,3 +507,29 @@ async def test_no_restart_gap_without_a_checkpoint_or_on_a_reconnect() -> None:
     h2.feed(ConnectionOpened(1, T0))
     reasons = [g.reason for g in gaps(h2.feed(ConnectionOpened(2, T0 + timedelta(seconds=9))))]
     assert "restart" not in reasons
+
+
+async def test_the_stats_line_gap_figures_add_up() -> None:
+    from coinfeed.service import gap_summary
+
+    h = harness()
+    h.feed(
+        ConnectionOpened(1, T0),
+        trade(1, "a", 0),
+        trade(3, "c", 2),  # a trade gap: backfilled
+        trade(4, "d", 50),
+        trade(9, "i", 100),  # another, far from the first (not merged): still pending
+        book(1, True, [("10", "1")]),
+        book(3, False, [("11", "1")]),  # a book gap: resync pending
+    )
+    first = min(h.windows(), key=lambda w: w.start)
+    h.recovery._windows.clear()
+    h.feed(TradesRecovered(first, [rest_trade("b", 1)]))
+    counters = h.processor.counters
+    assert gap_summary(counters.gaps, counters.recoveries) == {
+        "gaps": 3,
+        "repaired": 1,
+        "no_repair_needed": 0,
+        "unrecovered": 0,
+        "pending": 2,
+    }
