@@ -26,18 +26,37 @@ from coinfeed.config import (
     CONFIG_ENV,
     DEBUG_TOKEN_ENV,
     SETTINGS,
+    SETTINGS_BY_NAME,
     ConfigError,
     Settings,
     format_value,
     load_settings,
     unknown_environment,
 )
+from coinfeed.config.settings import STALE_AFTER_MIN
 from coinfeed.logs import redact, setup_logging
 
 DEMO_DEFAULTS: Mapping[str, object] = {
     "stats_interval": 5.0,
     "sinks": ("sqlite:coinfeed-demo.sqlite",),
 }
+DEMO_FAULTS: Mapping[str, str] = {
+    "none": "a clean feed: books stay synced, /ready says ready",
+    "gaps": "1 % of frames skipped: trade backfills, book resyncs (books often stale)",
+    "chaos": "a little of every other fault, plus duplicated and reordered frames",
+    "disconnects": "dropped connections and server reconnect requests",
+    "stall": "the feed goes silent for 12 s: the watchdog reconnects",
+    "malformed": "invalid and oversized frames, counted and skipped",
+    "slow-rest": "REST answers 0.5-1.5 s late",
+    "rest-429": "REST rate-limits in bursts (Retry-After)",
+    "rest-5xx": "30 % of REST calls fail",
+}
+"""The simulator's fault profiles (coinfeed.simulator.faults.PROFILES, which a test keeps this in
+step with), listed here so that building the parser does not import the simulator."""
+DEMO_DEFAULT_FAULTS = "none"
+"""A newcomer's first run should look healthy; ``--faults chaos`` is the next step."""
+DEMO_SEED = 7
+"""Seed of the demo's simulated market: the same market on every run unless --seed says else."""
 SETTINGS_HELP = (
     "Each setting NAME can also be set as NAME in the TOML file (--config) or as COINFEED_NAME in "
     "the environment; precedence is flags > environment > file > defaults. Lists are "
@@ -131,15 +150,24 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     run = command("run", _run, "Stream CoinAPI market data to the configured sinks.")
     add_setting_arguments(run)
 
-    demo = command("demo", _demo, "Run the built-in simulator and `run` against it.")
+    # The profile table keeps its lines (the raw epilog); argument help is wrapped as usual.
+    profiles = "\n".join(f"  {name:<12} {what}" for name, what in DEMO_FAULTS.items())
+    demo = command(
+        "demo",
+        _demo,
+        "Run the built-in simulator and `run` against it.",
+        epilog=f"fault profiles (--faults):\n{profiles}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_setting_arguments(demo, defaults=DEMO_DEFAULTS)
     group = demo.add_argument_group("demo")
     group.add_argument("--rate", type=_positive_float, default=2000.0, metavar="FRAMES_PER_S",
                        help="frames per second the simulator sends (default: 2000)")  # fmt: skip
-    group.add_argument("--faults", default="gaps", metavar="PROFILE",
-                       help="simulator fault profile (default: gaps)")  # fmt: skip
-    group.add_argument("--seed", type=int, default=None, metavar="INT",
-                       help="seed of the simulated market (default: 7)")  # fmt: skip
+    group.add_argument("--faults", default=DEMO_DEFAULT_FAULTS, metavar="PROFILE",
+                       help="simulator fault profile, one of those listed below "
+                            f"(default: {DEMO_DEFAULT_FAULTS}; then try chaos)")  # fmt: skip
+    group.add_argument("--seed", type=int, default=DEMO_SEED, metavar="INT",
+                       help=f"seed of the simulated market (default: {DEMO_SEED})")  # fmt: skip
 
     # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
     summary = "Run only the simulator (WebSocket + REST) on loopback."
@@ -198,11 +226,35 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], **options: Any) -> S
         value = getattr(args, setting.name, None)
         cli[setting.name] = ",".join(value) if isinstance(value, list) else value
     settings = load_settings(cli=cli, env=env, **options)
+    _check_stale_after(settings, cli, env)
     secrets = [secret.reveal() for secret in (settings.api_key, settings.debug_token) if secret]
     setup_logging(settings.log_format, settings.log_level, secrets=secrets)
     for name, close in unknown_environment(env).items():
         logger.bind(variable=name, did_you_mean=close).warning("unknown variable ignored")
     return settings
+
+
+def _check_stale_after(
+    settings: Settings, cli: Mapping[str, object], env: Mapping[str, str]
+) -> None:
+    """Refuse a ``stale_after`` below :data:`STALE_AFTER_MIN` (see there why it is checked here,
+    not by the setting's parser), naming the layer it came from like the parser errors do."""
+    if settings.stale_after >= STALE_AFTER_MIN:
+        return
+    env_name = SETTINGS_BY_NAME["stale_after"].env
+    if cli.get("stale_after") is not None:
+        source = "the command line"
+    elif env.get(env_name, "").strip():
+        source = "the environment"
+    else:
+        source = f"the config file {settings.config_file}"
+    raise ConfigError(
+        "stale_after",
+        f"must be at least {STALE_AFTER_MIN:g} second, got {settings.stale_after:g}: CoinAPI "
+        "sends a heartbeat only after a second of silence, so a quiet feed would be "
+        "reconnected over and over",
+        source,
+    )
 
 
 def _run(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
@@ -212,6 +264,14 @@ def _run(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> 
 
 
 def _demo(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    if args.faults not in DEMO_FAULTS:
+        # One line, not argparse's usage of every setting flag.
+        print(
+            f"coinfeed: error: argument --faults: unknown profile {args.faults!r}; choose one "
+            f"of {', '.join(DEMO_FAULTS)} (default: {DEMO_DEFAULT_FAULTS})",
+            file=sys.stderr,
+        )
+        return 2
     # symbols stay () unless given: run_demo then uses the simulator's symbols.
     settings = _load(args, env, require_symbols=False, require_key=False, defaults=DEMO_DEFAULTS)
     entry = importlib.import_module("coinfeed.main")
@@ -239,10 +299,18 @@ def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]
 def _config(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
     settings = _load(args, env, require_symbols=False, require_key=False)
     values = settings.redacted()
+    # What this replica subscribes, narrowed as `run` narrows it (a shard with no symbols exits
+    # 2 here too). The symbols setting itself stays whole, so the TOML is accepted back with
+    # the same meaning.
+    subscribed = settings.symbols
+    if settings.shard is not None and settings.symbols:
+        from coinfeed.service import apply_shard
+
+        subscribed = apply_shard(settings).symbols
     if args.json:
-        print(json.dumps(values, indent=2))
+        print(json.dumps({**values, "subscribed_symbols": list(subscribed)}, indent=2))
     else:
-        print(render_toml(values))
+        print(render_toml(values, subscribed=subscribed))
     return 0
 
 
@@ -252,18 +320,34 @@ def _shards(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) 
     symbols = [item.strip() for item in args.symbols.split(",") if item.strip()]
     if not symbols:
         args.parser.error("--symbols: expected at least one symbol id, e.g. BITSTAMP_SPOT_BTC_USD")
-    for index, members in enumerate(assign(symbols, args.count)):
+    shards = assign(symbols, args.count)
+    for index, members in enumerate(shards):
         print(f"{index}/{args.count}: {','.join(members)}")
+    empty = [f"{index}/{args.count}" for index, members in enumerate(shards) if not members]
+    if empty:  # a replica started with one of them exits 2 (no symbols to subscribe)
+        print(
+            f"coinfeed: warning: {args.count} shards for {len(symbols)} symbols: "
+            f"{', '.join(empty)} get none, and a replica started with one of them exits 2; "
+            "use fewer shards",
+            file=sys.stderr,
+        )
     return 0
 
 
-def render_toml(values: Mapping[str, object]) -> str:
-    """Effective settings as a TOML document that ``--config`` accepts back."""
+def render_toml(values: Mapping[str, object], *, subscribed: Sequence[str] | None = None) -> str:
+    """Effective settings as a TOML document that ``--config`` accepts back; with ``shard`` set,
+    a comment after ``symbols`` lists ``subscribed``, the symbols this replica takes."""
     lines = ["# effective coinfeed settings (flags > environment > file > defaults)"]
     for setting in SETTINGS:
         value = values[setting.name]
         lines.append(f"# {setting.name} is not set" if value is None else
                      f"{setting.name} = {_toml_value(value)}")  # fmt: skip
+        if setting.name == "symbols" and values["shard"] is not None and subscribed is not None:
+            total = len(value) if isinstance(value, list) else 0
+            lines.append(
+                f"# shard {values['shard']} subscribes {len(subscribed)} of the {total} "
+                f"symbols: {', '.join(subscribed)}"
+            )
     if values["api_key"] is None:
         lines.append(f"# api_key is not set ({API_KEY_ENV} or api_key_file)")
     else:

@@ -5,6 +5,10 @@
 it; that composition lives here, so the service never imports the simulator. Both pin glibc's
 mmap threshold (:func:`~coinfeed.observability.process.pin_mmap_threshold`) and shorten the GIL
 switch interval for the duration of the run.
+
+What the operator can fix (a taken HTTP port, a sink that cannot open, a shard with no symbols)
+ends in one ``coinfeed: error:`` line naming the setting and exit 2, never a traceback; only an
+unexpected failure logs one (exit 1).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import trio
 from loguru import logger
 
 from coinfeed.config import ConfigError, Settings
+from coinfeed.observability.http import ListenError, check_listen_address
 from coinfeed.observability.process import pin_mmap_threshold
 from coinfeed.service import EXIT_FAILURE, Service
 
@@ -27,7 +32,6 @@ GIL_SWITCH_INTERVAL = 0.001
 writes run in worker threads and each hand-off needs the GIL; with the default a busy event loop
 delayed them long enough for the raw queue to drop frames at full speed (``scripts/bench.py``
 measures it; ``docs/performance.md`` has the figures)."""
-DEMO_SEED = 7
 
 
 async def _serve(settings: Settings) -> int:
@@ -39,9 +43,16 @@ async def _serve(settings: Settings) -> int:
     try:
         service = Service.build(settings)
     except ConfigError as error:  # a shard with no symbols, a sink that cannot open: exit 2
-        print(f"coinfeed: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return await service.run()
+        return _usage_error(error)
+    try:
+        return await service.run()
+    except (ListenError, BaseExceptionGroup) as exc:
+        # The listener is started inside the service's root nursery, which wraps what it
+        # raises: a port taken since _check_listener looked comes out as a group.
+        listen_error = _sole_listen_error(exc)
+        if listen_error is None:
+            raise
+        return _usage_error(_http_error(listen_error))
 
 
 async def _demo(settings: Settings, rate: float, faults: str, seed: int) -> int:
@@ -73,19 +84,59 @@ def _prompt_gil_handoff() -> Iterator[None]:
 def run_service(settings: Settings) -> int:
     """``coinfeed run``: connect to CoinAPI and serve until stopped; returns the exit code."""
     try:
+        _check_listener(settings)
         with _prompt_gil_handoff():
             return trio.run(_serve, settings)
+    except ConfigError as error:
+        return _usage_error(error)
     except Exception as exc:
         return _unexpected(exc)
 
 
-def run_demo(settings: Settings, *, rate: float, faults: str, seed: int | None) -> int:
-    """``coinfeed demo``: the built-in simulator and ``run`` against it, in one process."""
+def run_demo(settings: Settings, *, rate: float, faults: str, seed: int) -> int:
+    """``coinfeed demo``: the built-in simulator and ``run`` against it, in one process (the
+    defaults of ``rate``, ``faults`` and ``seed`` are the command line's, shown in its help)."""
     try:
+        _check_listener(settings)  # before the simulator starts and logs its URLs
         with _prompt_gil_handoff():
-            return trio.run(_demo, settings, rate, faults, DEMO_SEED if seed is None else seed)
+            return trio.run(_demo, settings, rate, faults, seed)
+    except ConfigError as error:
+        return _usage_error(error)
     except Exception as exc:
         return _unexpected(exc)
+
+
+def _check_listener(settings: Settings) -> None:
+    """Refuse a listener address that cannot be bound before anything starts: the service
+    connects to CoinAPI before its listener is up, and a taken port is not worth a connection
+    (or the log lines it writes before the error)."""
+    if settings.http is not None:
+        try:
+            check_listen_address(settings.http.host, settings.http.port)
+        except ListenError as error:
+            raise _http_error(error) from None
+
+
+def _http_error(error: ListenError) -> ConfigError:
+    return ConfigError("http", f"{error}, or 'off' to run without the listener")
+
+
+def _sole_listen_error(exc: BaseException) -> ListenError | None:
+    """``exc`` if it is a ListenError, or the one a group holds if it holds nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(ListenError)
+        if matched is None or rest is not None:
+            return None
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        exc = leaf
+    return exc if isinstance(exc, ListenError) else None
+
+
+def _usage_error(error: ConfigError) -> int:
+    print(f"coinfeed: error: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _unexpected(exc: BaseException) -> int:

@@ -79,6 +79,12 @@ class SettingDef:
 # The table
 # ---------------------------------------------------------------------------------------------
 
+STALE_AFTER_MIN: Final = 1.0
+"""Least ``stale_after`` an operator may set: CoinAPI sends a heartbeat only after a second of
+silence, so a shorter watchdog would reconnect a quiet but healthy feed. Enforced where settings
+are loaded for a command (``cli.py``), not by the parser: in-process tests drive the watchdog
+faster with feeds that never go quiet, and ``Settings`` re-runs the parsers."""
+
 _S = SettingDef
 SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("ws_url", p.url("ws", "wss"), "wss://ws.coinapi.io/v1/", "WebSocket endpoint", "URL"),
@@ -98,7 +104,9 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "CA certificates (PEM) trusted for CoinAPI's WebSocket and REST, besides the system's",
        "PATH"),
     _S("connect_timeout", p.seconds(), 30.0, "seconds for connect + handshake + subscribe", "S"),
-    _S("stale_after", p.seconds(), 10.0, "seconds without any frame before reconnecting", "S"),
+    _S("stale_after", p.seconds(), 10.0,
+       f"seconds without any frame before reconnecting (at least {STALE_AFTER_MIN:g}: CoinAPI "
+       "sends a heartbeat after each second of silence)", "S"),
     _S("backoff_max", p.seconds(), 30.0, "cap of the reconnect backoff, seconds", "S"),
     _S("shutdown_timeout", p.seconds(), 10.0, "seconds from SIGTERM to exit", "S"),
     _S("duration", p.optional(p.seconds()), None, "stop cleanly after this many seconds", "S"),

@@ -24,10 +24,12 @@ runs, and only learns of the departure when writing its own answer fails (hyperc
 
 from __future__ import annotations
 
+import errno
 import gc
 import hmac
 import ipaddress
 import math
+import socket
 import sys
 import tracemalloc
 from collections.abc import Callable, Hashable, Iterable
@@ -312,6 +314,58 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
     )
 
 
+_BIND_FAILURES: dict[int, str] = {
+    errno.EADDRINUSE: "address already in use (another process listens there): pick a free port",
+    errno.EADDRNOTAVAIL: "address not available on this host: pick one of its addresses "
+    "(127.0.0.1 for this host only, 0.0.0.0 for every interface)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges): pick a higher port",
+}
+
+
+class ListenError(Exception):
+    """The listener cannot bind ``host:port``; ``str()`` says where, why and what to change.
+
+    A problem of the setting, not a bug: the entry point reports it in one line (exit 2).
+    """
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host = host
+        self.port = port
+        self.error = error
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if isinstance(error, socket.gaierror):
+            why = f"cannot resolve host {host!r}: use an IP address or a name this host resolves"
+        else:
+            why = _BIND_FAILURES.get(error.errno or 0) or error.strerror or str(error)
+        super().__init__(f"cannot listen on {where}: {why}")
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Raise :class:`ListenError` if ``host:port`` cannot be bound now, as hypercorn binds it.
+
+    A probe (the socket is closed at once), so a process can refuse a taken port before it
+    connects anything; :func:`serve_api` raises the same error if the port goes in between.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn does
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ListenError(host, port, exc) from None
+
+
+def _sole_os_error(group: BaseExceptionGroup[BaseException]) -> OSError | None:
+    """The OSError ``group`` holds if it holds nothing else (each nursery wraps its own)."""
+    matched, rest = group.split(OSError)
+    if matched is None or rest is not None:
+        return None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, OSError) else None
+
+
 async def serve_api(
     view: ServiceView,
     host: str,
@@ -324,6 +378,7 @@ async def serve_api(
     """Serve until ``shutdown`` is set; ``task_status.started`` gets the base URL.
 
     ``exposed`` defaults to "``host`` is not loopback"; tests pass True to exercise the rule.
+    If the address cannot be bound, raises :class:`ListenError` (not wrapped in a group).
     """
     exposed = not is_loopback(host) if exposed is None else exposed
     if exposed and view.debug_token is None:
@@ -343,6 +398,7 @@ async def serve_api(
         tracemalloc.start()
     readiness = view.readiness
     readiness.listeners += 1  # coinfeed_ready is exported while /ready is answered
+    bind_error: OSError | None = None
     try:
         async with trio.open_nursery() as nursery:
 
@@ -356,12 +412,28 @@ async def serve_api(
                 nursery.cancel_scope.cancel()  # the sampler too
 
             nursery.start_soon(_sample_books, readiness)
-            binds = await nursery.start(serve_then_stop)
-            task_status.started(binds[0] if binds else "")
+            # Before it has started, hypercorn only binds and listens: an OSError then is the
+            # address (taken, not this host's, privileged), which the operator can fix. It
+            # arrives wrapped in hypercorn's nurseries' groups; raised from here it would be
+            # wrapped once more, so keep it and raise it plainly once the nursery is closed.
+            try:
+                binds = await nursery.start(serve_then_stop)
+            except OSError as exc:
+                bind_error = exc
+            except BaseExceptionGroup as group:
+                bind_error = _sole_os_error(group)
+                if bind_error is None:
+                    raise
+            if bind_error is not None:
+                nursery.cancel_scope.cancel()
+            else:
+                task_status.started(binds[0] if binds else "")
     finally:
         readiness.listeners -= 1
         if started_tracing:
             tracemalloc.stop()
+    if bind_error is not None:
+        raise ListenError(host, port, bind_error) from None
 
 
 async def _sample_books(readiness: Readiness) -> None:

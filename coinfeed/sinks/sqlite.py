@@ -16,6 +16,7 @@ threads at once.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Final
 
@@ -118,16 +119,56 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[tuple[str, ...], ...] = 
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate a coinfeed database, WAL + synchronous=NORMAL."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    """Open (creating if needed) and migrate a coinfeed database, WAL + synchronous=NORMAL.
+
+    If SQLite cannot open or write it and the directory or the file says why (missing, not a
+    directory, not writable), the error says that instead of "unable to open database file".
+    """
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except sqlite3.OperationalError as exc:
+        reason = _open_failure(path)
+        if reason is None:
+            raise
+        raise sqlite3.OperationalError(reason) from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # creates the -wal and -shm files beside it
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        reason = _open_failure(path)
+        if reason is None:
+            raise
+        raise sqlite3.OperationalError(reason) from exc
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _open_failure(path: str) -> str | None:
+    """Why SQLite could not open or write ``path``, if its directory or the file says so.
+
+    Checked only after SQLite failed, so nothing SQLite could open is refused. ``os.access``
+    asks the kernel with this process's ids (root may write where the mode bits say no).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = directory
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing!r} is a file, not a directory: choose a path in a directory"
+    if existing != directory:
+        return f"directory {directory!r} does not exist: create it, or choose another path"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"directory {directory!r} is not writable by this user (SQLite creates the "
+            "database and its -wal and -shm files there): make it writable, or use another one"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"file {path!r} is not readable and writable by this user"
+    return None
 
 
 def _levels(levels: list[PriceLevel]) -> str:

@@ -88,7 +88,7 @@ def test_demo_needs_no_key_or_symbols(
     assert main(["demo", "--rate", "500", "--seed", "7"]) == 0
     [(name, settings, options)] = service
     assert name == "run_demo"
-    assert options == {"rate": 500.0, "faults": "gaps", "seed": 7}
+    assert options == {"rate": 500.0, "faults": "none", "seed": 7}
     assert (settings.api_key, settings.symbols, settings.stats_interval) == (None, (), 5.0)
 
 

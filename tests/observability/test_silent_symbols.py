@@ -24,21 +24,23 @@ async def test_a_misspelt_symbol_among_good_ones_is_reported_silent(
         level="WARNING",
     )
     try:
-        async with running(
-            make_settings,
-            SimulatorConfig(rate=1500, seed=3),
-            symbols=(*SYMBOLS, TYPO),
-            symbol_silent_after=1.5,
-            http=ListenAddress("127.0.0.1", 0),
-        ) as (_sim, service, _sink):
-            async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
-                with trio.fail_after(10):
-                    while (report := (await client.get("/api/symbols")).json())["silent"] == []:
-                        await trio.sleep(0.2)
-                metrics = samples((await client.get("/metrics")).text)
-                with trio.fail_after(10):
-                    while not any(w.get("symbol_id") == TYPO for w in warnings):
-                        await trio.sleep(0.2)
+        async with (
+            running(
+                make_settings,
+                SimulatorConfig(rate=1500, seed=3),
+                symbols=(*SYMBOLS, TYPO),
+                symbol_silent_after=1.5,
+                http=ListenAddress("127.0.0.1", 0),
+            ) as (_sim, service, _sink),
+            httpx.AsyncClient(base_url=str(service.http_url)) as client,
+        ):
+            with trio.fail_after(10):
+                while (report := (await client.get("/api/symbols")).json())["silent"] == []:
+                    await trio.sleep(0.2)
+            metrics = samples((await client.get("/metrics")).text)
+            with trio.fail_after(10):
+                while not any(w.get("symbol_id") == TYPO for w in warnings):
+                    await trio.sleep(0.2)
     finally:
         logger.remove(handler)
     assert report["silent"] == [TYPO]
