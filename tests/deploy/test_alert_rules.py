@@ -64,7 +64,8 @@ def test_every_alert_has_severity_summary_description_and_an_existing_runbook_se
     assert {"CoinfeedDisconnected", "CoinfeedNotReady", "CoinfeedFramesDropped",
             "CoinfeedGapsFrequent", "CoinfeedGapsUnrecovered", "CoinfeedRecoverySlow",
             "CoinfeedReconnectsFlapping", "CoinfeedMemoryHigh", "CoinfeedMemoryNearLimit",
-            "CoinfeedQueueBacklog", "CoinfeedSinkFailing"} <= names  # fmt: skip
+            "CoinfeedQueueBacklog", "CoinfeedSinkFailing", "CoinfeedTargetDown",
+            "CoinfeedTargetMissing"} <= names  # fmt: skip
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         annotations = rule["annotations"]
