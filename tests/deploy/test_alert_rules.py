@@ -65,7 +65,7 @@ def test_every_alert_has_severity_summary_description_and_an_existing_runbook_se
             "CoinfeedGapsFrequent", "CoinfeedGapsUnrecovered", "CoinfeedRecoverySlow",
             "CoinfeedReconnectsFlapping", "CoinfeedMemoryHigh", "CoinfeedMemoryNearLimit",
             "CoinfeedQueueBacklog", "CoinfeedSinkFailing", "CoinfeedTargetDown",
-            "CoinfeedTargetMissing"} <= names  # fmt: skip
+            "CoinfeedTargetMissing", "CoinfeedSymbolsSilent"} <= names  # fmt: skip
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         annotations = rule["annotations"]
