@@ -2,13 +2,21 @@
 
 How this works: :meth:`DirectTransport.connect` opens a trio TCP (or TLS, for ``wss://``) stream,
 sends the upgrade request and checks the answer (101, ``Upgrade``, ``Connection``, the
-``Sec-WebSocket-Accept`` digest, no extension or subprotocol we did not offer). Bytes that came
-after the 101 are frames. There is no background task: :meth:`DirectWebSocket.receive_batch`
-reads the socket itself, and returns every message the read completed, so one await is paid per
-socket read. Pings are answered and close frames echoed from inside ``receive_batch``, so a
-connection nobody reads from answers nothing, and the reader keeps reading (docs/architecture.md).
-Sends are serialised by a lock (the reader's pongs and the scope writer's messages share the
-stream).
+``Sec-WebSocket-Accept`` digest, no extension or subprotocol we did not offer), skipping 1xx
+answers before it and refusing redirects (named, not followed). Bytes that came after the 101 are
+frames. Whatever the answer or the failure, connect raises :class:`TransportError` and nothing
+else, its message saying why (:func:`coinfeed.tls.describe_error`).
+
+There is no background task: :meth:`DirectWebSocket.receive_batch` reads the socket itself, and
+returns every message the read completed, so one await is paid per socket read. Pings are
+answered and close frames echoed from inside ``receive_batch``, so a connection nobody reads from
+answers nothing, and the reader keeps reading (docs/architecture.md). Sends are serialised by a
+lock (the reader's pongs and the scope writer's messages share the stream).
+
+Failing the connection (a protocol violation: 1002, 1007, 1009) sends the close frame,
+half-closes, and reads what the server still sends until it hangs up (bounded) before dropping
+TCP: closing with unread data would make the kernel send RST, which can destroy the close frame
+before the server reads its code.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import h11
 import trio
 
 from coinfeed import __version__
+from coinfeed.tls import client_context, describe_error
 from coinfeed.transport import ABNORMAL_CLOSURE, CLOSE_TIMEOUT, TransportClosed, TransportError
 from coinfeed.transport.frames import (
     CLOSE_NO_STATUS,
@@ -46,6 +55,12 @@ READ_BYTES = 64 * 1024
 MIN_READ_BYTES = 1024
 """Fewest bytes asked per read, even with no room: the socket is never left unread."""
 HANDSHAKE_MAX_BYTES = 64 * 1024
+MAX_INFORMATIONAL = 16
+"""Most 1xx answers skipped before the 101 (RFC 9110 §15.2 allows any number; a server that
+sends them forever must not keep connect() busy until its timeout)."""
+DRAIN_MAX_BYTES = 4 * 1024 * 1024
+"""Most bytes read and discarded after failing the connection, while waiting for the server to
+hang up (with ``CLOSE_TIMEOUT``): enough for what was in flight, not a way to be kept busy."""
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -64,7 +79,10 @@ class _Target:
 
     @classmethod
     def parse(cls, url: str) -> _Target:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 literal, "ws://[::1/"
+            raise TransportError(f"not a valid URL: {url!r}") from None
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise TransportError(f"not a ws:// or wss:// URL: {url!r}")
         secure = parts.scheme == "wss"
@@ -167,9 +185,32 @@ class DirectWebSocket:
             # pongs answer pings we never send: ignored
 
     async def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455 §7.1.7): close frame with ``code``, drop TCP."""
-        await self._send_close(code, reason)
-        await self._drop(TransportClosed(code, reason))
+        """Fail the connection (RFC 6455 §7.1.7): close frame with ``code``, then stop writing
+        and wait (bounded) for the server to hang up, then drop TCP."""
+        closed = self._closed = TransportClosed(code, reason)  # nothing more is parsed
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self._send_close(code, reason)
+                await self._linger()
+        finally:
+            await self._drop(closed)
+
+    async def _linger(self) -> None:
+        """Half-close, then read and discard until the server's EOF (at most DRAIN_MAX_BYTES):
+        a socket closed with unread data sends RST, and the server may then lose our close
+        frame, or read it and still see a reset instead of a clean end (RFC 6455 §7.1.1 wants
+        the server to close TCP first)."""
+        stream = self._stream
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if isinstance(stream, trio.abc.HalfCloseableStream):  # TCP; TLS has no half-close
+                async with self._send_lock:  # a pong or scope message may be mid-write
+                    await stream.send_eof()
+            drained = 0
+            while drained < DRAIN_MAX_BYTES:
+                data = await stream.receive_some(READ_BYTES)
+                if not data:
+                    return
+                drained += len(data)
 
     async def _drop(self, closed: TransportClosed) -> None:
         """Record how the connection ended, then drop TCP: nothing more is read or sent."""
@@ -233,17 +274,20 @@ class DirectTransport:
         """
         target = _Target.parse(url)
         try:
-            stream: trio.abc.Stream
-            if target.secure:
-                context = self.ssl_context or ssl.create_default_context()
-                stream = await trio.open_ssl_over_tcp_stream(
-                    target.host, target.port, ssl_context=context
-                )
-            else:
-                stream = await trio.open_tcp_stream(target.host, target.port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
         except OSError as exc:
-            raise TransportError(f"connect failed: {exc.strerror or exc}") from None
+            raise TransportError(f"connect failed: {_why(exc, target.host)}") from None
         try:
+            if target.secure:
+                # The TLS handshake here, not lazily in the first send: its failure is then
+                # told apart from the upgrade's, and says which certificate problem it was.
+                context = self.ssl_context or client_context()
+                stream = trio.SSLStream(stream, context, server_hostname=target.host)
+                try:
+                    await stream.do_handshake()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    why = describe_error(exc, target.host)
+                    raise TransportError(f"connect failed: {why}") from None
             leftover = await _handshake(stream, target, headers)
             ws = DirectWebSocket(stream, FrameReader(self.max_message_bytes), [])
             if leftover:  # frames that came with the 101; a violation there fails ws, not connect
@@ -273,6 +317,7 @@ async def _handshake(
         ],
     )
     http = h11.Connection(h11.CLIENT, max_incomplete_event_size=HANDSHAKE_MAX_BYTES)
+    informational = 0
     try:
         data = http.send(request)
         assert data is not None
@@ -282,35 +327,72 @@ async def _handshake(
             if event is h11.NEED_DATA:
                 http.receive_data(bytes(await stream.receive_some(READ_BYTES)))
                 continue
-            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                _check_upgrade(event, key)
-                leftover, _closed = http.trailing_data
-                return bytes(leftover)
-            if isinstance(event, h11.Response | h11.InformationalResponse):
-                raise TransportError(
-                    f"upgrade rejected with HTTP {event.status_code}", status=event.status_code
-                )
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    _check_upgrade(event, key)
+                    leftover, _closed = http.trailing_data
+                    return bytes(leftover)
+                # 100 Continue, 103 Early Hints, ...: interim, the final answer follows.
+                informational += 1
+                if informational > MAX_INFORMATIONAL:
+                    raise TransportError(
+                        f"handshake failed: over {MAX_INFORMATIONAL} informational answers"
+                    )
+                continue
+            if isinstance(event, h11.Response):
+                raise _rejected(event)
             raise TransportError(f"handshake failed: unexpected {type(event).__name__}")
     except h11.RemoteProtocolError as exc:
         raise TransportError(f"handshake failed: bad HTTP answer ({exc})") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise TransportError(f"handshake failed: {type(exc).__name__}: {exc}") from None
+        raise TransportError(f"handshake failed: {describe_error(exc, target.host)}") from None
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _rejected(response: h11.Response) -> TransportError:
+    """The error for a final answer that is not the 101; a redirect names where it points (not
+    followed: the key would go to a host nobody configured)."""
+    status = response.status_code
+    if status not in REDIRECTS:
+        return TransportError(f"upgrade rejected with HTTP {status}", status=status)
+    locations = [value for name, value in response.headers if name == b"location"]
+    if not locations:
+        return TransportError(f"upgrade redirected with HTTP {status}, no Location", status=status)
+    # repr: any byte the server sent shows escaped, so the log line stays one clean line.
+    shown = repr(locations[0][:300].decode("utf-8", "backslashreplace"))
+    return TransportError(
+        f"upgrade redirected with HTTP {status} to {shown} (not followed)", status=status
+    )
+
+
+def _why(exc: OSError, host: str) -> str:
+    """describe_error, and for trio's "all attempts to connect failed" what each attempt met:
+    trio raises that OSError from an ExceptionGroup, whose members describe_error skips."""
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        reasons = dict.fromkeys(describe_error(e, host) for e in group.exceptions)
+        return f"{exc}: {'; '.join(reasons)}"
+    return describe_error(exc, host)
 
 
 def _check_upgrade(response: h11.InformationalResponse, key: str) -> None:
+    # Compared as bytes, never decoded: h11 passes any byte 0x80-0xff in a value (obs-text),
+    # and such a byte must fail the handshake, not raise UnicodeDecodeError out of connect.
     fields: dict[bytes, list[bytes]] = {}
     for name, value in response.headers:
         fields.setdefault(name.lower(), []).append(value)
 
-    def tokens(name: bytes) -> set[str]:
-        return {t.strip().lower() for v in fields.get(name, []) for t in v.decode().split(",")}
+    def tokens(name: bytes) -> set[bytes]:
+        return {t.strip().lower() for v in fields.get(name, []) for t in v.split(b",")}
 
-    if "websocket" not in tokens(b"upgrade"):
+    if b"websocket" not in tokens(b"upgrade"):
         raise TransportError("handshake failed: no 'Upgrade: websocket' in the answer")
-    if "upgrade" not in tokens(b"connection"):
+    if b"upgrade" not in tokens(b"connection"):
         raise TransportError("handshake failed: no 'Connection: Upgrade' in the answer")
     accept = fields.get(b"sec-websocket-accept", [])
-    if [a.decode().strip() for a in accept] != [accept_digest(key)]:
+    if [a.strip() for a in accept] != [accept_digest(key).encode()]:
         raise TransportError("handshake failed: wrong Sec-WebSocket-Accept")
     for offered_none in (b"sec-websocket-extensions", b"sec-websocket-protocol"):
         if offered_none in fields:

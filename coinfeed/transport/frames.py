@@ -1,18 +1,22 @@
 """The client side of RFC 6455 framing, sans-I/O: bytes in, messages and control frames out.
 
 How this works: :meth:`FrameReader.feed` takes whatever one socket read returned and gives back
-every complete data message in it, in order, as ``bytes`` (text and binary alike: msgspec checks
-UTF-8 when it decodes, and a bad frame is counted there like any other malformed input). Ping,
-pong and close frames come out separately, for the caller to answer. A partial frame at the end of
-a read waits for the next read; its bytes are only joined once enough of them have arrived, so a
-large message costs one copy, not one per read.
+every complete data message in it, in order, as ``bytes`` (text and binary alike; a text message
+has been checked to be UTF-8, RFC 6455 §8.1). Ping, pong and close frames come out separately,
+for the caller to answer. A partial frame at the end of a read waits for the next read; its bytes
+are only joined once enough of them have arrived, so a large message costs one copy, not one per
+read.
 
 Anything a server must not send is a :class:`FrameViolation` carrying the close code to fail the
 connection with (RFC 6455 §7.4.1): a masked frame, reserved bits without a negotiated extension,
 an unknown opcode, a bad control frame or continuation (1002), and a message longer than
-``max_message_bytes`` (1009), refused from its header, before its payload is read. Messages
-completed before the violation in the same read are still returned (the violation is then held
-in :attr:`FrameReader.violation`): they were valid, and nothing valid is thrown away.
+``max_message_bytes`` (1009), refused from its header, before its payload is read, and a text
+message that is not UTF-8 (1007), checked once the message is complete (so a fragment may end
+mid-character). The check costs little: ``bytes.isascii`` (no copy) passes CoinAPI's JSON, and
+only a message with other bytes is decoded, in slices so that a large one never costs a ``str``
+up to four times its size. Messages completed before the violation in the same read are still
+returned (the violation is then held in :attr:`FrameReader.violation`): they were valid, and
+nothing valid is thrown away.
 
 Why coinfeed frames WebSocket itself: parsing is the hot path, and this parser costs a fraction
 of a library's per frame (``scripts/bench_core.py`` prints both). The handshake is h11's (see
@@ -21,6 +25,7 @@ of a library's per frame (``scripts/bench_core.py`` prints both). The handshake 
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 from typing import Final
@@ -42,6 +47,7 @@ CLOSE_TOO_BIG: Final = 1009
 
 _FIN_TEXT: Final = 0x80 | OP_TEXT
 _FIN_BINARY: Final = 0x80 | OP_BINARY
+_UTF8_SLICE: Final = 64 * 1024
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
 
@@ -75,6 +81,7 @@ class FrameReader:
     _need: int = attrs.field(default=2, init=False)
     _fragments: list[bytes] | None = attrs.field(default=None, init=False)
     _fragment_bytes: int = attrs.field(default=0, init=False)
+    _fragments_text: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     violation: FrameViolation | None = attrs.field(default=None, init=False)
     """A violation found after complete messages of the same ``feed``: those were returned, and
@@ -151,7 +158,12 @@ class FrameReader:
             if stop > end:
                 self._need = stop - pos
                 return pos
-            if (head == _FIN_TEXT or head == _FIN_BINARY) and self._fragments is None:  # noqa: SIM109  # two compares beat a tuple scan here
+            if head == _FIN_TEXT and self._fragments is None:  # the hot path: CoinAPI's JSON
+                payload = buf[start:stop]
+                if not payload.isascii():  # no copy, no str: half the cost of decode()
+                    check_utf8(payload)
+                append(payload)
+            elif head == _FIN_BINARY and self._fragments is None:
                 append(buf[start:stop])
             else:
                 self._other_frame(head, buf[start:stop], messages)
@@ -187,18 +199,40 @@ class FrameReader:
         else:
             fragments = self._fragments = []
             self._fragment_bytes = 0
+            self._fragments_text = opcode == OP_TEXT
         self._fragment_bytes += len(payload)
         if self._fragment_bytes > self.max_message_bytes:
             raise FrameViolation(CLOSE_TOO_BIG, f"message over {self.max_message_bytes} bytes")
         fragments.append(payload)
         if fin:
-            messages.append(b"".join(fragments))
+            message = b"".join(fragments)
+            if self._fragments_text and not message.isascii():
+                check_utf8(message)
+            messages.append(message)
             self._fragments = None
             self._fragment_bytes = 0
 
     def buffered_bytes(self) -> int:
         """Bytes held for an incomplete frame or message (bounded by the message limit)."""
         return self._tail_bytes + self._fragment_bytes
+
+
+def check_utf8(payload: bytes) -> None:
+    """Raise :class:`FrameViolation` (1007) unless ``payload`` is UTF-8 (RFC 3629: no
+    surrogates, no overlong forms, nothing above U+10FFFF; Python's codec refuses them all)."""
+    try:
+        if len(payload) <= _UTF8_SLICE:
+            payload.decode()
+        else:  # a slice at a time: the str of each is dropped at once
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            view = memoryview(payload)
+            for start in range(0, len(payload), _UTF8_SLICE):
+                decoder.decode(view[start : start + _UTF8_SLICE])
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise FrameViolation(
+            CLOSE_INVALID_DATA, f"text message is not UTF-8 ({exc.reason})"
+        ) from None
 
 
 WIRE_CLOSE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})

@@ -9,6 +9,7 @@ insists on masking, so every client frame checked here is also checked to be mas
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ssl
 import struct
@@ -521,6 +522,8 @@ VIOLATIONS = {
     "opcode 0x3": (frame(0x3, b"{}"), 1002),
     "continuation first": (frame(0x0, b"{}"), 1002),
     "1 GiB frame header only": (b"\x82\x7f" + struct.pack("!Q", 1 << 30), 1009),
+    "text not UTF-8": (text(b'{"type":"trade","symbol_id":"CAF\xc9"}'), 1007),
+    "fragmented text not UTF-8": (frame(0x1, b"\xe2\x82", fin=False) + frame(0x0, b"!"), 1007),
 }
 
 
@@ -548,6 +551,98 @@ async def test_a_protocol_violation_sends_a_close_with_its_code_and_drops_the_co
         assert closed.code == code
         assert closed.reason
         await server.wait_done()
+
+
+FLOOD = b"".join(text(b'{"type":"trade","n":%d}' % i + b" " * 1000) for i in range(1024))
+"""About 1 MiB of valid frames: the client has not read them when it fails the connection."""
+
+
+async def flood_after(peer: Peer, violation: bytes, code: int, *, tls: bool) -> None:
+    """Send ``violation`` then FLOOD while reading the client's close frame: it must arrive with
+    ``code``, and neither side's reads nor writes may meet a reset."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.send, violation + FLOOD)
+        close = await peer.next_frame()
+        assert close is not None and close.opcode is Opcode.CLOSE
+        assert Close.parse(close.data).code == code
+        if not tls:  # a TLS client cannot half-close: it waits for us to hang up
+            assert await peer.rest_until_eof() == b""  # its FIN, not a reset
+
+
+FAILURES = {
+    "1002 masked frame": (frame(0x1, b"{}", mask=b"abcd"), 1002),
+    "1007 text not UTF-8": (text(b"\xff"), 1007),
+    "1009 frame too large": (b"\x82\x7f" + struct.pack("!Q", 1 << 30), 1009),
+}
+
+
+@pytest.mark.parametrize(("violation", "code"), FAILURES.values(), ids=FAILURES.keys())
+async def test_failing_the_connection_with_unread_data_lets_the_server_read_the_close_code(
+    violation: bytes, code: int
+) -> None:
+    """Closing a socket with unread data makes the kernel send RST, which can destroy the close
+    frame before the server reads it. The client half-closes and drains first (bounded)."""
+    connected = trio.Event()
+
+    async def script(peer: Peer) -> None:
+        await peer.accept()
+        await connected.wait()
+        await flood_after(peer, violation, code, tls=False)
+
+    async with serving(script) as server:
+        ws = await connect(server.url, max_message_bytes=64 * 1024)
+        connected.set()
+        received, closed = await receive_until_closed(ws)
+        assert (received, closed.code) == ([], code)
+        await server.wait_done()
+
+
+async def test_failing_a_wss_connection_with_unread_data_lets_the_server_read_the_close_code(
+    certificate: tuple[Path, Path],
+) -> None:
+    """TLS has no half-close: the client stops writing and drains until the server hangs up."""
+    connected = trio.Event()
+
+    async def script(peer: Peer) -> None:
+        await peer.accept()
+        await connected.wait()
+        await flood_after(peer, frame(0x1, b"{}", mask=b"abcd"), 1002, tls=True)
+
+    client_context = ssl.create_default_context(cafile=str(certificate[0]))
+    async with serving(script, ssl_context=server_context(certificate)) as server:
+        url = f"wss://127.0.0.1:{server.port}/v1/"
+        ws = await connect(url, ssl_context=client_context)
+        connected.set()
+        received, closed = await receive_until_closed(ws)
+        assert (received, closed.code) == ([], 1002)
+        await server.wait_done()
+
+
+async def test_draining_after_a_failure_is_bounded_when_the_server_keeps_sending(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A server that never stops sending and never hangs up: the client gives up within
+    CLOSE_TIMEOUT (and a byte cap) and drops the connection."""
+    connected = trio.Event()
+
+    async def script(peer: Peer) -> None:
+        await peer.accept()
+        await connected.wait()
+        with contextlib.suppress(trio.BrokenResourceError):
+            await peer.send(frame(0x1, b"{}", mask=b"abcd"))
+            while True:
+                await peer.send(FLOOD)
+                await trio.sleep(0.01)
+
+    async with serving(script) as server, trio.open_nursery() as nursery:
+        ws = await DirectTransport().connect(nursery, server.url, headers=[])
+        connected.set()
+        started = trio.current_time()
+        with pytest.raises(TransportClosed) as closed:
+            while True:
+                await ws.receive_batch()
+        assert closed.value.code == 1002
+        assert trio.current_time() - started <= CLOSE_TIMEOUT + 0.1
 
 
 async def test_messages_before_a_violation_in_the_same_read_are_delivered_first() -> None:

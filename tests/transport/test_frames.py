@@ -125,7 +125,8 @@ def control_frame(draw: st.DrawFn) -> bytes:
 def data_message(draw: st.DrawFn) -> bytes:
     """A text or binary message, maybe fragmented, maybe with pings/pongs between fragments."""
     binary = draw(st.booleans())
-    # (text must be UTF-8: websockets checks it, coinfeed leaves it to msgspec)
+    # (text must be UTF-8: coinfeed fails anything else with 1007, websockets' sans-I/O parser
+    # leaves that to its message assembler; see the UTF-8 tests below)
     whole = draw(payloads()) if binary else draw(st.text(max_size=100)).encode()
     cuts = sorted(draw(st.lists(st.integers(0, len(whole)), max_size=4)))
     pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
@@ -268,9 +269,10 @@ def test_a_message_of_exactly_the_limit_is_delivered() -> None:
     reader = FrameReader(max_message_bytes=1000)
     body = bytes(range(250)) * 4
     assert reader.feed(server_frame(OP_BINARY, body)) == [body]
+    text = ("é" * 500).encode()  # 1000 bytes of UTF-8: a text message must be valid
     assert reader.feed(
-        server_frame(OP_TEXT, body[:400], fin=False) + server_frame(OP_CONTINUATION, body[400:])
-    ) == [body]
+        server_frame(OP_TEXT, text[:401], fin=False) + server_frame(OP_CONTINUATION, text[401:])
+    ) == [text]
 
 
 def test_a_fragmented_message_over_the_limit_in_total_is_1009() -> None:
@@ -285,6 +287,94 @@ def test_a_fragmented_message_over_the_limit_in_total_is_1009() -> None:
     with pytest.raises(FrameViolation) as violation:
         reader.feed(fragments[3])
     assert violation.value.code == 1009
+
+
+# --- UTF-8 in text messages (RFC 6455 §8.1) -------------------------------------------------
+
+NOT_UTF8 = {
+    "0xff": b"\xff",
+    "a lone continuation byte": b"ok \x80",
+    "an overlong '/'": b"\xc0\xaf",
+    "a surrogate half": b"\xed\xa0\x80",
+    "above U+10FFFF": b"\xf4\x90\x80\x80",
+    "cut short at the end": "price in €".encode()[:-1],
+    "latin-1 in a JSON string": b'{"type":"trade","symbol_id":"CAF\xc9"}',
+    "long, bad byte at the end": b"x" * 70_000 + b"\xfe",
+}
+
+
+def fragmented(opcode: int, payload: bytes, size: int) -> bytes:
+    """``payload`` as a message in fragments of ``size`` bytes (cut anywhere, mid-character too),
+    with a ping after the first fragment."""
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+    frames = [
+        server_frame(OP_CONTINUATION if i else opcode, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    frames.insert(1, server_frame(OP_PING, b"between"))
+    return b"".join(frames)
+
+
+@pytest.mark.parametrize("how", ["one frame", "fragments", "one frame bytewise"])
+@pytest.mark.parametrize("payload", NOT_UTF8.values(), ids=NOT_UTF8.keys())
+def test_a_text_message_that_is_not_utf8_fails_with_1007(payload: bytes, how: str) -> None:
+    reader = FrameReader(LIMIT)
+    preceding = server_frame(OP_TEXT, "fine, 1 €".encode())
+    bad = fragmented(OP_TEXT, payload, 3) if how == "fragments" else server_frame(OP_TEXT, payload)
+    if how == "one frame bytewise":
+        stream = preceding + bad
+        with pytest.raises(FrameViolation) as raised:
+            assert feed_chunks(reader, stream, list(range(len(stream)))) == []
+        violation = raised.value
+    else:
+        # The valid message before it in the same read is still delivered.
+        assert reader.feed(preceding + bad) == ["fine, 1 €".encode()]
+        assert reader.violation is not None
+        violation = reader.violation
+    assert violation.code == 1007
+    assert "UTF-8" in violation.reason
+    assert reader.feed(server_frame(OP_TEXT, b"after")) == [], "nothing parsed after it"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_utf8_cut_between_fragments_is_one_valid_message(size: int) -> None:
+    """Only the whole message must be UTF-8: a fragment may end mid-character."""
+    message = "€ 1,000 — Zürich — 東京 — 🪙".encode()
+    reader = FrameReader(LIMIT)
+    assert reader.feed(fragmented(OP_TEXT, message, size)) == [message]
+    assert reader.violation is None
+
+
+@pytest.mark.parametrize("payload", NOT_UTF8.values(), ids=NOT_UTF8.keys())
+def test_a_binary_message_need_not_be_utf8(payload: bytes) -> None:
+    reader = FrameReader(LIMIT)
+    stream = server_frame(OP_BINARY, payload) + fragmented(OP_BINARY, payload, 3)
+    assert reader.feed(stream) == [payload, payload]
+    assert reader.violation is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.one_of(st.binary(max_size=40), st.text(max_size=20).map(str.encode)),
+    size=st.integers(1, 50),
+    whole=st.booleans(),
+)
+def test_a_text_message_is_delivered_exactly_when_it_is_utf8(
+    payload: bytes, size: int, whole: bool
+) -> None:
+    try:
+        payload.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    reader = FrameReader(LIMIT)
+    stream = server_frame(OP_TEXT, payload) if whole else fragmented(OP_TEXT, payload, size)
+    if valid:
+        assert reader.feed(stream) == [payload]
+    else:
+        with pytest.raises(FrameViolation) as raised:
+            reader.feed(stream)
+        assert raised.value.code == 1007
 
 
 # --- close ----------------------------------------------------------------------------------
