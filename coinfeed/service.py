@@ -469,8 +469,8 @@ def open_transport(
     if name == "direct":
         return DirectTransport(max_message_bytes=max_message_bytes, ssl_context=ssl_context)
     if name == "websockets":
-        return WebsocketsTransport(max_message_bytes=max_message_bytes)
-    return TrioWebSocketTransport(max_message_bytes=max_message_bytes)
+        return WebsocketsTransport(max_message_bytes=max_message_bytes, ssl_context=ssl_context)
+    return TrioWebSocketTransport(max_message_bytes=max_message_bytes, ssl_context=ssl_context)
 
 
 def open_checkpoint(settings: Settings) -> CheckpointFile | None:

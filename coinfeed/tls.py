@@ -35,6 +35,12 @@ def client_context(ca_file: str | None = None) -> ssl.SSLContext:
 def describe_error(exc: BaseException, host: str | None = None) -> str:
     """One line saying why a connection failed, e.g. ``certificate verify failed: self-signed
     certificate`` or ``cannot resolve host 'ws.example': Name or service not known``."""
+    group = exc.__cause__
+    if isinstance(exc, OSError) and isinstance(group, BaseExceptionGroup):
+        # trio's "all attempts to connect to HOST:PORT failed" is raised from a group of
+        # what each address met: say both.
+        reasons = dict.fromkeys(describe_error(inner, host) for inner in group.exceptions)
+        return f"{exc}: {'; '.join(reasons)}"
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = cause.verify_message or cause.reason or str(cause)

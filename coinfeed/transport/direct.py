@@ -276,7 +276,7 @@ class DirectTransport:
         try:
             stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
         except OSError as exc:
-            raise TransportError(f"connect failed: {_why(exc, target.host)}") from None
+            raise TransportError(f"connect failed: {describe_error(exc, target.host)}") from None
         try:
             if target.secure:
                 # The TLS handshake here, not lazily in the first send: its failure is then
@@ -365,16 +365,6 @@ def _rejected(response: h11.Response) -> TransportError:
     return TransportError(
         f"upgrade redirected with HTTP {status} to {shown} (not followed)", status=status
     )
-
-
-def _why(exc: OSError, host: str) -> str:
-    """describe_error, and for trio's "all attempts to connect failed" what each attempt met:
-    trio raises that OSError from an ExceptionGroup, whose members describe_error skips."""
-    group = exc.__cause__
-    if isinstance(group, BaseExceptionGroup):
-        reasons = dict.fromkeys(describe_error(e, host) for e in group.exceptions)
-        return f"{exc}: {'; '.join(reasons)}"
-    return describe_error(exc, host)
 
 
 def _check_upgrade(response: h11.InformationalResponse, key: str) -> None:
