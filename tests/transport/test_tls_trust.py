@@ -17,6 +17,7 @@ from coinfeed.config import ConfigError, Settings
 from coinfeed.rest import RestRetryable, open_rest_client
 from coinfeed.service import Service
 from coinfeed.tls import client_context
+from tests.pki import Certificates, KeyPair, make_certificates
 from tests.sinks.redisserver import TlsFiles
 
 SYM = "BITSTAMP_SPOT_BTC_USD"
@@ -28,8 +29,13 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return TlsFiles.make(tmp_path_factory.mktemp("tls"), name="rest")
 
 
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory)
+
+
 @asynccontextmanager
-async def https_server(files: TlsFiles) -> AsyncIterator[str]:
+async def https_server(files: TlsFiles | KeyPair) -> AsyncIterator[str]:
     """An HTTPS server on loopback answering every request with an empty trade list."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(files.cert, files.key)
@@ -98,3 +104,38 @@ def test_a_ca_file_that_is_not_pem_names_the_setting(
     with pytest.raises(ConfigError) as refused:
         Service.build(make_settings(ca_file=str(bad)), handle_signals=False)
     assert refused.value.setting == "ca_file"
+
+
+@pytest.mark.parametrize(
+    ("presented", "host", "cause"),
+    [
+        ("self_signed", "127.0.0.1", "certificate verify failed: self-signed certificate"),
+        ("other_name", "localhost", "certificate verify failed: Hostname mismatch"),
+        ("expired", "127.0.0.1", "certificate verify failed: certificate has expired"),
+        ("unknown_ca_signed", "127.0.0.1", "unable to get local issuer certificate"),
+    ],
+)
+async def test_rest_names_each_certificate_problem(
+    certificates: Certificates, presented: str, host: str, cause: str
+) -> None:
+    pair: KeyPair = getattr(certificates, presented)
+    context = client_context(str(certificates.trusted_ca.cert))
+    async with https_server(pair) as url:
+        with pytest.raises(RestRetryable) as refused:
+            await fetch(url.replace("127.0.0.1", host), context)
+    assert cause in str(refused.value)
+
+
+async def test_rest_names_a_plaintext_server_behind_an_https_url() -> None:
+    async def plain_http(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(5):
+            await stream.receive_some(65536)
+            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, plain_http, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        with pytest.raises(RestRetryable) as refused:
+            await fetch(f"https://127.0.0.1:{port}")
+        nursery.cancel_scope.cancel()
+    assert "is the server speaking TLS on this port?" in str(refused.value)
