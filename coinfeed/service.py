@@ -239,7 +239,7 @@ class Service:
                 raw_queue=queue,
                 oldest_pending_recovery=recovery.oldest_pending_age,
                 readiness=readiness.ready_gauge,
-                silent_symbols=lambda: len(symbol_watch.silent(trio.current_time())),
+                silent_symbols=lambda: len(symbol_watch.silent()),
             )
         )
         return service

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import trio
 
 SILENT_HINT = (
     "check the exact symbol id (CoinAPI matches ids exactly and case-sensitively, and sends "
@@ -33,11 +34,15 @@ class SymbolWatch:
     """When the current connection subscribed (trio time), None while not subscribed."""
     silent_after: float = 60.0
 
-    def silent(self, now: float) -> list[str]:
-        """Symbols with nothing for ``silent_after`` seconds while subscribed, in order."""
+    def silent(self, now: float | None = None) -> list[str]:
+        """Symbols with nothing for ``silent_after`` seconds while subscribed, in order
+        (``now`` defaults to the trio clock, read only when subscribed: the metrics registry
+        also asks before trio runs)."""
         since = self.subscribed_at()
         if since is None:
             return []
+        if now is None:
+            now = trio.current_time()
         return [s for s in self.symbols if now - max(self._last(s), since) > self.silent_after]
 
     def report(self, now: float) -> dict[str, Any]:

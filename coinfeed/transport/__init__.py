@@ -13,7 +13,9 @@ library's own connect timeout: the caller's ``fail_after`` does.
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import urlsplit
 
+import attrs
 import trio
 
 ABNORMAL_CLOSURE = 1006
@@ -36,6 +38,36 @@ class TransportClosed(Exception):
         super().__init__(f"closed code={code} reason={reason or ''}")
         self.code = code
         self.reason = reason
+
+
+@attrs.frozen
+class Target:
+    """Where a ``ws://`` or ``wss://`` URL points, as every transport connects to it."""
+
+    secure: bool
+    host: str
+    port: int
+    host_header: str
+    resource: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        """The URL's parts, or :class:`TransportError` for one that is not a WebSocket URL."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:  # an unclosed IPv6 literal, a port out of range
+            raise TransportError(f"bad URL {url!r}: {exc}") from None
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise TransportError(f"not a ws:// or wss:// URL: {url!r}")
+        secure = parts.scheme == "wss"
+        default_port = 443 if secure else 80
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        port = port or default_port
+        host_header = shown if port == default_port else f"{shown}:{port}"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(secure, host, port, host_header, resource)
 
 
 class WebSocket(Protocol):

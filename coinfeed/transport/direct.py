@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import os
 import ssl
-from urllib.parse import urlsplit
 
 import attrs
 import h11
@@ -34,7 +33,13 @@ import trio
 
 from coinfeed import __version__
 from coinfeed.tls import client_context, describe_error
-from coinfeed.transport import ABNORMAL_CLOSURE, CLOSE_TIMEOUT, TransportClosed, TransportError
+from coinfeed.transport import (
+    ABNORMAL_CLOSURE,
+    CLOSE_TIMEOUT,
+    Target,
+    TransportClosed,
+    TransportError,
+)
 from coinfeed.transport.frames import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
@@ -67,35 +72,6 @@ ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def accept_digest(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` a server must answer to ``key`` (RFC 6455 §4.2.2)."""
     return base64.b64encode(hashlib.sha1(key.encode() + ACCEPT_GUID).digest()).decode()
-
-
-@attrs.frozen
-class _Target:
-    secure: bool
-    host: str
-    port: int
-    host_header: str
-    resource: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Target:
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. an unclosed IPv6 literal, "ws://[::1/"
-            raise TransportError(f"not a valid URL: {url!r}") from None
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise TransportError(f"not a ws:// or wss:// URL: {url!r}")
-        secure = parts.scheme == "wss"
-        default_port = 443 if secure else 80
-        try:
-            port = parts.port or default_port
-        except ValueError:
-            raise TransportError(f"bad port in URL: {url!r}") from None
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        host_header = shown if port == default_port else f"{shown}:{port}"
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(secure, host, port, host_header, resource)
 
 
 @attrs.define(slots=True, eq=False)
@@ -272,7 +248,7 @@ class DirectTransport:
 
         ``nursery`` is unused: this client runs no background task.
         """
-        target = _Target.parse(url)
+        target = Target.parse(url)
         try:
             stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
         except OSError as exc:
@@ -299,7 +275,7 @@ class DirectTransport:
 
 
 async def _handshake(
-    stream: trio.abc.Stream, target: _Target, headers: list[tuple[str, str]]
+    stream: trio.abc.Stream, target: Target, headers: list[tuple[str, str]]
 ) -> bytes:
     """Send the upgrade request, check the 101; return the bytes that followed it."""
     key = base64.b64encode(os.urandom(16)).decode()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterator
 from typing import cast
-from urllib.parse import urlsplit
 
 import attrs
 import h11
@@ -42,6 +41,7 @@ from coinfeed.tls import MAX_CAUSES, client_context, describe_error
 from coinfeed.transport import (
     ABNORMAL_CLOSURE,
     CLOSE_TIMEOUT,
+    Target,
     TransportClosed,
     TransportError,
     WebSocket,
@@ -58,34 +58,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # --- shared by both ---------------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Target:
-    secure: bool
-    host: str
-    port: int
-    host_header: str
-    resource: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Target:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise TransportError(f"bad URL {url!r}: {exc}") from None
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise TransportError(f"not a ws:// or wss:// URL: {url!r}")
-        secure = parts.scheme == "wss"
-        default_port = 443 if secure else 80
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        port = port or default_port
-        host_header = shown if port == default_port else f"{shown}:{port}"
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(secure, host, port, host_header, resource)
-
-
-async def _open_tcp(target: _Target) -> trio.SocketStream:
+async def _open_tcp(target: Target) -> trio.SocketStream:
     try:
         return await trio.open_tcp_stream(target.host, target.port)
     except OSError as exc:
@@ -287,11 +260,11 @@ class TrioWebSocketTransport:
         self, nursery: trio.Nursery, url: str, *, headers: list[tuple[str, str]]
     ) -> WebSocket:
         """Connect and complete the handshake. Bound it with your own ``trio.fail_after``."""
-        target = _Target.parse(url)
+        target = Target.parse(url)
         ws: _TrioWebSocket = await nursery.start(self._hold, target, headers)
         return ws
 
-    async def _open_stream(self, target: _Target) -> trio.abc.Stream:
+    async def _open_stream(self, target: Target) -> trio.abc.Stream:
         """TCP, plus TLS with its handshake done here: trio-websocket would do it lazily, in
         its reader, swallow the error and wait for ever."""
         tcp = await _open_tcp(target)
@@ -311,7 +284,7 @@ class TrioWebSocketTransport:
 
     async def _hold(
         self,
-        target: _Target,
+        target: Target,
         headers: list[tuple[str, str]],
         *,
         task_status: trio.TaskStatus[_TrioWebSocket] = trio.TASK_STATUS_IGNORED,
@@ -471,14 +444,14 @@ class WebsocketsTransport:
         self, nursery: trio.Nursery, url: str, *, headers: list[tuple[str, str]]
     ) -> WebSocket:
         """Connect and complete the handshake. Bound it with your own ``trio.fail_after``."""
-        target = _Target.parse(url)
+        target = Target.parse(url)
         ws: _WebsocketsConnection = await nursery.start(self._hold, url, target, headers)
         return ws
 
     async def _hold(
         self,
         url: str,
-        target: _Target,
+        target: Target,
         headers: list[tuple[str, str]],
         *,
         task_status: trio.TaskStatus[_WebsocketsConnection] = trio.TASK_STATUS_IGNORED,
