@@ -52,6 +52,9 @@ from coinfeed.core.events import (
 from coinfeed.core.protocol import format_time, parse_time
 from coinfeed.recovery import RecoveryScheduler
 
+BACKFILLED_REMEMBERED = 50_000
+"""Backfilled trade uuids remembered to credit overlapping windows (about 5 MB at most)."""
+
 
 def window_end(time_exchange: str) -> datetime:
     """A window end that includes ``time_exchange``: datetimes hold microseconds, CoinAPI sends
@@ -85,6 +88,8 @@ class GapLedger:
     _open_windows: dict[str, tuple[int, datetime]] = attrs.field(factory=dict, init=False)
     """Per symbol, backfill requests not yet finished and the earliest start among them."""
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
+    _backfilled: dict[str, None] = attrs.field(factory=dict, init=False)
+    """uuids of recent trades that came by REST, not live (oldest first, bounded)."""
     _run_id: str = attrs.field(factory=lambda: os.urandom(4).hex(), init=False)
     """Prefix of this process's gap ids, so ids stay unique across restarts."""
     _gaps_made: int = attrs.field(default=0, init=False)
@@ -206,13 +211,25 @@ class GapLedger:
     def trades_recovered(self, item: TradesRecovered, out: list[Event]) -> None:
         """A page of backfilled trades: new ones become events; the last page decides."""
         window = item.window
+        expected = window.expected_missing
         for trade in item.trades:
-            if trade.symbol_id == window.symbol_id and self.dedup.first_sighting(trade.uuid):
+            if trade.symbol_id != window.symbol_id:
+                continue
+            uuid = trade.uuid
+            if self.dedup.first_sighting(uuid):
                 out.append(trade_from_rest(trade, self._received_at))
+                self._note_backfilled(uuid)
+            elif expected is None or uuid not in self._backfilled:
+                continue  # seen live: not one of the trades this window is missing
+            # A trade another (overlapping) window brought first is still one this window
+            # missed: counting it keeps a complete window from ending "unrecovered".
+            if expected is None:
+                window.found += 1
+            elif uuid not in window.credited:
+                window.credited.add(uuid)
                 window.found += 1
         if not item.final:
             return
-        expected = window.expected_missing
         if expected is not None and window.found < expected:
             # REST may not hold the newest trades yet: fetch the window again (what was found
             # stays counted; dedup drops it when it comes again). Each gap keeps its record, so
@@ -226,6 +243,12 @@ class GapLedger:
     def trades_unrecovered(self, item: TradesUnrecovered, out: list[Event]) -> None:
         """The window could not be fetched within the attempt budget."""
         self._finish_window(item.window, "unrecovered", out)
+
+    def _note_backfilled(self, uuid: str) -> None:
+        backfilled = self._backfilled
+        backfilled[uuid] = None
+        if len(backfilled) > BACKFILLED_REMEMBERED:
+            del backfilled[next(iter(backfilled))]  # the oldest: dicts keep insertion order
 
     def resync_failed(self, symbol_id: str, out: list[Event]) -> None:
         """No fresh snapshot after every resubscribe attempt: the book's gaps end unrecovered."""

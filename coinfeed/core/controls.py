@@ -75,7 +75,9 @@ class TradeWindow:
     attempt: int = 0
     not_before: float = 0.0
     found: int = 0
-    """New (not yet seen) trades the processor got from this window's pages so far."""
+    """Trades the WebSocket missed that this window's pages brought so far."""
+    credited: set[str] = attrs.field(factory=set)
+    """Their uuids, when the missing count is known (so a page fetched again counts once)."""
     opened_at: float | None = None
     """When its oldest gap was found (trio clock): how long trades have been missing."""
     requests: int = 1
@@ -93,6 +95,8 @@ class TradeWindow:
 
     def absorb(self, other: TradeWindow) -> None:
         self.requests += other.requests
+        self.credited |= other.credited
+        self.found = len(self.credited) if self.credited else self.found + other.found
         self.start = min(self.start, other.start)
         self.end = max(self.end, other.end)
         self.attempt = max(self.attempt, other.attempt)

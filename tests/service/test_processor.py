@@ -533,3 +533,19 @@ async def test_the_stats_line_gap_figures_add_up() -> None:
         "unrecovered": 0,
         "pending": 2,
     }
+
+
+async def test_a_missed_trade_an_overlapping_window_brought_first_still_counts() -> None:
+    h = harness()
+    h.feed(ConnectionOpened(1, T0), trade(1, "a", 0), trade(3, "c", 2))  # b missing
+    [window] = h.windows()
+    h.recovery._windows.clear()
+    # Another window over the same time (a resubscribe's, say) fetches b first.
+    overlapping = TradeWindow(SYM, T0, T0 + timedelta(seconds=3), [])
+    assert [t.uuid for t in trades(h.feed(TradesRecovered(overlapping, [rest_trade("b", 1)])))] == [
+        "b"
+    ]
+    out = h.feed(TradesRecovered(window, [rest_trade("a", 0), rest_trade("b", 1)]))
+    assert trades(out) == []  # nothing twice
+    assert [(g.status, g.missing) for g in gaps(out)] == [("recovered", 1)]  # not retried
+    assert h.windows() == []
