@@ -15,7 +15,9 @@ second process on the same file is refused at start. Shards keep one file each.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +57,7 @@ class CheckpointFile:
 
     path: Path
     _lock: int
+    _writes: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
 
     @classmethod
     def open(cls, state_dir: str, name: str = "checkpoint") -> CheckpointFile:
@@ -67,8 +70,12 @@ class CheckpointFile:
             raise CheckpointError(f"cannot use {str(directory)!r}: {exc.strerror}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(lock)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # e.g. ENOLCK on NFS
+                raise CheckpointError(
+                    f"cannot lock {directory / name!s}.lock: {exc.strerror}"
+                ) from None
             raise CheckpointError(
                 f"{directory / name!s}.json is in use by another coinfeed process; give each "
                 "process its own state_dir"
@@ -106,7 +113,8 @@ class CheckpointFile:
     def write(self, symbols: dict[str, datetime]) -> None:
         """Replace the checkpoint atomically: a reader sees the old one or the new one whole."""
         data = _encode(Checkpoint(format=CHECKPOINT_FORMAT, written_at=_now(), symbols=symbols))
-        temporary = self.path.with_suffix(".tmp")
+        # A name of its own per write: a write abandoned on a hung disk may still be running.
+        temporary = self.path.with_suffix(f".{os.getpid()}-{next(self._writes)}.tmp")
         with open(temporary, "wb") as file:
             file.write(data)
             file.flush()
@@ -139,6 +147,9 @@ class Checkpointer:
     written_batches: Callable[[], int]
     """How many of them every sink has written."""
     interval: float = 1.0
+    carry: dict[str, datetime] = attrs.field(factory=dict)
+    """Checkpointed symbols this process does not subscribe: kept as they are, so a run with
+    fewer symbols on the same state_dir does not erase the others' checkpoints."""
     writes: int = 0
     _candidates: deque[tuple[int, dict[str, datetime]]] = attrs.field(factory=deque, init=False)
     _written: dict[str, datetime] | None = attrs.field(default=None, init=False)
@@ -151,7 +162,7 @@ class Checkpointer:
             await self._write_durable()
 
     def note(self) -> None:
-        view = self.complete_through()
+        view = {**self.carry, **self.complete_through()}
         if self._candidates and self._candidates[-1][1] == view:
             return
         if len(self._candidates) >= MAX_CANDIDATES:
@@ -171,7 +182,8 @@ class Checkpointer:
         if view is None or view == self._written:
             return
         try:
-            await trio.to_thread.run_sync(self.file.write, view)
+            # Abandoned on cancel: a hung disk must not hold up the shutdown.
+            await trio.to_thread.run_sync(self.file.write, view, abandon_on_cancel=True)
         except OSError as exc:
             # The previous checkpoint stays: a restart backfills a longer window, loses nothing.
             logger.bind(path=str(self.file.path), error=exc.strerror).error(
@@ -181,10 +193,13 @@ class Checkpointer:
         self._written = view
         self.writes += 1
 
-    async def finish(self) -> None:
-        """At shutdown, after the sinks closed: write what they wrote, then release the file."""
+    async def finish(self, *, processor_clean: bool) -> None:
+        """At shutdown, after the sinks closed: write what they wrote, then release the file.
+        The ledger's view now is noted only if the processor ended cleanly: after a failure in
+        the middle of a batch it may count trades whose events were never handed over."""
         try:
-            self.note()
+            if processor_clean:
+                self.note()
             await self._write_durable()
         finally:
             self.file.close()

@@ -125,6 +125,8 @@ class Processor:
             restart_backfill_max=self.restart_backfill_max,
         )
         self._last_trade_time = self.gaps.last_trade_time  # the hot path writes it per trade
+        for data_type in self.types:  # every type's dict exists: no setdefault per message
+            self.last_seen.setdefault(data_type, {})
         self._trade_seen = self.last_seen.setdefault("trade", {})
         self._quote_seen = self.last_seen.setdefault("quote", {})
         self._book_seen = self.last_seen.setdefault("book", {})
@@ -204,7 +206,7 @@ class Processor:
 
     def _wanted(self, data_type: str, symbol_id: str) -> bool:
         if symbol_id in self.symbols and data_type in self.types:
-            self.last_seen.setdefault(data_type, {})[symbol_id] = self._now
+            self.last_seen[data_type][symbol_id] = self._now
             return True
         self.counters.unrequested += 1
         return False

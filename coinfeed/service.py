@@ -75,6 +75,7 @@ class Service:
     handle_signals: bool = True
     http_url: str | None = attrs.field(default=None, init=False)
     _timed_out: bool = attrs.field(default=False, init=False)
+    _processor_clean: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def build(
@@ -156,8 +157,8 @@ class Service:
             if checkpoint is not None:
                 checkpoint.close()
             raise ConfigError("sinks", str(exc)) from None
-        restart_from = checkpoint.load() if checkpoint is not None else {}
-        restart_from = {s: t for s, t in restart_from.items() if s in settings.symbols}
+        checkpointed = checkpoint.load() if checkpoint is not None else {}
+        restart_from = {s: t for s, t in checkpointed.items() if s in settings.symbols}
         sink_counters = SinkCounters()
         hub = SinkHub.build(
             opened,
@@ -190,6 +191,7 @@ class Service:
                 processor.gaps.complete_through,
                 sent_batches=lambda: hub.sent_batches,
                 written_batches=hub.written_batches,
+                carry={s: t for s, t in checkpointed.items() if s not in restart_from},
             )
             if checkpoint is not None
             else None
@@ -325,7 +327,7 @@ class Service:
         finally:
             with trio.move_on_after(1.0, shield=True):
                 if self.checkpointer is not None:
-                    await self.checkpointer.finish()
+                    await self.checkpointer.finish(processor_clean=self._processor_clean)
                 await self.rest.aclose()
         if status.fatal is not None:
             logger.bind(exit_code=status.fatal.exit_code, reason=status.fatal.message).error(
@@ -355,6 +357,7 @@ class Service:
     async def _run_processor(self, done: trio.Event) -> None:
         try:
             await self.processor.run()
+            self._processor_clean = True
         finally:
             self.hub.close()
             done.set()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from coinfeed.logs import redact
 from coinfeed.sinks.base import SinkSpecError
 from coinfeed.sinks.open import ACCEPTED_FORMS, parse_sink_spec
 
@@ -85,7 +86,8 @@ Parser = Callable[[object], Any]
 
 
 def show(raw: object) -> str:
-    text = repr(raw)
+    # Redacted, then cut: a cut first could keep a password whose closing "@" it removed.
+    text = redact(repr(raw), ())
     return text if len(text) <= 80 else text[:76] + "...'"
 
 

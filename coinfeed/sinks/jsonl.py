@@ -72,6 +72,10 @@ class JsonlSink:
         if self._torn:
             os.ftruncate(self._fd, self._good_size)
             self._torn = False
+        else:
+            # The file's real end: something else may have cut it (logrotate's copytruncate),
+            # and cutting back to a stale size would fill the gap with NUL bytes.
+            self._good_size = os.fstat(self._fd).st_size
         try:
             _write_all(self._fd, data)
             if self.fsync:

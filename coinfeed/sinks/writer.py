@@ -183,6 +183,7 @@ class SinkWriter:
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _writing_since: float | None = attrs.field(default=None, init=False)
     _progress_at: float = attrs.field(default=0.0, init=False)
+    _in_thread: bool = attrs.field(default=False, init=False)
     """When the last write finished (or the writer started)."""
 
     async def run(self) -> None:
@@ -204,7 +205,7 @@ class SinkWriter:
                 try:
                     await self._write(events)
                 except trio.Cancelled:
-                    abandoned = True  # its thread may still be inside the sink
+                    abandoned = self._in_thread  # that thread may still be inside the sink
                     raise
                 finally:
                     self.channel.release(len(events))
@@ -223,12 +224,15 @@ class SinkWriter:
 
     def stalled_for(self, now: float) -> float:
         """Seconds this sink has held events without finishing a write (0 when it holds none)."""
-        held_since = [
-            t for t in (self._writing_since, self.channel.oldest_arrival) if t is not None
-        ]
-        if not held_since or not self.held():
+        # Waiting events are due ``flush_interval`` after they arrive: a writer holding a
+        # partial batch on purpose is not stalled.
+        oldest = self.channel.oldest_arrival
+        due = [] if oldest is None else [oldest + self.flush_interval]
+        if self._writing_since is not None:
+            due.append(self._writing_since)
+        if not due or not self.held():
             return 0.0
-        return max(0.0, now - max(min(held_since), self._progress_at))
+        return max(0.0, now - max(min(due), self._progress_at))
 
     def statistics(self) -> QueueStatistics:
         return self.channel.statistics()
@@ -236,7 +240,11 @@ class SinkWriter:
     async def _call(self, fn: Callable[..., None], *args: object) -> None:
         if self.sink.blocking:
             # Abandoned on cancel: a write blocked for ever must not hold up the shutdown.
-            await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+            self._in_thread = True
+            try:
+                await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+            finally:
+                self._in_thread = False
         else:
             await trio.lowlevel.checkpoint()
             fn(*args)

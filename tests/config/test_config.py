@@ -136,6 +136,14 @@ def test_a_url_fragment_is_refused_not_silently_dropped(name: str) -> None:
     assert refused.value.setting == name and "#fragment" in str(refused.value)
 
 
+def test_a_long_sinks_value_never_shows_part_of_a_redis_password() -> None:
+    secret = "VeryLongSecretPassw0rdXYZ"
+    sinks = f"sqlite:/var/lib/coinfeed/coinfeed.sqlite,redis://default:{secret}@redis:6379/0,"
+    with pytest.raises(ConfigError) as refused:
+        load(sinks=sinks)
+    assert "VeryLong" not in str(refused.value)
+
+
 def test_unknown_sink_lists_the_accepted_forms() -> None:
     with pytest.raises(ConfigError, match=r"--sink .*jsonl:-.*sqlite:PATH.*redis://HOST:PORT/DB"):
         load(sinks="kafka://localhost:9092")

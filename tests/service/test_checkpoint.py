@@ -87,7 +87,7 @@ async def test_a_view_is_written_only_once_every_sink_wrote_its_batch(tmp_path: 
     await checkpointer._write_durable()
     assert file.load() == {SYM: T0}
     batches["written"] = 5
-    await checkpointer.finish()  # at shutdown: the newest view, once written everywhere
+    await checkpointer.finish(processor_clean=True)  # the newest view, written everywhere
     reopened = CheckpointFile.open(str(tmp_path))
     try:
         assert reopened.load() == {SYM: T0 + timedelta(seconds=2)}
@@ -95,3 +95,37 @@ async def test_a_view_is_written_only_once_every_sink_wrote_its_batch(tmp_path: 
         reopened.close()
     assert checkpointer.writes == 2
     await trio.lowlevel.checkpoint()
+
+
+async def test_after_a_processor_failure_the_last_view_is_not_trusted(tmp_path: Path) -> None:
+    file = CheckpointFile.open(str(tmp_path))
+    checkpointer = Checkpointer(
+        file,
+        complete_through=lambda: {SYM: T0 + timedelta(hours=1)},  # counts unsent events
+        sent_batches=lambda: 1,
+        written_batches=lambda: 1,
+    )
+    await checkpointer.finish(processor_clean=False)
+    reopened = CheckpointFile.open(str(tmp_path))
+    try:
+        assert reopened.load() == {}
+    finally:
+        reopened.close()
+
+
+async def test_symbols_this_run_does_not_subscribe_keep_their_checkpoint(tmp_path: Path) -> None:
+    other = "COINBASE_SPOT_ETH_USD"
+    file = CheckpointFile.open(str(tmp_path))
+    checkpointer = Checkpointer(
+        file,
+        complete_through=lambda: {SYM: T0},
+        sent_batches=lambda: 0,
+        written_batches=lambda: 0,
+        carry={other: T0 - timedelta(days=1)},
+    )
+    await checkpointer.finish(processor_clean=True)
+    reopened = CheckpointFile.open(str(tmp_path))
+    try:
+        assert reopened.load() == {SYM: T0, other: T0 - timedelta(days=1)}
+    finally:
+        reopened.close()

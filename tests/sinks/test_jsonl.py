@@ -147,3 +147,27 @@ def test_fsync_batch_syncs_every_batch(tmp_path: Path, monkeypatch: pytest.Monke
     assert synced == [batch._fd, batch._fd]
     never.close()
     batch.close()
+
+
+def test_a_file_cut_by_someone_else_is_not_padded_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink.open(str(path))
+    sink.write_batch([trade(1), trade(2)])
+    with open(path, "r+b") as other:  # logrotate's copytruncate
+        other.truncate(0)
+    real_write = os.write
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        sink.write_batch([trade(3)])
+    monkeypatch.setattr(os, "write", real_write)
+    sink.write_batch([trade(3)])
+    sink.close()
+    assert b"\0" not in path.read_bytes()
+    assert [e["sequence"] for e in lines_of(path)] == [3]

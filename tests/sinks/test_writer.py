@@ -307,3 +307,16 @@ async def test_a_write_that_never_returns_is_a_stall_and_a_cancel_abandons_it() 
     finally:
         release.set()
     assert hub.stalled(trio.current_time(), 0.0) == []  # nothing held once given up
+
+
+async def test_a_partial_batch_waiting_for_its_flush_is_not_a_stall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    writer, _sink = make_writer(batch=100, interval=2.0)
+    hub = SinkHub([writer])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await hub.send([trade(1)])
+        await trio.sleep(1.5)  # held on purpose until the flush interval has passed
+        assert hub.stalled(trio.current_time(), 1.0) == []
+        writer.channel.close()
