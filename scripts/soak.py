@@ -20,9 +20,9 @@ repaired or reported as a gap event").
 With ``--kill-restart`` coinfeed is SIGKILLed halfway through, kept down ``--down`` seconds
 and started again on the same sink and ``state_dir``: the same completeness rule then spans the
 restart (the outage must be backfilled from the checkpoint). Across a kill delivery is
-at-least-once: trades stamped in the last ``RESTART_OVERLAP_S`` seconds before the kill may be in
-a JSON Lines sink twice (written after the last checkpoint); those are counted apart and allowed.
-RSS is judged on the restarted process only.
+at-least-once: a symbol's trades stamped between its last checkpoint (read from ``state_dir``
+right after the kill) and the kill may be in a JSON Lines sink twice; those are counted apart and
+allowed, any other duplicate fails. RSS is judged on the restarted process only.
 
     .venv/bin/python scripts/soak.py [--duration 600] [--rate 2000] [--faults chaos]
         [--interval 5] [--out reports/soak-<time>] [--sink jsonl|sqlite] [--transport NAME]
@@ -60,9 +60,6 @@ from harness import (
 from coinfeed.core.dedup import BYTES_PER_ENTRY as DEDUP_BYTES_PER_ENTRY
 
 REST_FAILING_PROFILES = frozenset({"rest-5xx", "rest-429", "chaos"})
-RESTART_OVERLAP_S = 5.0
-"""Seconds before a SIGKILL whose trades a restart may deliver again (the checkpoint is at most
-about a second behind the sinks; the rest is margin for a slow disk)."""
 RSS_BOUND_MB_PER_10MIN = 1.0
 EXIT_FAILED = 1
 EXIT_BROKEN = 2
@@ -188,6 +185,15 @@ def read_sink(kind: str, path: Path) -> tuple[list[SinkRecord], list[SinkRecord]
     return trades, gaps, True
 
 
+def read_checkpoint(path: Path) -> dict[str, str]:
+    """Per symbol, the time of coinfeed's restart checkpoint, in CoinAPI's time format."""
+    try:
+        symbols = json.loads(path.read_text())["symbols"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {s: iso_utc(datetime.fromisoformat(t).timestamp()) for s, t in symbols.items()}
+
+
 def iso_utc(moment: float) -> str:
     """A wall-clock time in CoinAPI's format (7 fraction digits), comparable as text."""
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
@@ -211,7 +217,7 @@ def check_completeness(
     *,
     cutoff: str,
     duplicates_detectable: bool,
-    restart_overlap: tuple[str, str] | None = None,
+    restart_overlap: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Compare the sink's trades with the truth under the rule in the module docstring."""
     by_symbol: dict[str, list[SinkRecord]] = {}
@@ -231,10 +237,8 @@ def check_completeness(
         counts = Counter(in_window)
         at = {t.uuid: t.time_exchange for t in delivered}
         again = {u: n - 1 for u, n in counts.items() if n > 1}
-        overlap = {
-            u: n for u, n in again.items()
-            if restart_overlap and restart_overlap[0] <= at[u] <= restart_overlap[1]
-        }  # fmt: skip
+        since, until = (restart_overlap or {}).get(symbol_id, ("9999", ""))
+        overlap = {u: n for u, n in again.items() if since <= at[u] <= until}
         window_truth = {t.uuid.lower() for t in truth_trades if first <= t.time_exchange}
         symbols[symbol_id] = {
             "window": [first, cutoff],
@@ -424,8 +428,8 @@ def restart_note(report: dict[str, Any]) -> list[str]:
     return [
         f"- SIGKILL at {restart['killed_at']}, down {restart['down_s']:g} s, started again on "
         f"the same state_dir; {report['completeness']['delivered_again_at_restart']} trades "
-        f"of the last {RESTART_OVERLAP_S:g} s before the kill delivered again (at-least-once "
-        "across a kill); RSS judged on the restarted process.",
+        "stamped between their symbol's last checkpoint and the kill delivered again "
+        "(at-least-once across a kill); RSS judged on the restarted process.",
     ]
 
 
@@ -552,6 +556,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
                 if args.kill_restart and restart is None and samples[-1]["t"] >= args.duration / 2:
                     coinfeed.kill()
                     killed_at = time.time()
+                    checkpointed = read_checkpoint(out / "state" / "checkpoint.json")
                     client.close()
                     time.sleep(args.down)
                     coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
@@ -559,7 +564,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
                         base_url=coinfeed_http_url(coinfeed, timeout=60), timeout=10
                     )
                     wait_healthy(client, coinfeed, 60)
-                    restart = {"killed_at": iso_utc(killed_at), "killed_unix": killed_at,
+                    restart = {"killed_at": iso_utc(killed_at), "checkpoint": checkpointed,
                                "down_s": args.down, "t": time.monotonic() - started}  # fmt: skip
                     next_at = time.monotonic()
                     continue
@@ -582,8 +587,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
     trades, gaps, detectable = read_sink(args.sink, sink_path)
     overlap = None
     if restart is not None:
-        killed = restart["killed_unix"]
-        overlap = (iso_utc(killed - RESTART_OVERLAP_S), iso_utc(killed))
+        overlap = {s: (t, restart["killed_at"]) for s, t in restart["checkpoint"].items()}
     completeness = check_completeness(
         truth, trades, gaps, cutoff=iso_utc(stopped_at - args.margin),
         duplicates_detectable=detectable, restart_overlap=overlap,
