@@ -115,11 +115,16 @@ class CheckpointFile:
         data = _encode(Checkpoint(format=CHECKPOINT_FORMAT, written_at=_now(), symbols=symbols))
         # A name of its own per write: a write abandoned on a hung disk may still be running.
         temporary = self.path.with_suffix(f".{os.getpid()}-{next(self._writes)}.tmp")
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):  # a full disk must not fill up with these
+                temporary.unlink()
+            raise
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a power loss

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,3 +131,24 @@ async def test_symbols_this_run_does_not_subscribe_keep_their_checkpoint(tmp_pat
         assert reopened.load() == {SYM: T0, other: T0 - timedelta(days=1)}
     finally:
         reopened.close()
+
+
+def test_a_failed_write_keeps_the_last_checkpoint_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = CheckpointFile.open(str(tmp_path))
+    try:
+        file.write({SYM: T0})
+        real_fsync = os.fsync
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(OSError):
+            file.write({SYM: T0 + timedelta(seconds=1)})
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        assert file.load() == {SYM: T0}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.lock"]
+    finally:
+        file.close()
