@@ -50,8 +50,12 @@ from coinfeed.core.events import (
     trade_from_rest,
 )
 from coinfeed.core.protocol import format_time, parse_time
+from coinfeed.logs import RateLimitedLog
 from coinfeed.recovery import RecoveryScheduler
 
+MAX_OPEN_GAPS_PER_SYMBOL = 1_000
+"""Trade gaps of one symbol waiting for recovery at most (about 200 B each); past it the oldest
+is reported ``unrecovered`` (REST blocked for long: memory stays bounded)."""
 BACKFILLED_REMEMBERED = 50_000
 """Backfilled trade uuids remembered to credit overlapping windows (about 5 MB at most)."""
 
@@ -93,6 +97,9 @@ class GapLedger:
     _run_id: str = attrs.field(factory=lambda: os.urandom(4).hex(), init=False)
     """Prefix of this process's gap ids, so ids stay unique across restarts."""
     _gaps_made: int = attrs.field(default=0, init=False)
+    _gave_up_log: RateLimitedLog = attrs.field(
+        factory=lambda: RateLimitedLog(interval=60.0), init=False
+    )
     _book_retry_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _received_at: str = attrs.field(default="", init=False)
     _now: float = attrs.field(default=0.0, init=False)
@@ -311,6 +318,8 @@ class GapLedger:
         return min(self._live_since or end, end)
 
     def _request_backfill(self, window: TradeWindow, out: list[Event]) -> None:
+        if self._open_windows.get(window.symbol_id, (0,))[0] >= MAX_OPEN_GAPS_PER_SYMBOL:
+            self._give_up_oldest_gap(window.symbol_id, out)
         count, start = self._open_windows.get(window.symbol_id, (0, window.start))
         # The earliest start is kept until every window of the symbol is finished: merged
         # windows cannot tell which start was whose, and holding back is the safe side.
@@ -318,6 +327,33 @@ class GapLedger:
         self.recovery.request_backfill_nowait(window)
         for gap in window.gaps:
             out.append(self._event(gap, "backfill", "pending"))
+
+    def _give_up_oldest_gap(self, symbol_id: str, out: list[Event]) -> None:
+        """Recovery of ``symbol_id`` is this far behind (REST blocked for long): its oldest open
+        gap ends ``unrecovered`` now, so the gaps held stay bounded. Its trades are still
+        fetched with the window that holds it; if they come, they are delivered."""
+        waiting = [w for w in self.recovery.unfinished_windows() if w.symbol_id == symbol_id]
+        oldest = min(
+            (w for w in waiting if w.gaps and w.requests > 0),
+            key=lambda w: w.opened_at if w.opened_at is not None else float("inf"),
+            default=None,
+        )
+        if oldest is None:
+            return
+        gap = oldest.gaps.pop(0)
+        oldest.requests -= 1
+        count, start = self._open_windows[symbol_id]
+        self._open_windows[symbol_id] = (count - 1, start)  # the start stays: still owed
+        self._count_recovery("trade", "unrecovered")
+        out.append(self._event(gap, "backfill", "unrecovered"))
+        self._gave_up_log.warning(
+            f"gave-up:{symbol_id}",
+            "too many gaps waiting for recovery: the oldest is reported unrecovered",
+            symbol_id=symbol_id,
+            max_open_gaps=MAX_OPEN_GAPS_PER_SYMBOL,
+            window_start=gap.window_start,
+            window_end=gap.window_end,
+        )
 
     def _backfill_since_restart(
         self, symbols: frozenset[str], at: datetime, out: list[Event]

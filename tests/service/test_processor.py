@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -549,3 +550,20 @@ async def test_a_missed_trade_an_overlapping_window_brought_first_still_counts()
     assert trades(out) == []  # nothing twice
     assert [(g.status, g.missing) for g in gaps(out)] == [("recovered", 1)]  # not retried
     assert h.windows() == []
+
+
+async def test_gaps_waiting_for_recovery_stay_bounded_per_symbol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import coinfeed.gaps
+
+    monkeypatch.setattr(coinfeed.gaps, "MAX_OPEN_GAPS_PER_SYMBOL", 3)
+    h = harness()
+    # REST is blocked: no window is fetched, every gap of the symbol stays open.
+    out = h.feed(ConnectionOpened(1, T0), *(trade(2 * n + 1, f"t{n}", n) for n in range(6)))
+    pending = [g for g in gaps(out) if g.status == "pending"]
+    given_up = [g for g in gaps(out) if g.status == "unrecovered"]
+    assert len(pending) == 5
+    assert [g.id for g in given_up] == [g.id for g in pending[:2]]  # the oldest, once each
+    assert sum(len(w.gaps) for w in h.windows()) == 3
+    assert h.processor.counters.recoveries == {("trade", "unrecovered"): 2}
