@@ -22,7 +22,7 @@ import trio
 from loguru import logger
 
 from coinfeed.config import ConfigError, Settings
-from coinfeed.observability.http import ListenError, check_listen_address
+from coinfeed.observability.http import ListenError, check_listen_address, sole_exception
 from coinfeed.observability.process import pin_mmap_threshold
 from coinfeed.service import EXIT_FAILURE, Service
 
@@ -49,7 +49,7 @@ async def _serve(settings: Settings) -> int:
     except (ListenError, BaseExceptionGroup) as exc:
         # The listener is started inside the service's root nursery, which wraps what it
         # raises: a port taken since _check_listener looked comes out as a group.
-        listen_error = _sole_listen_error(exc)
+        listen_error = sole_exception(exc, ListenError)
         if listen_error is None:
             raise
         return _usage_error(_http_error(listen_error))
@@ -119,19 +119,6 @@ def _check_listener(settings: Settings) -> None:
 
 def _http_error(error: ListenError) -> ConfigError:
     return ConfigError("http", f"{error}, or 'off' to run without the listener")
-
-
-def _sole_listen_error(exc: BaseException) -> ListenError | None:
-    """``exc`` if it is a ListenError, or the one a group holds if it holds nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        matched, rest = exc.split(ListenError)
-        if matched is None or rest is not None:
-            return None
-        leaf: BaseException = matched
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        exc = leaf
-    return exc if isinstance(exc, ListenError) else None
 
 
 def _usage_error(error: ConfigError) -> int:

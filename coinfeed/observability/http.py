@@ -33,7 +33,7 @@ import socket
 import sys
 import tracemalloc
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import msgspec
@@ -60,6 +60,7 @@ from coinfeed.observability.process import (
 )
 from coinfeed.observability.readiness import Readiness
 
+E = TypeVar("E", bound=BaseException)
 _json = msgspec.json.Encoder(decimal_format="number")
 MAX_BOOK_DEPTH = 1000
 DEBUG_PREFIX = "/api/debug"
@@ -355,15 +356,18 @@ def check_listen_address(host: str, port: int) -> None:
         raise ListenError(host, port, exc) from None
 
 
-def _sole_os_error(group: BaseExceptionGroup[BaseException]) -> OSError | None:
-    """The OSError ``group`` holds if it holds nothing else (each nursery wraps its own)."""
-    matched, rest = group.split(OSError)
-    if matched is None or rest is not None:
-        return None
-    leaf: BaseException = matched
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf if isinstance(leaf, OSError) else None
+def sole_exception(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` if it is a ``kind``, or the one a group holds if it holds nothing else (each
+    nursery on the way wraps it in a group of its own)."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(kind)
+        if matched is None or rest is not None:
+            return None
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        exc = leaf
+    return exc if isinstance(exc, kind) else None
 
 
 async def serve_api(
@@ -421,7 +425,7 @@ async def serve_api(
             except OSError as exc:
                 bind_error = exc
             except BaseExceptionGroup as group:
-                bind_error = _sole_os_error(group)
+                bind_error = sole_exception(group, OSError)
                 if bind_error is None:
                     raise
             if bind_error is not None:

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from coinfeed.core.events import Event, GapEvent, encode_event
+from coinfeed.logs import redact
 
 STREAM_PREFIX: Final = "coinfeed"
 DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
@@ -52,15 +53,6 @@ def _parse_id(raw: object) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 @attrs.define(slots=True, eq=False)
@@ -100,7 +92,7 @@ class RedisStreamSink:
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             **tls,
         )
-        return cls(name if name is not None else _without_password(url), client, maxlen)
+        return cls(name if name is not None else redact(url, ()), client, maxlen)
 
     def write_batch(self, events: list[Event]) -> None:
         if self._pending is not None and self._pending[0] is events:
