@@ -53,22 +53,28 @@ class Pki:
     def run(self, *args: str | Path) -> None:
         subprocess.run([self.openssl, *map(str, args)], check=True, capture_output=True)
 
-    def ca(self, name: str) -> KeyPair:
+    def ca(self, name: str, *, common_name: str | None = None) -> KeyPair:
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         self.run(
             "req", "-x509", *NEW_KEY, "-keyout", pair.key, "-out", pair.cert, "-days", "2",
-            "-subj", f"/CN=coinfeed test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-subj", f"/CN={common_name or f'coinfeed test {name}'}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         )  # fmt: skip
         return pair
 
-    def self_signed(self, name: str) -> KeyPair:
+    def self_signed(self, name: str, *, names: str = "IP:127.0.0.1,DNS:localhost") -> KeyPair:
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         self.run(
             "req", "-x509", *NEW_KEY, "-keyout", pair.key, "-out", pair.cert, "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName={names}",
         )  # fmt: skip
         return pair
+
+    @classmethod
+    def in_directory(cls, directory: Path, needed_for: str) -> Pki:
+        """A Pki writing into ``directory``; fails saying how to install openssl if missing."""
+        return cls(directory, require_binary("openssl", package="openssl", needed_for=needed_for))
 
     def issue(
         self,

@@ -20,14 +20,8 @@ from urllib.parse import quote
 import attrs
 import redis
 
+from tests.pki import Pki
 from tests.servers import free_port, require_binary, stop_process
-
-SERVER_EXTENSIONS = """\
-subjectAltName = {names}
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-"""
 
 
 @attrs.frozen
@@ -44,22 +38,10 @@ class TlsFiles:
     ) -> TlsFiles:
         """A new CA and a server certificate for ``names`` (subjectAltName) in ``directory``,
         valid for two days."""
-        openssl = require_binary("openssl", package="openssl", needed_for="Redis over TLS")
-        ca, ca_key = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
-        cert, key = directory / f"{name}-server.crt", directory / f"{name}-server.key"
-        request, extensions = directory / f"{name}-server.csr", directory / f"{name}-server.ext"
-        extensions.write_text(SERVER_EXTENSIONS.format(names=names))
-        new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        for command in (
-            [openssl, "req", "-x509", *new_key, "-keyout", ca_key, "-out", ca, "-days", "2",
-             "-subj", f"/CN=coinfeed {name} CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-            [openssl, "req", *new_key, "-keyout", key, "-out", request, "-subj", "/CN=localhost"],
-            [openssl, "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key,
-             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", extensions],
-        ):  # fmt: skip
-            subprocess.run([str(part) for part in command], check=True, capture_output=True)
-        return cls(ca, cert, key)
+        pki = Pki.in_directory(directory, "Redis over TLS")
+        ca = pki.ca(f"{name}-ca", common_name=f"coinfeed {name} CA")
+        server = pki.issue(ca, f"{name}-server", names=names)
+        return cls(ca.cert, server.cert, server.key)
 
 
 @attrs.define(eq=False)

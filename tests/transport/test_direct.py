@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -27,7 +26,7 @@ from websockets.protocol import Protocol, Side, State
 
 from coinfeed.transport import CLOSE_TIMEOUT, TransportClosed, TransportError
 from coinfeed.transport.direct import MIN_READ_BYTES, DirectTransport, DirectWebSocket
-from tests.servers import require_binary
+from tests.pki import Pki
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 LIMIT = 5.0  # seconds: every wait in these tests is bounded
@@ -840,34 +839,8 @@ async def test_a_burst_is_read_in_small_bites_when_there_is_little_room() -> Non
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost, made by the openssl CLI."""
-    openssl = require_binary("openssl", package="openssl", needed_for="wss://")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    pair = Pki.in_directory(tmp_path_factory.mktemp("tls"), "wss://").self_signed("127.0.0.1")
+    return pair.cert, pair.key
 
 
 def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:

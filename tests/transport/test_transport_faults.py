@@ -16,7 +16,6 @@ import base64
 import hashlib
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -38,7 +37,7 @@ from coinfeed.transport import (
 )
 from coinfeed.transport.direct import DirectTransport
 from coinfeed.transport.libraries import TrioWebSocketTransport, WebsocketsTransport
-from tests.servers import require_binary
+from tests.pki import Pki
 
 LIMIT = 5.0  # seconds: every wait in these tests is bounded
 PROMPT = 0.5  # seconds: "at once" for a close the server announced, well below stale_after
@@ -329,33 +328,8 @@ async def test_a_malformed_101_answer_on_a_connection_kept_open(
 
 def make_certificate(directory: Path, name: str, alt_names: str) -> tuple[Path, Path]:
     """A self-signed certificate (and key) for ``alt_names``, made by the openssl CLI."""
-    openssl = require_binary("openssl", package="openssl", needed_for="wss://")
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-addext",
-            f"subjectAltName={alt_names}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    pair = Pki.in_directory(directory, "wss://").self_signed(name, names=alt_names)
+    return pair.cert, pair.key
 
 
 @pytest.fixture(scope="module")
