@@ -36,16 +36,13 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from coinfeed.config import SETTINGS, ListenAddress, Settings
-from coinfeed.service import Service
+from coinfeed.config import SETTINGS, Settings
 from coinfeed.simulator.faults import PROFILES
-from tests.fakes import FakeTransport, FakeWebSocket
-from tests.helpers import MemorySink
+from tests.fakes import FakeWebSocket
+from tests.helpers import serving_fake_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -158,16 +155,8 @@ def where(path: Path) -> str:
 async def exported_families(make_settings: Callable[..., Settings]) -> dict[str, str]:
     """Family name -> type of what /metrics of a running service lists (labelled families
     without a sample yet are listed too, by their TYPE line)."""
-    ws = FakeWebSocket()
-    settings = make_settings(http=ListenAddress("127.0.0.1", 0))
-    service = Service.build(
-        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
-            text = (await client.get("/metrics")).text
-        service.status.request_shutdown("test over")
+    async with serving_fake_feed(make_settings, FakeWebSocket()) as (_service, client):
+        text = (await client.get("/metrics")).text
     return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 

@@ -12,12 +12,12 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
-from coinfeed.config import ListenAddress, Settings
+from coinfeed.config import Settings
 from coinfeed.observability import http
 from coinfeed.observability.process import live_task_count, open_fd_count
 from coinfeed.service import Service
-from tests.fakes import FakeTransport, FakeWebSocket
-from tests.helpers import MemorySink, wait_for
+from tests.fakes import FakeWebSocket
+from tests.helpers import serving_fake_feed, wait_for
 
 CONNECTIONS = 50
 PIPELINED = 200
@@ -28,18 +28,8 @@ SETTLE = 3.0
 
 @pytest.fixture
 async def service(make_settings: Callable[..., Settings]) -> AsyncIterator[Service]:
-    settings = make_settings(http=ListenAddress("127.0.0.1", 0))
-    service = Service.build(
-        settings,
-        transport=FakeTransport([FakeWebSocket()]),
-        sinks=[MemorySink()],
-        handle_signals=False,
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        assert service.http_url is not None
+    async with serving_fake_feed(make_settings, FakeWebSocket()) as (service, _client):
         yield service
-        service.status.request_shutdown("test over")
 
 
 @pytest.fixture

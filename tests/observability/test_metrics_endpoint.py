@@ -9,10 +9,16 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
-from tests.fakes import FakeTransport, FakeWebSocket
-from tests.helpers import SYMBOLS, MemorySink, SlowSink, running, samples, wait_for
+from tests.fakes import FakeWebSocket
+from tests.helpers import (
+    SYMBOLS,
+    SlowSink,
+    running,
+    samples,
+    serving_fake_feed,
+    wait_for,
+)
 
 # The metrics contract (docs/architecture.md): every name, its type and its labels.
 CONTRACT = {
@@ -46,17 +52,10 @@ async def test_every_documented_metric_is_exported_with_its_type_and_labels(
     make_settings: Callable[..., Settings],
 ) -> None:
     ws = FakeWebSocket()
-    settings = make_settings(http=ListenAddress("127.0.0.1", 0))
-    service = Service.build(
-        settings, transport=FakeTransport([ws]), sinks=[MemorySink()], handle_signals=False
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    async with serving_fake_feed(make_settings, ws) as (_service, client):
         ws.feed('{"type":"hearbeat"}', "not json")
         await trio.sleep(0.1)
-        async with httpx.AsyncClient(base_url=str(service.http_url)) as client:
-            text = (await client.get("/metrics")).text
-        service.status.request_shutdown("test over")
+        text = (await client.get("/metrics")).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name, (kind, labels) in CONTRACT.items():
         assert name in families, f"{name} is not exported"
