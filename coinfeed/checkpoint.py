@@ -15,8 +15,6 @@ second process on the same file is refused at start. Shards keep one file each.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import itertools
 import os
 from collections import deque
@@ -29,6 +27,8 @@ import attrs
 import msgspec
 import trio
 from loguru import logger
+
+from coinfeed.dirlock import LockError, lock_in
 
 CHECKPOINT_FORMAT: Final = 1
 MAX_CANDIDATES: Final = 8
@@ -64,18 +64,10 @@ class CheckpointFile:
         """Create ``state_dir`` if needed and lock ``NAME.json`` in it for this process."""
         directory = Path(state_dir)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            lock = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CheckpointError(f"cannot use {str(directory)!r}: {exc.strerror}") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(lock)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # e.g. ENOLCK on NFS
-                raise CheckpointError(
-                    f"cannot lock {directory / name!s}.lock: {exc.strerror}"
-                ) from None
+            lock = lock_in(directory, f"{name}.lock")
+        except LockError as exc:
+            if not exc.in_use:
+                raise CheckpointError(str(exc)) from None
             raise CheckpointError(
                 f"{directory / name!s}.json is in use by another coinfeed process; give each "
                 "process its own state_dir"

@@ -1,4 +1,5 @@
-"""The ``coinfeed`` command: ``run``, ``demo``, ``simulate``, ``config`` and ``shards``.
+"""The ``coinfeed`` command: ``run``, ``demo``, ``replay``, ``recordings``, ``simulate``,
+``config`` and ``shards``.
 
 Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
 ``load_settings`` can apply the precedence flags > environment > file > defaults. The service
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from loguru import logger
@@ -128,6 +130,26 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _speed(text: str) -> float | None:
+    if text.strip().lower() == "max":
+        return None
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or max, got {text!r}") from None
+
+
+def _utc_time(text: str) -> datetime:
+    """ISO 8601 (``2026-12-06T14:03:00Z``); a time without an offset is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 time like 2026-12-06T14:03:00Z, got {text!r}"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The whole ``coinfeed`` command line."""
     parser = _Parser(
@@ -168,6 +190,31 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
                             f"(default: {DEMO_DEFAULT_FAULTS}; then try chaos)")  # fmt: skip
     group.add_argument("--seed", type=int, default=DEMO_SEED, metavar="INT",
                        help=f"seed of the simulated market (default: {DEMO_SEED})")  # fmt: skip
+
+    replay = command(
+        "replay",
+        _replay,
+        "Feed a recording (--record) through the processor to the sinks, with no connection.",
+        epilog="The processor's own settings (symbols, types, dedup capacity, ...) are the "
+        "recorded run's; sink, HTTP and log settings are read as for run.",
+    )
+    replay.add_argument("directory", metavar="DIR", help="the recording directory")
+    group = replay.add_argument_group("replay")
+    group.add_argument("--from", dest="start", type=_utc_time, metavar="TIME",
+                       help="emit events from this time on (ISO 8601, UTC if no offset); the "
+                            "processor starts at the segment holding it")  # fmt: skip
+    group.add_argument("--to", dest="stop", type=_utc_time, metavar="TIME",
+                       help="stop at the first batch recorded after this time")  # fmt: skip
+    group.add_argument("--speed", type=_speed, default=None, metavar="N|max",
+                       help="1 replays at the recorded pace, N times faster, max as fast as it "
+                            "goes (default: max)")  # fmt: skip
+    add_setting_arguments(replay)
+
+    recordings = command(
+        "recordings", _recordings, "List a recording's segments and check that they replay."
+    )
+    recordings.add_argument("directory", metavar="DIR", help="the recording directory")
+    recordings.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
     summary = "Run only the simulator (WebSocket + REST) on loopback."
@@ -276,6 +323,35 @@ def _demo(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) ->
     settings = _load(args, env, require_symbols=False, require_key=False, defaults=DEMO_DEFAULTS)
     entry = importlib.import_module("coinfeed.main")
     return int(entry.run_demo(settings, rate=args.rate, faults=args.faults, seed=args.seed))
+
+
+def _replay(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    settings = _load(args, env, require_symbols=False, require_key=False)
+    if args.start is not None and args.stop is not None and args.stop < args.start:
+        args.parser.error("--to must not be before --from")
+    entry = importlib.import_module("coinfeed.main")
+    return int(
+        entry.run_replay(
+            settings, args.directory, speed=args.speed, start=args.start, stop=args.stop
+        )
+    )
+
+
+def _recordings(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    from coinfeed.recording.format import RecordingError
+    from coinfeed.recording.listing import render, run_listing
+
+    logger.disable("coinfeed")  # what replaying the segments logs is not the listing
+    try:
+        summaries = run_listing(args.directory)
+    except (RecordingError, OSError) as error:
+        print(f"coinfeed: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([summary.as_json() for summary in summaries], indent=2))
+    else:
+        print(render(summaries))
+    return 1 if any(summary.error for summary in summaries) else 0
 
 
 def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:

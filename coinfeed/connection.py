@@ -135,6 +135,8 @@ class Connection:
     scope_limit: ScopeRateLimit = attrs.field(factory=ScopeRateLimit)
     counters: ConnectionCounters = attrs.field(factory=ConnectionCounters)
     observe_reconnect: Callable[[float], None] = lambda _seconds: None
+    on_sent: Callable[[str], None] = lambda _text: None
+    """Told every message sent (the recording keeps them)."""
     rng: random.Random = attrs.field(factory=random.Random)
     _drop_log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(interval=5.0))
     _disconnected_at: float | None = attrs.field(default=None, init=False)
@@ -216,7 +218,7 @@ class Connection:
                     nursery, self.url, headers=self._headers()
                 )
                 self.scope_limit.record(trio.current_time())
-                await ws.send(self._hello())
+                await self._send(ws, self._hello())
         except trio.TooSlowError:
             return _SessionEnd("connect_timeout", healthy=False)
         except TransportError as exc:
@@ -299,6 +301,10 @@ class Connection:
                 read_scope.cancel()
                 return
 
+    async def _send(self, ws: WebSocket, text: str) -> None:
+        await ws.send(text)
+        self.on_sent(text)
+
     async def _scope_writer(self, ws: WebSocket, connection_id: int) -> None:
         wanted = frozenset(self.symbols)
         while True:
@@ -311,12 +317,12 @@ class Connection:
                 "resubscribing"
             )
             try:
-                await ws.send(_text(scope_message("unsubscribe", self.types, symbols)))
+                await self._send(ws, _text(scope_message("unsubscribe", self.types, symbols)))
                 # Marker before the subscribe: restarted sequences can only follow it.
                 self.queue.put_control_nowait(
                     Resubscribed(connection_id, frozenset(symbols), datetime.now(UTC))
                 )
-                await ws.send(_text(scope_message("subscribe", self.types, symbols)))
+                await self._send(ws, _text(scope_message("subscribe", self.types, symbols)))
             except TransportClosed:
                 return
             self.scope_limit.record(trio.current_time(), 2)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import attrs
 from loguru import logger
@@ -51,13 +52,37 @@ from coinfeed.core.events import (
 )
 from coinfeed.core.protocol import format_time, parse_time
 from coinfeed.logs import RateLimitedLog
-from coinfeed.recovery import RecoveryScheduler
 
 MAX_OPEN_GAPS_PER_SYMBOL = 1_000
 """Trade gaps of one symbol waiting for recovery at most (about 200 B each); past it the oldest
 is reported ``unrecovered`` (REST blocked for long: memory stays bounded)."""
 BACKFILLED_REMEMBERED = 50_000
 """Backfilled trade uuids remembered to credit overlapping windows (about 5 MB at most)."""
+
+
+def new_run_id() -> str:
+    """A fresh prefix for one process's gap ids, so ids stay unique across restarts."""
+    return os.urandom(4).hex()
+
+
+class RecoveryRequests(Protocol):
+    """What the ledger asks of recovery (:class:`~coinfeed.recovery.RecoveryScheduler` live;
+    a replay answers from the recording)."""
+
+    @property
+    def resync_timeout(self) -> float: ...
+
+    def request_backfill_nowait(self, window: TradeWindow) -> None: ...
+
+    def request_resync_nowait(self, symbol_id: str) -> bool: ...
+
+    def retry_incomplete(self, window: TradeWindow) -> bool: ...
+
+    def unfinished_windows(self) -> list[TradeWindow]: ...
+
+    def book_synced(self, symbol_id: str) -> None: ...
+
+    def connection_reset(self) -> None: ...
 
 
 def window_end(time_exchange: str) -> datetime:
@@ -70,7 +95,7 @@ def window_end(time_exchange: str) -> datetime:
 class GapLedger:
     """Open gaps and their repair; owned by the processor, which calls it for every gap."""
 
-    recovery: RecoveryScheduler
+    recovery: RecoveryRequests
     books: Books
     dedup: TradeDedup
     gap_counts: dict[str, int]
@@ -85,6 +110,8 @@ class GapLedger:
     restart_from: dict[str, datetime] = attrs.field(factory=dict)
     """The checkpoint a restart begins from: per symbol, every trade up to then was written."""
     restart_backfill_max: timedelta = timedelta(hours=24)
+    run_id: str = attrs.field(factory=new_run_id)
+    """Prefix of this run's gap ids."""
     _live_since: datetime | None = attrs.field(default=None, init=False)
     _live_symbols: frozenset[str] = attrs.field(default=frozenset(), init=False)
     _finished_through: dict[str, datetime] = attrs.field(factory=dict, init=False)
@@ -94,8 +121,6 @@ class GapLedger:
     _book_gaps: dict[str, list[GapRecord]] = attrs.field(factory=dict, init=False)
     _backfilled: dict[str, None] = attrs.field(factory=dict, init=False)
     """uuids of recent trades that came by REST, not live (oldest first, bounded)."""
-    _run_id: str = attrs.field(factory=lambda: os.urandom(4).hex(), init=False)
-    """Prefix of this process's gap ids, so ids stay unique across restarts."""
     _gaps_made: int = attrs.field(default=0, init=False)
     _gave_up_log: RateLimitedLog = attrs.field(
         factory=lambda: RateLimitedLog(interval=60.0), init=False
@@ -439,7 +464,7 @@ class GapLedger:
     ) -> GapRecord:
         self._gaps_made += 1
         return GapRecord(
-            data_type, symbol_id, reason, missing, f"{self._run_id}-{self._gaps_made}",
+            data_type, symbol_id, reason, missing, f"{self.run_id}-{self._gaps_made}",
             sequences[0], sequences[1], window_start, window_end,
         )  # fmt: skip
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import attrs
 import trio
@@ -34,14 +35,14 @@ delayed them long enough for the raw queue to drop frames at full speed (``scrip
 measures it; ``docs/performance.md`` has the figures)."""
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, build: Callable[[], Service] | None = None) -> int:
     # Process-wide, and kept to the end: what a weeks-long run frees must go back to the system.
     threshold = pin_mmap_threshold()
     logger.bind(mmap_threshold=threshold).debug(
         "malloc mmap threshold " + ("pinned" if threshold else "left alone")
     )
     try:
-        service = Service.build(settings)
+        service = build() if build is not None else Service.build(settings)
     except ConfigError as error:  # a shard with no symbols, a sink that cannot open: exit 2
         return _usage_error(error)
     try:
@@ -100,6 +101,29 @@ def run_demo(settings: Settings, *, rate: float, faults: str, seed: int) -> int:
         _check_listener(settings)  # before the simulator starts and logs its URLs
         with _prompt_gil_handoff():
             return trio.run(_demo, settings, rate, faults, seed)
+    except ConfigError as error:
+        return _usage_error(error)
+    except Exception as exc:
+        return _unexpected(exc)
+
+
+def run_replay(
+    settings: Settings,
+    directory: str,
+    *,
+    speed: float | None = None,
+    start: datetime | None = None,
+    stop: datetime | None = None,
+) -> int:
+    """``coinfeed replay``: a recording through the processor to the sinks; the exit code."""
+
+    def build() -> Service:
+        return Service.build_replay(settings, directory, speed=speed, start=start, stop=stop)
+
+    try:
+        _check_listener(settings)
+        with _prompt_gil_handoff():
+            return trio.run(_serve, settings, build)
     except ConfigError as error:
         return _usage_error(error)
     except Exception as exc:

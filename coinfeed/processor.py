@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import attrs
 import trio
@@ -48,14 +49,29 @@ from coinfeed.core.events import (
 from coinfeed.core.protocol import Book5, Book20, Book50, BookUpdate, Error, Quote, Reconnect, Trade
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem
-from coinfeed.gaps import GapLedger, window_end
-from coinfeed.recovery import RecoveryScheduler
+from coinfeed.gaps import GapLedger, RecoveryRequests, new_run_id, window_end
 from coinfeed.status import ServiceStatus
 
 
 def _wire_type(record: object) -> str:
     """The ``type`` a record was decoded from (its msgspec tag): one source for wire names."""
     return str(record.__struct_config__.tag)  # type: ignore[attr-defined]
+
+
+class InputRecorder(Protocol):
+    """Records what the processor takes, as it takes it (``coinfeed.recording``): together
+    with the recovery answers it records, enough to run the same processor again."""
+
+    def control(self, item: ControlItem) -> None:
+        """``item`` is about to be handled (its state now, not when it was queued)."""
+
+    async def batch(
+        self, items: list[QueueItem], drops: list[DroppedStream], wall: datetime, now: float
+    ) -> None:
+        """The batch just handled, with the clock readings it was handled at; may wait."""
+
+    async def end(self, wall: datetime, now: float) -> None:
+        """The input ended cleanly (shutdown); the unfinished gaps were just reported."""
 
 
 @attrs.define(slots=True)
@@ -83,7 +99,7 @@ class Processor:
     """Owns the sequence tracker, the books and trade dedup; the only producer of events."""
 
     queue: FrameQueue
-    recovery: RecoveryScheduler
+    recovery: RecoveryRequests
     emit: Callable[[list[Event]], Awaitable[None]]
     status: ServiceStatus
     symbols: frozenset[str]
@@ -99,6 +115,9 @@ class Processor:
     restart_from: dict[str, datetime] = attrs.field(factory=dict)
     """The restart checkpoint, per symbol (see :class:`~coinfeed.gaps.GapLedger`)."""
     restart_backfill_max: timedelta = timedelta(hours=24)
+    run_id: str = attrs.field(factory=new_run_id)
+    """Prefix of this run's gap ids (a replay passes the recorded one)."""
+    recorder: InputRecorder | None = None
     last_seen: dict[str, dict[str, float]] = attrs.field(factory=dict)
     """data type -> symbol id -> trio time of the batch its last message came in (read by the
     silent-symbol watch; duplicates and late messages count: the symbol is delivering)."""
@@ -107,6 +126,8 @@ class Processor:
     _last_trade_time: dict[str, str] = attrs.field(init=False)
     _restart_expected: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _received_at: str = attrs.field(default="", init=False)
+    _wall: datetime = attrs.field(factory=lambda: datetime.now(UTC), init=False)
+    """The wall clock reading of the batch being handled (one per batch: replayable)."""
     _now: float = attrs.field(default=0.0, init=False)
     _trade_seen: dict[str, float] = attrs.field(init=False)
     _quote_seen: dict[str, float] = attrs.field(init=False)
@@ -123,6 +144,7 @@ class Processor:
             skew_margin=self.skew_margin,
             restart_from=self.restart_from,
             restart_backfill_max=self.restart_backfill_max,
+            run_id=self.run_id,
         )
         self._last_trade_time = self.gaps.last_trade_time  # the hot path writes it per trade
         for data_type in self.types:  # every type's dict exists: no setdefault per message
@@ -138,7 +160,10 @@ class Processor:
                 items, drops = await self.queue.get_batch()
             except trio.EndOfChannel:
                 final: list[Event] = []
-                self.report_unfinished(final, trio.current_time())
+                now = trio.current_time()
+                self.report_unfinished(final, now)
+                if self.recorder is not None:
+                    await self.recorder.end(self._wall, now)
                 if final:
                     await self.emit(final)
                 return
@@ -146,13 +171,16 @@ class Processor:
             out: list[Event] = []
             self.handle_batch(items, drops, out, started)
             self.observe_batch(trio.current_time() - started, len(items))
+            if self.recorder is not None:  # before the sinks: a recording is never behind them
+                await self.recorder.batch(items, drops, self._wall, started)
             if out:
                 self.counters.events += len(out)
                 await self.emit(out)
 
     def report_unfinished(self, out: list[Event], now: float) -> None:
         """At shutdown: every gap still pending ends ``unrecovered``."""
-        self.gaps.start_batch(utc_now_iso(self.wall_clock()), now)
+        self._wall = self.wall_clock()
+        self.gaps.start_batch(utc_now_iso(self._wall), now)
         self.gaps.report_unfinished(out)
 
     # -- one batch ----------------------------------------------------------------------------
@@ -164,7 +192,7 @@ class Processor:
 
         ``now`` is the trio clock reading for this batch (resync pacing, backfill delays).
         """
-        wall = self.wall_clock()
+        self._wall = wall = self.wall_clock()
         self._now = now
         self._received_at = received_at = utc_now_iso(wall)
         self.decoder.not_after = wall + FUTURE_TOLERANCE
@@ -172,6 +200,7 @@ class Processor:
         decode = self.decoder.decode
         on_trade, on_book, on_quote = self._on_trade, self._on_book, self._on_quote
         trades = books = quotes = frames = 0
+        note_control = self.recorder.control if self.recorder is not None else None
         for item in items:
             if type(item) is str or type(item) is bytes:
                 frames += 1
@@ -192,6 +221,8 @@ class Processor:
                     self.counters.bump(self.counters.received, _wire_type(msg))
                     self._on_other(msg, out)
             else:
+                if note_control is not None:
+                    note_control(item)  # type: ignore[arg-type]
                 self._on_control(item, out)  # type: ignore[arg-type]
         counters = self.counters
         counters.frames += frames
@@ -369,7 +400,7 @@ class Processor:
             last_time = dropped.last_time_exchange
             if last_time is not None and checked_time(last_time, self.decoder.not_after) is None:
                 last_time = None
-            end = window_end(last_time) if last_time else self.wall_clock()
+            end = window_end(last_time) if last_time else self._wall
             self.gaps.trade_gap(
                 symbol_id, missing, end, out, sequences=sequences, last_time=last_time
             )

@@ -16,31 +16,45 @@ from __future__ import annotations
 import signal
 import ssl
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import attrs
 import trio
 from loguru import logger
 
+from coinfeed import __version__
 from coinfeed.checkpoint import Checkpointer, CheckpointError, CheckpointFile
 from coinfeed.config import ConfigError, Settings
-from coinfeed.connection import Connection, ScopeRateLimit, TerminalError, fatal_for
+from coinfeed.connection import (
+    Connection,
+    ConnectionCounters,
+    ScopeRateLimit,
+    TerminalError,
+    fatal_for,
+)
 from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.shard import symbols_of_shard
 from coinfeed.framequeue import FrameQueue, QueueStatistics
+from coinfeed.gaps import RecoveryRequests, new_run_id
+from coinfeed.logs import redact
 from coinfeed.observability.http import ServiceView, serve_api
 from coinfeed.observability.metrics import Metrics, MetricSources
 from coinfeed.observability.process import rss_bytes
 from coinfeed.observability.readiness import Readiness
 from coinfeed.observability.symbols import SILENT_HINT, SymbolWatch
-from coinfeed.processor import Processor
+from coinfeed.processor import Processor, ProcessorCounters
+from coinfeed.recording.format import FORMAT_NAME, FORMAT_VERSION, RecordingError, wall_ns
+from coinfeed.recording.recorder import RecordedRecovery, Recorder
+from coinfeed.recording.replay import RecordedClock, ReplayDriver, ReplayRecovery
+from coinfeed.recording.segments import SegmentWriter
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
 from coinfeed.sinks import Sink, SinkSpecError, open_sinks
-from coinfeed.sinks.writer import SinkCounters, SinkHub
+from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkHub, SinkWriter
 from coinfeed.status import Fatal, ServiceStatus
 from coinfeed.tls import client_context
 from coinfeed.transport import Transport
@@ -56,22 +70,31 @@ RECOVERY_BACKLOG = 4
 workers wait: keeps recovered data in memory to a few pages during a sink outage."""
 
 
+RECORD_CHANNEL_CAPACITY = 20_000
+"""Items (frames, control items) the recording's channel holds: its writer takes half at a time
+as one zstd frame, so the processor fills the other half while a worker thread compresses."""
+
+
 @attrs.define(slots=True, eq=False)
 class Service:
-    """Everything one coinfeed run owns; build with :meth:`build`, run with :meth:`run`."""
+    """Everything one coinfeed run owns; build with :meth:`build` (live) or
+    :meth:`build_replay`, run with :meth:`run`."""
 
     settings: Settings
     status: ServiceStatus
     queue: FrameQueue
-    connection: Connection
+    connection: Connection | None
+    """None in a replay."""
     processor: Processor
-    recovery: RecoveryScheduler
-    rest: RestClient
+    """The processor of the run being replayed changes with each run of a recording."""
+    recovery: RecoveryScheduler | ReplayRecovery
+    rest: RestClient | None
     hub: SinkHub
     metrics: Metrics
     readiness: Readiness
     symbol_watch: SymbolWatch
     checkpointer: Checkpointer | None = None
+    replay: ReplayDriver | None = None
     handle_signals: bool = True
     http_url: str | None = attrs.field(default=None, init=False)
     _timed_out: bool = attrs.field(default=False, init=False)
@@ -143,34 +166,33 @@ class Service:
         )
         checkpoint = open_checkpoint(settings)
         try:
-            opened = (
-                sinks
-                if sinks is not None
-                else open_sinks(
-                    settings.sinks,
-                    redis_maxlen=settings.redis_maxlen,
-                    redis_ca_file=settings.redis_ca_file,
-                    jsonl_fsync=settings.jsonl_fsync,
-                )
-            )
-        except SinkSpecError as exc:
+            opened = _open_sinks(settings, sinks)
+        except ConfigError:
             if checkpoint is not None:
                 checkpoint.close()
-            raise ConfigError("sinks", str(exc)) from None
+            raise
         checkpointed = checkpoint.load() if checkpoint is not None else {}
         restart_from = {s: t for s, t in checkpointed.items() if s in settings.symbols}
+        run_id = new_run_id()
+        recorder = segments = None
+        requests: RecoveryRequests = recovery
+        if settings.record is not None:
+            header = recording_header(settings, run_id, restart_from, recovery.resync_timeout)
+            try:
+                recorder, segments = _open_recorder(settings, header, secrets=[api_key or ""])
+            except ConfigError:
+                if checkpoint is not None:
+                    checkpoint.close()
+                for sink in opened:
+                    sink.close()
+                raise
+            connection.on_sent = recorder.sent
+            requests = RecordedRecovery(recovery, recorder)
         sink_counters = SinkCounters()
-        hub = SinkHub.build(
-            opened,
-            status,
-            sink_counters,
-            capacity=settings.sink_queue_capacity,
-            batch_size=settings.sink_batch_size,
-            flush_interval=settings.sink_flush_interval,
-        )
+        hub = _sink_hub(settings, opened, status, sink_counters)
         processor = Processor(
             queue=queue,
-            recovery=recovery,
+            recovery=requests,
             emit=hub.send,
             status=status,
             symbols=frozenset(settings.symbols),
@@ -180,7 +202,14 @@ class Service:
             observe_batch=metrics.observe_batch,
             restart_from=restart_from,
             restart_backfill_max=timedelta(seconds=settings.restart_backfill_max),
+            run_id=run_id,
+            recorder=recorder,
         )
+        if recorder is not None and segments is not None:
+            hub.recorder = _record_writer(
+                settings, segments, recorder.channel, status, sink_counters
+            )
+            logger.bind(directory=settings.record, run=run_id).info("recording")
         if restart_from:
             logger.bind(
                 path=str(checkpoint.path) if checkpoint else None, symbols=len(restart_from)
@@ -196,6 +225,137 @@ class Service:
             if checkpoint is not None
             else None
         )
+        service = cls._assemble(
+            settings,
+            status=status,
+            queue=queue,
+            connection=connection,
+            processor=processor,
+            recovery=recovery,
+            rest=rest,
+            hub=hub,
+            metrics=metrics,
+            sink_counters=sink_counters,
+            checkpointer=checkpointer,
+            handle_signals=handle_signals,
+        )
+        return service
+
+    @classmethod
+    def build_replay(
+        cls,
+        settings: Settings,
+        directory: str,
+        *,
+        speed: float | None = None,
+        start: datetime | None = None,
+        stop: datetime | None = None,
+        sinks: list[Sink] | None = None,
+        handle_signals: bool = True,
+    ) -> Service:
+        """A service fed by the recording in ``directory`` (see :mod:`coinfeed.recording.replay`):
+        the same processor and sinks, the HTTP endpoints, no connection and no REST. The
+        processor's settings (symbols, types, dedup capacity, ...) are the recorded ones."""
+        status = ServiceStatus()
+        metrics = Metrics.create()
+        opened = _open_sinks(settings, sinks)
+        sink_counters = SinkCounters()
+        hub = _sink_hub(settings, opened, status, sink_counters)
+        recovery = ReplayRecovery()
+        clock = RecordedClock()
+        counters = ProcessorCounters()
+        last_seen: dict[str, dict[str, float]] = {}
+        queue = FrameQueue(settings.queue_capacity)  # not fed: batches come from the recording
+
+        def new_processor(header: dict[str, Any]) -> Processor:
+            processing = header["processing"]
+            processor = Processor(
+                queue=queue,
+                recovery=recovery,
+                emit=hub.send,
+                status=status,
+                symbols=frozenset(header["symbols"]),
+                types=frozenset(header["types"]),
+                decoder=FrameDecoder(max_frame_bytes=processing["max_frame_bytes"]),
+                dedup=TradeDedup(processing["dedup_capacity"]),
+                counters=counters,
+                observe_batch=metrics.observe_batch,
+                wall_clock=clock.read,
+                skew_margin=processing["skew_margin"],
+                restart_from={
+                    symbol_id: datetime.fromisoformat(at)
+                    for symbol_id, at in header.get("restart_from", {}).items()
+                },
+                restart_backfill_max=timedelta(seconds=processing["restart_backfill_max"]),
+                run_id=header["run_id"],
+                last_seen=last_seen,
+            )
+            service.processor = processor
+            return processor
+
+        driver = ReplayDriver(
+            Path(directory),
+            new_processor,
+            hub.send,
+            recovery,
+            clock,
+            speed=speed,
+            start_ns=wall_ns(start) if start is not None else None,
+            stop_ns=wall_ns(stop) if stop is not None else None,
+        )
+        try:
+            driver.segments()  # no segments: refused now, naming the directory
+        except RecordingError as exc:
+            for sink in opened:
+                sink.close()
+            raise ConfigError("record", str(exc)) from None
+        placeholder = Processor(
+            queue=queue,
+            recovery=recovery,
+            emit=hub.send,
+            status=status,
+            symbols=frozenset(),
+            types=frozenset(),
+            decoder=FrameDecoder(),
+            dedup=TradeDedup(1000),
+            counters=counters,
+            last_seen=last_seen,
+        )
+        service = cls._assemble(
+            settings,
+            status=status,
+            queue=queue,
+            connection=None,
+            processor=placeholder,
+            recovery=recovery,
+            rest=None,
+            hub=hub,
+            metrics=metrics,
+            sink_counters=sink_counters,
+            checkpointer=None,
+            handle_signals=handle_signals,
+        )
+        service.replay = driver
+        return service
+
+    @classmethod
+    def _assemble(
+        cls,
+        settings: Settings,
+        *,
+        status: ServiceStatus,
+        queue: FrameQueue,
+        connection: Connection | None,
+        processor: Processor,
+        recovery: RecoveryScheduler | ReplayRecovery,
+        rest: RestClient | None,
+        hub: SinkHub,
+        metrics: Metrics,
+        sink_counters: SinkCounters,
+        checkpointer: Checkpointer | None,
+        handle_signals: bool,
+    ) -> Service:
+        """The parts a live run and a replay share: symbol watch, readiness, metrics."""
         symbol_watch = SymbolWatch(
             symbols=settings.symbols,
             types=settings.types,
@@ -207,7 +367,7 @@ class Service:
         readiness = Readiness(
             status=status,
             stale_after=settings.stale_after,
-            book_states=partial(processor.books.states_of, book_symbols),
+            book_states=lambda: service.processor.books.states_of(book_symbols),
             secrets=[s.reveal() for s in (settings.api_key, settings.debug_token) if s],
             oldest_recovery=recovery.oldest_pending_age,
             recovery_stale_after=settings.recovery_stale_after,
@@ -233,10 +393,10 @@ class Service:
             MetricSources(
                 status=status,
                 processor=processor.counters,
-                connection=connection.counters,
+                connection=connection.counters if connection else ConnectionCounters(),
                 recovery=recovery.counters,
                 sinks=sink_counters,
-                sink_names=[sink.name for sink in opened],
+                sink_names=[writer.sink.name for writer in hub.all_writers],
                 queues=service.queue_statistics,
                 raw_queue=queue,
                 oldest_pending_recovery=recovery.oldest_pending_age,
@@ -249,7 +409,7 @@ class Service:
     def queue_statistics(self) -> dict[str, QueueStatistics]:
         """Every queue's size, capacity and peak: the raw frame queue and each sink's channel."""
         stats = {"raw": self.queue.statistics()}
-        for writer in self.hub.writers:
+        for writer in self.hub.all_writers:
             stats[f"sink:{writer.sink.name}"] = writer.statistics()
         return stats
 
@@ -260,7 +420,7 @@ class Service:
         return ServiceView(
             readiness=self.readiness,
             registry=self.metrics.registry,
-            book=self.processor.books.get,
+            book=lambda symbol_id: self.processor.books.get(symbol_id),
             queue_statistics=self.queue_statistics,
             pipeline_figures=self._pipeline_figures,
             symbols=lambda: self.symbol_watch.report(trio.current_time()),
@@ -282,6 +442,7 @@ class Service:
         status = self.status
         connection_done = trio.Event()
         recovery_scope = trio.CancelScope()
+        replay_scope = trio.CancelScope()
         processor_done = trio.Event()
         sinks_done = trio.Event()
         http_stop = trio.Event()
@@ -291,13 +452,17 @@ class Service:
                     root.start_soon(self._watch_signals, root.cancel_scope)
                 if self.settings.duration is not None:
                     root.start_soon(self._stop_after, self.settings.duration)
-                root.start_soon(self._run_connection, connection_done)
-                root.start_soon(self._run_in_scope, self.recovery.run, recovery_scope)
-                root.start_soon(self._run_processor, processor_done)
+                if isinstance(self.recovery, RecoveryScheduler):
+                    root.start_soon(self._run_connection, connection_done)
+                    root.start_soon(self._run_in_scope, self.recovery.run, recovery_scope)
+                    root.start_soon(self._run_processor, processor_done)
+                    root.start_soon(self._watch_symbols)
+                else:
+                    connection_done.set()
+                    root.start_soon(self._run_replay, processor_done, replay_scope)
                 root.start_soon(self._run_sinks, sinks_done)
                 root.start_soon(self._report_stats)
                 root.start_soon(self._watch_sinks)
-                root.start_soon(self._watch_symbols)
                 if self.checkpointer is not None:
                     root.start_soon(self.checkpointer.run)
                 if self.settings.http is not None:
@@ -313,9 +478,11 @@ class Service:
                 await status.shutdown.wait()
                 logger.bind(reason=status.shutdown_reason).info("shutting down")
                 with trio.move_on_after(self.settings.shutdown_timeout) as grace:
-                    self.connection.stop_nowait()
+                    if self.connection is not None:
+                        self.connection.stop_nowait()
                     await connection_done.wait()
                     recovery_scope.cancel()
+                    replay_scope.cancel()
                     self.queue.close()
                     await processor_done.wait()
                     await sinks_done.wait()
@@ -328,7 +495,8 @@ class Service:
             with trio.move_on_after(1.0, shield=True):
                 if self.checkpointer is not None:
                     await self.checkpointer.finish(processor_clean=self._processor_clean)
-                await self.rest.aclose()
+                if self.rest is not None:
+                    await self.rest.aclose()
         if status.fatal is not None:
             logger.bind(exit_code=status.fatal.exit_code, reason=status.fatal.message).error(
                 "stopped"
@@ -347,6 +515,7 @@ class Service:
             await fn()
 
     async def _run_connection(self, done: trio.Event) -> None:
+        assert self.connection is not None
         try:
             await self.connection.run()
         except TerminalError as exc:
@@ -362,16 +531,31 @@ class Service:
             self.hub.close()
             done.set()
 
+    async def _run_replay(self, done: trio.Event, scope: trio.CancelScope) -> None:
+        """Replay the recording, then stop as a finished ``--duration`` would."""
+        assert self.replay is not None
+        try:
+            with scope:
+                await self.replay.run()
+                self._processor_clean = True
+                logger.bind(batches=self.replay.batches).info("recording replayed")
+                self.status.request_shutdown("recording replayed")
+        except RecordingError as exc:
+            self.status.request_shutdown("replay failed", Fatal(EXIT_FAILURE, str(exc)))
+        finally:
+            self.hub.close()
+            done.set()
+
     async def _run_sinks(self, done: trio.Event) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                for writer in self.hub.writers:
+                for writer in self.hub.all_writers:
                     nursery.start_soon(writer.run)
         finally:
             done.set()
 
     def _report_unwritten(self) -> None:
-        for writer in self.hub.writers:
+        for writer in self.hub.all_writers:
             if held := writer.held():
                 logger.bind(sink=writer.sink.name, events=held).error(
                     "sink did not finish within shutdown_timeout: events not written"
@@ -445,6 +629,96 @@ class Service:
                 rss_mb=round(rss_bytes() / 1e6, 1),
             ).info("stats")
             previous = counters.frames
+
+
+def _open_sinks(settings: Settings, sinks: list[Sink] | None) -> list[Sink]:
+    """The sinks given, or those the settings name (``ConfigError`` naming ``sinks``)."""
+    if sinks is not None:
+        return sinks
+    try:
+        return open_sinks(
+            settings.sinks,
+            redis_maxlen=settings.redis_maxlen,
+            redis_ca_file=settings.redis_ca_file,
+            jsonl_fsync=settings.jsonl_fsync,
+        )
+    except SinkSpecError as exc:
+        raise ConfigError("sinks", str(exc)) from None
+
+
+def _sink_hub(
+    settings: Settings, sinks: list[Sink], status: ServiceStatus, counters: SinkCounters
+) -> SinkHub:
+    return SinkHub.build(
+        sinks,
+        status,
+        counters,
+        capacity=settings.sink_queue_capacity,
+        batch_size=settings.sink_batch_size,
+        flush_interval=settings.sink_flush_interval,
+    )
+
+
+def recording_header(
+    settings: Settings, run_id: str, restart_from: dict[str, datetime], resync_timeout: float
+) -> dict[str, Any]:
+    """What every segment of this run records about it: enough to build the same processor
+    (never the API key)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "coinfeed_version": __version__,
+        "run_id": run_id,
+        "run_started": datetime.now(UTC).isoformat(),
+        "symbols": list(settings.symbols),
+        "types": list(settings.types),
+        "processing": {
+            "dedup_capacity": settings.dedup_capacity,
+            "max_frame_bytes": settings.max_frame_bytes,
+            "skew_margin": 2.0,
+            "restart_backfill_max": settings.restart_backfill_max,
+            "resync_timeout": resync_timeout,
+        },
+        "restart_from": {symbol_id: at.isoformat() for symbol_id, at in restart_from.items()},
+        "source": {"ws_url": redact(settings.ws_url, ()), "transport": settings.transport},
+    }
+
+
+def _open_recorder(
+    settings: Settings, header: dict[str, Any], secrets: list[str]
+) -> tuple[Recorder, SegmentWriter]:
+    """The recorder and its segment writer (``ConfigError`` naming ``record``)."""
+    assert settings.record is not None
+    try:
+        writer = SegmentWriter.open(
+            settings.record,
+            header,
+            segment_seconds=settings.record_segment_seconds,
+            segment_bytes=settings.record_segment_bytes,
+            retention=settings.record_retention,
+        )
+    except RecordingError as exc:
+        raise ConfigError("record", str(exc)) from None
+    recorder = Recorder(EventChannel(RECORD_CHANNEL_CAPACITY), [s for s in secrets if s])
+    return recorder, writer
+
+
+def _record_writer(
+    settings: Settings,
+    segments: SegmentWriter,
+    channel: EventChannel,
+    status: ServiceStatus,
+    counters: SinkCounters,
+) -> SinkWriter:
+    return SinkWriter(
+        cast(Sink, segments),  # a sink of record parts: the same writer, bound and reports
+        channel,
+        status,
+        counters,
+        max_batch=RECORD_CHANNEL_CAPACITY // 2,
+        flush_interval=settings.record_flush_interval,
+        split=False,
+    )
 
 
 def gap_summary(detected: dict[str, int], outcomes: dict[tuple[str, str], int]) -> dict[str, int]:

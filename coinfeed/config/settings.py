@@ -30,6 +30,7 @@ from coinfeed.config.values import (
     TRANSPORTS,
     ListenAddress,
     Parser,
+    Retention,
     Secret,
     Shard,
 )
@@ -137,6 +138,20 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "directory of the restart checkpoint (off: no checkpoint, no restart backfill)", "DIR"),
     _S("restart_backfill_max", p.seconds(), 86_400.0,
        "longest outage before a restart that is backfilled over REST, seconds", "S"),
+    _S("record", p.directory_or_off, None,
+       "directory to record every frame and control item the processor takes, for `coinfeed "
+       "replay` (off: no recording)", "DIR"),
+    _S("record_flush_interval", p.seconds(), 1.0,
+       "seconds recorded input may wait before it is compressed and written (what a kill -9 "
+       "can lose)", "S"),
+    _S("record_segment_seconds", p.seconds(), 3600.0,
+       "seconds of recording per segment file", "S"),
+    _S("record_segment_bytes", p.byte_size(1 << 20), 256 << 20,
+       "bytes per segment file before the next one starts (KiB, MiB, GiB or KB, MB, GB)",
+       "SIZE"),
+    _S("record_retention", p.retention, None,
+       "delete the oldest segments beyond a total size and/or an age, e.g. 50GiB,7d "
+       "(off: keep every segment)", "SIZE,AGE"),
     _S("dedup_capacity", p.integer(1000), 200_000, "trade uuids remembered for de-dup", "N"),
     _S("max_frame_bytes", p.integer(1024), 8 * 1024 * 1024, "larger frames are skipped", "N"),
     _S("healthy_after", p.seconds(), 30.0,
@@ -221,6 +236,11 @@ class Settings:
     recovery_stale_after: float = DEFAULTS["recovery_stale_after"]
     state_dir: str | None = DEFAULTS["state_dir"]
     restart_backfill_max: float = DEFAULTS["restart_backfill_max"]
+    record: str | None = DEFAULTS["record"]
+    record_flush_interval: float = DEFAULTS["record_flush_interval"]
+    record_segment_seconds: float = DEFAULTS["record_segment_seconds"]
+    record_segment_bytes: int = DEFAULTS["record_segment_bytes"]
+    record_retention: Retention | None = DEFAULTS["record_retention"]
     dedup_capacity: int = DEFAULTS["dedup_capacity"]
     max_frame_bytes: int = DEFAULTS["max_frame_bytes"]
     healthy_after: float = DEFAULTS["healthy_after"]
@@ -273,7 +293,7 @@ class Settings:
                 value = [str(parse_sink_spec(spec)) for spec in value]
             elif isinstance(value, tuple):
                 value = list(value)
-            elif setting.name in ("http", "state_dir"):
+            elif setting.name in ("http", "state_dir", "record", "record_retention"):
                 value = "off" if value is None else str(value)
             elif isinstance(value, Shard):
                 value = str(value)

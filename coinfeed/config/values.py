@@ -62,6 +62,23 @@ class Shard:
 
 
 @attrs.frozen
+class Retention:
+    """How much of a recording to keep: the oldest segments go beyond ``max_bytes`` in total
+    or once older than ``max_seconds`` (either may be None: no limit of that kind)."""
+
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.max_bytes is not None:
+            parts.append(format_bytes(self.max_bytes))
+        if self.max_seconds is not None:
+            parts.append(format_age(self.max_seconds))
+        return ",".join(parts)
+
+
+@attrs.frozen
 class ListenAddress:
     """A ``HOST:PORT`` to listen on; IPv6 hosts are written ``[::1]:8080``."""
 
@@ -291,3 +308,94 @@ def directory_or_off(raw: object) -> str | None:
     if os.path.exists(text) and not os.path.isdir(text):
         raise InvalidValue(f"must be a directory path or off, got {show(raw)} (not a directory)")
     return text
+
+
+_BYTE_UNITS: Final = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}  # fmt: skip
+_AGE_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _split_number(text: str) -> tuple[str, str]:
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return number.strip(), text[len(number) :].strip().lower()
+
+
+def _byte_count(text: str) -> int | None:
+    number, unit = _split_number(text)
+    if unit not in _BYTE_UNITS:
+        return None
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return int(value * _BYTE_UNITS[unit])
+
+
+def format_bytes(n: int) -> str:
+    """``n`` in the largest unit that writes it whole (``256MiB``, ``500MB``), else ``nB``."""
+    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+        size = _BYTE_UNITS[unit.lower()]
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def format_age(seconds: float) -> str:
+    for unit in ("d", "h", "m"):
+        size = _AGE_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def byte_size(low: int) -> Parser:
+    """A number of bytes, with an optional unit: KB/MB/GB/TB (powers of 10) or KiB/MiB/GiB/TiB."""
+    wanted = f"a size in bytes >= {low} (e.g. 256MiB)"
+
+    def parse(raw: object) -> int:
+        value: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str):
+            value = _byte_count(raw.strip())
+        if value is None or value < low:
+            raise InvalidValue(f"must be {wanted}, got {show(raw)}")
+        return value
+
+    return parse
+
+
+def retention(raw: object) -> Retention | None:
+    """``off``, or a total size and/or an age, comma-separated: ``50GiB``, ``7d``, ``50GiB,7d``
+    (ages in s, m, h or d)."""
+    if raw is None or isinstance(raw, Retention):
+        return raw
+    text = as_text(raw, "a size and/or an age, or off")
+    if text.lower() in ("off", "none", ""):
+        return None
+    wanted = f"must be a size (50GiB) and/or an age (7d), comma-separated, or off, got {show(raw)}"
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+    for part in (item.strip() for item in text.split(",")):
+        number, unit = _split_number(part)
+        if unit in _AGE_UNITS and max_seconds is None:
+            try:
+                age = float(number) * _AGE_UNITS[unit]
+            except ValueError:
+                raise InvalidValue(wanted) from None
+            if not math.isfinite(age) or age <= 0:
+                raise InvalidValue(wanted)
+            max_seconds = age
+        elif unit in _BYTE_UNITS and unit and max_bytes is None:  # a bare number is ambiguous
+            size = _byte_count(part)
+            if not size:
+                raise InvalidValue(wanted)
+            max_bytes = size
+        else:
+            raise InvalidValue(wanted)
+    return Retention(max_bytes, max_seconds)

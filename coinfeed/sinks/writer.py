@@ -178,6 +178,9 @@ class SinkWriter:
     max_batch: int = 1000
     flush_interval: float = 0.5
     retry_max: float = 5.0
+    split: bool = True
+    """Whether a large hand-off is written as batches of ``max_batch``; the recording's writer
+    takes each hand-off whole, so a segment never ends inside a record."""
     written_number: int = attrs.field(default=0, init=False)
     """The number of the last batch this sink has written (or set aside events of)."""
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
@@ -313,7 +316,7 @@ class SinkWriter:
         size = self.max_batch
         batches = (
             [events]
-            if len(events) <= size
+            if len(events) <= size or not self.split
             else [events[i : i + size] for i in range(0, len(events), size)]
         )
         # A sink that writes bytes gets them encoded here, on the event loop: the worker thread
@@ -373,6 +376,9 @@ class SinkHub:
     """Fans each batch out to every sink's channel; ``close`` lets the writers drain."""
 
     writers: list[SinkWriter]
+    recorder: SinkWriter | None = None
+    """The recording's writer (``coinfeed.recording``): run, watched and closed with the sinks,
+    fed by the processor directly, and not one the restart checkpoint waits for."""
     sent_batches: int = 0
     """Batches handed to the sinks so far (each writer's ``written_number`` counts up to it)."""
 
@@ -408,9 +414,14 @@ class SinkHub:
         for writer in self.writers:
             await writer.channel.send(events, number)
 
+    @property
+    def all_writers(self) -> list[SinkWriter]:
+        """The sinks' writers and the recording's."""
+        return self.writers if self.recorder is None else [*self.writers, self.recorder]
+
     def stalled(self, now: float, after: float) -> list[tuple[str, int, float]]:
         """``(name, events held, seconds)`` of each sink stalled for more than ``after`` s."""
-        stalls = [(w.sink.name, w.held(), w.stalled_for(now)) for w in self.writers]
+        stalls = [(w.sink.name, w.held(), w.stalled_for(now)) for w in self.all_writers]
         return [stall for stall in stalls if stall[2] > after]
 
     def written_batches(self) -> int:
@@ -418,5 +429,5 @@ class SinkHub:
         return min((w.written_number for w in self.writers), default=self.sent_batches)
 
     def close(self) -> None:
-        for writer in self.writers:
+        for writer in self.all_writers:
             writer.channel.close()

@@ -18,6 +18,7 @@ from coinfeed.config import (
     load_settings,
     unknown_environment,
 )
+from coinfeed.config.values import Retention
 from tests.helpers import KEY
 
 ENV = {"COINAPI_KEY": KEY}
@@ -54,6 +55,11 @@ INVALID = {
     "recovery_stale_after": "0",
     "state_dir": "/dev/null",
     "restart_backfill_max": "-1",
+    "record": "/dev/null",
+    "record_flush_interval": "0",
+    "record_segment_seconds": "-1",
+    "record_segment_bytes": "64KiB",
+    "record_retention": "7w",
     "dedup_capacity": "999",
     "max_frame_bytes": "1023",
     "healthy_after": "0",
@@ -452,3 +458,35 @@ def test_the_readme_settings_table_states_the_real_defaults() -> None:
             assert text == _shown(defaults[name]), f"README says {name} = {text}"
             checked += 1
     assert checked >= 25
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("off", None),
+        ("50GiB", Retention(50 << 30, None)),
+        ("7d", Retention(None, 7 * 86_400.0)),
+        ("50GiB,7d", Retention(50 << 30, 7 * 86_400.0)),
+        (" 12h , 500MB ", Retention(500_000_000, 12 * 3600.0)),
+        ("1.5TiB", Retention(int(1.5 * (1 << 40)), None)),
+    ],
+)
+def test_record_retention_takes_a_size_and_or_an_age(text: str, expected: object) -> None:
+    settings = load(record_retention=text)
+    assert settings.record_retention == expected
+    # Shown as typed, and accepted back.
+    shown = settings.redacted()["record_retention"]
+    assert load(record_retention=shown).record_retention == expected
+
+
+@pytest.mark.parametrize("text", ["7w", "50", "0d", "-1GiB", "1d,2d", "50GiB,60GiB", "GiB", "x"])
+def test_malformed_record_retention_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="record_retention"):
+        load(record_retention=text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1MiB", 1 << 20), ("256MiB", 256 << 20), ("2GB", 2 * 10**9)]
+)
+def test_record_segment_bytes_takes_units(text: str, expected: int) -> None:
+    assert load(record_segment_bytes=text).record_segment_bytes == expected

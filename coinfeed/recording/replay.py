@@ -1,0 +1,241 @@
+"""Replay: a recording fed through the same processor, books, dedup and sinks.
+
+How this works: :class:`ReplayDriver` reads the segments oldest first and hands each recorded
+batch to :meth:`Processor.handle_batch <coinfeed.processor.Processor.handle_batch>` with the
+recorded clock readings, while :class:`ReplayRecovery` gives the gap ledger the answers recovery
+gave it live. The processor's decisions (gaps, dedup, books) and its events are then the same as
+in the recorded run, ``received_at`` included, so a JSON Lines sink fed by a replay holds the same
+bytes as the one fed live. There is no connection and no REST call.
+
+A directory may hold several runs (a process restarted on it); each run gets a fresh processor,
+as it had live. A run that was killed has no ``END`` record: its last gaps stay ``pending``, as
+they did in that run's sinks. ``--from`` starts at the segment holding that time, with a fresh
+processor (books sync at their next snapshot in the recording), and emits events from that time
+on; ``--to`` stops at the first batch after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import trio
+from loguru import logger
+
+from coinfeed.core.controls import TradeWindow
+from coinfeed.core.events import Event
+from coinfeed.framequeue import DroppedStream
+from coinfeed.processor import Processor
+from coinfeed.recording.format import (
+    Batch,
+    End,
+    RecordingError,
+    Sent,
+    wall_from_ns,
+    wall_ns,
+    windows_of,
+)
+from coinfeed.recording.segments import SegmentTail, list_segments, read_segment
+from coinfeed.recovery import RecoveryCounters
+
+
+class ReplayObserver(Protocol):
+    """Told what a replay reads (``coinfeed recordings`` summarises segments with it)."""
+
+    def segment_started(self, path: Path, header: dict[str, Any]) -> None: ...
+
+    def record(self, record: object) -> None: ...
+
+    def segment_ended(self, path: Path, tail: SegmentTail) -> None: ...
+
+
+class ReplayDiverged(RecordingError):
+    """The processor asked recovery something the recorded run did not: a different coinfeed
+    version decided differently, so the replay cannot go on faithfully."""
+
+
+@attrs.define(slots=True, eq=False)
+class ReplayRecovery:
+    """Answers the gap ledger as the recorded run's recovery did; never calls REST."""
+
+    resync_timeout: float = 10.0
+    counters: RecoveryCounters = attrs.field(factory=RecoveryCounters)
+    _answers: deque[dict[str, Any]] = attrs.field(factory=deque, init=False)
+
+    def start_run(self, resync_timeout: float) -> None:
+        self.resync_timeout = resync_timeout
+        self._answers.clear()
+
+    def load(self, answers: list[dict[str, Any]]) -> None:
+        self._answers.extend(answers)
+
+    def _next(self, call: str) -> object:
+        if not self._answers or self._answers[0].get("call") != call:
+            recorded = self._answers[0].get("call") if self._answers else "nothing"
+            raise ReplayDiverged(
+                f"the processor asked recovery for {call!r} where the recording has {recorded!r}: "
+                "it was recorded by a coinfeed that decided differently"
+            )
+        return self._answers.popleft()["value"]
+
+    def request_backfill_nowait(self, window: TradeWindow) -> None:
+        pass  # its outcome is in the recording, as the control items that answered it
+
+    def request_resync_nowait(self, symbol_id: str) -> bool:
+        return bool(self._next("resync"))
+
+    def retry_incomplete(self, window: TradeWindow) -> bool:
+        return bool(self._next("retry"))
+
+    def unfinished_windows(self) -> list[TradeWindow]:
+        return windows_of(self._next("unfinished"))
+
+    def book_synced(self, symbol_id: str) -> None:
+        pass
+
+    def connection_reset(self) -> None:
+        pass
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def oldest_pending_age(self) -> float | None:
+        return None
+
+
+@attrs.define(slots=True)
+class RecordedClock:
+    """The processor's wall clock during a replay: the reading of the batch being replayed."""
+
+    wall: datetime = attrs.field(factory=lambda: wall_from_ns(0))
+
+    def read(self) -> datetime:
+        return self.wall
+
+
+@attrs.define(slots=True, eq=False)
+class ReplayDriver:
+    """Reads a recording and drives the processor with it (see module docstring)."""
+
+    directory: Path
+    new_processor: Callable[[dict[str, Any]], Processor]
+    """A fresh processor for a run, from its segment header, on ``recovery`` and ``clock``."""
+    emit: Callable[[list[Event]], Awaitable[None]]
+    recovery: ReplayRecovery
+    clock: RecordedClock
+    speed: float | None = None
+    """Recorded time runs this many times faster; None: as fast as it goes."""
+    start_ns: int | None = None
+    stop_ns: int | None = None
+    observer: ReplayObserver | None = None
+    processor: Processor | None = attrs.field(default=None, init=False)
+    batches: int = attrs.field(default=0, init=False)
+    _run_id: str | None = attrs.field(default=None, init=False)
+    _pace_from: tuple[float, float] | None = attrs.field(default=None, init=False)
+
+    def segments(self) -> list[Path]:
+        """The segments to read: from the one holding ``start_ns`` on."""
+        paths = list_segments(self.directory)
+        if not paths:
+            raise RecordingError(f"no recording segments in {str(self.directory)!r}")
+        if self.start_ns is None:
+            return paths
+        first = 0
+        for index, path in enumerate(paths):
+            if _started_ns(path) <= self.start_ns:
+                first = index
+        return paths[first:]
+
+    async def run(self) -> None:
+        for path in self.segments():
+            tail = SegmentTail()
+            records = read_segment(path, tail)
+            if not await self._replay_segment(path, records):
+                return
+            if self.observer is not None:
+                self.observer.segment_ended(path, tail)
+            if tail.error or tail.truncated_bytes:
+                logger.bind(path=str(path), bytes=tail.truncated_bytes, error=tail.error).warning(
+                    "recording segment ends early (the recording process was killed?)"
+                )
+
+    async def _replay_segment(self, path: Path, records: Iterator[Any]) -> bool:
+        """Replay one segment; False when ``stop_ns`` was passed."""
+        header = next(records)
+        if header["run_id"] != self._run_id:
+            self._start_run(header)
+        if self.observer is not None:
+            self.observer.segment_started(path, header)
+        for record in records:
+            if self.observer is not None:
+                self.observer.record(record)
+            if isinstance(record, Batch):
+                if self.stop_ns is not None and record.wall_ns > self.stop_ns:
+                    return False
+                await self._replay_batch(record)
+            elif isinstance(record, End):
+                await self._end_run(record)
+            elif not isinstance(record, Sent):  # pragma: no cover - a new record kind
+                raise RecordingError(f"{path}: unexpected record {record!r}")
+            await trio.lowlevel.checkpoint()
+        return True
+
+    def _start_run(self, header: dict[str, Any]) -> None:
+        if self._run_id is not None:
+            logger.bind(run=self._run_id).info("replayed run ended without a clean stop")
+        self._run_id = header["run_id"]
+        self._pace_from = None
+        self.recovery.start_run(float(header["processing"]["resync_timeout"]))
+        if header.get("segment", 0) != 0:  # a run entered part way: its checkpoint is moot
+            header = {**header, "restart_from": {}}
+        self.processor = self.new_processor(header)
+        logger.bind(run=self._run_id, segment=header.get("segment")).info("replaying run")
+
+    async def _replay_batch(self, batch: Batch) -> None:
+        processor = self.processor
+        assert processor is not None
+        await self._pace(batch.now)
+        self.clock.wall = wall_from_ns(batch.wall_ns)
+        self.recovery.load(batch.answers)
+        drops = [DroppedStream(**dropped) for dropped in batch.drops]
+        out: list[Event] = []
+        processor.handle_batch(batch.items, drops, out, batch.now)
+        self.batches += 1
+        if out and (self.start_ns is None or batch.wall_ns >= self.start_ns):
+            processor.counters.events += len(out)
+            await self.emit(out)
+
+    async def _end_run(self, end: End) -> None:
+        processor = self.processor
+        assert processor is not None
+        self.clock.wall = wall_from_ns(end.wall_ns)
+        self.recovery.load(end.answers)
+        out: list[Event] = []
+        processor.report_unfinished(out, end.now)
+        self._run_id = None  # ended cleanly: nothing to report when the next one starts
+        if out:
+            processor.counters.events += len(out)
+            await self.emit(out)
+
+    async def _pace(self, recorded: float) -> None:
+        if self.speed is None:
+            return
+        now = trio.current_time()
+        if self._pace_from is None:
+            self._pace_from = (recorded, now)
+            return
+        first_recorded, started = self._pace_from
+        due = started + (recorded - first_recorded) / self.speed
+        if due > now:
+            await trio.sleep_until(due)
+
+
+def _started_ns(path: Path) -> int:
+    """When a segment started, from its name (``20261206T140300.123Z-…``)."""
+    stamp = path.name.split("Z-", 1)[0]
+    return wall_ns(datetime.strptime(stamp + "+0000", "%Y%m%dT%H%M%S.%f%z"))

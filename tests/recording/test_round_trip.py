@@ -1,0 +1,156 @@
+"""Record a run, replay it: the same events, byte for byte, through the same processor."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import zstandard
+
+from coinfeed.config import Secret
+from coinfeed.core.events import GapEvent, encode_lines
+from coinfeed.core.protocol import parse_time
+from coinfeed.recording.format import Batch, End, Sent
+from coinfeed.recording.segments import list_segments, read_segment
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig
+from tests.coinfeed_process import child_environment
+from tests.helpers import MemorySink, running, service_settings, wait_for
+
+
+async def replay(directory: Path, **options: object) -> list[object]:
+    """Every event a replay of ``directory`` emits (it stops by itself at the end)."""
+    sink = MemorySink()
+    service = Service.build_replay(
+        service_settings(), str(directory), sinks=[sink], handle_signals=False, **options
+    )
+    with trio.fail_after(60):
+        assert await service.run() == 0
+    return list(sink.events)
+
+
+@pytest.mark.parametrize(
+    ("faults", "rest_faults", "reconnect"),
+    [
+        ("gaps", None, False),
+        ("gaps", None, True),  # reconnect backfills, book resyncs after a reconnect
+        ("gaps", "rest-5xx", False),  # retried and failed backfills
+        ("gaps", "slow-rest", False),  # windows still being fetched at the stop
+        ("chaos", None, False),
+    ],
+)
+async def test_replay_emits_the_recorded_runs_events_exactly(
+    tmp_path: Path, faults: str, rest_faults: str | None, reconnect: bool
+) -> None:
+    record = tmp_path / "recording"
+    async with running(
+        service_settings,
+        SimulatorConfig(rate=2000, seed=11, faults=faults),
+        record=str(record),
+        recovery_max_attempts=3,
+    ) as (sim, _service, live):
+        if rest_faults is not None:
+            sim.rest_faults.set_profile(rest_faults)
+        await trio.sleep(2)
+        if reconnect:  # the server drops the connection: a reconnect backfill, book resyncs
+            sim.send_error_all()
+            await wait_for(lambda: sim.stats.ws_connections_total >= 2, 10, "a reconnect")
+        await trio.sleep(2)
+        gaps = [e for e in live.events if isinstance(e, GapEvent)]
+    assert gaps, "the fault profile made no gap: the replay would prove little"
+    answers = [
+        answer
+        for path in list_segments(record)
+        for r in read_segment(path)
+        if isinstance(r, Batch | End)
+        for answer in r.answers
+    ]
+    if rest_faults == "slow-rest":  # the shutdown reported windows still being fetched
+        assert any(a["call"] == "unfinished" and a["value"] for a in answers)
+    else:
+        assert any(a["call"] == "resync" for a in answers)
+    replayed = await replay(record)
+    assert encode_lines(replayed) == encode_lines(live.events)  # type: ignore[arg-type]
+
+
+def test_the_cli_round_trip_of_a_chaos_demo_is_identical_with_cmp(tmp_path: Path) -> None:
+    """The issue's own commands: demo --record, then replay --speed max, then compare."""
+    live, replayed, record = tmp_path / "live.jsonl", tmp_path / "replayed.jsonl", tmp_path / "rec"
+    env = child_environment()
+    command = [sys.executable, "-m", "coinfeed"]
+    demo = subprocess.run(
+        [*command, "demo", "--faults", "chaos", "--record", str(record), "--sink",
+         f"jsonl:{live}", "--duration", "5", "--http", "off", "--log-level", "WARNING"],
+        env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr.decode()
+    run = subprocess.run(
+        [*command, "replay", str(record), "--speed", "max", "--sink", f"jsonl:{replayed}",
+         "--http", "off", "--log-level", "WARNING"],
+        env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr.decode()
+    assert live.stat().st_size > 100_000
+    assert subprocess.run(["cmp", str(live), str(replayed)], check=False).returncode == 0
+
+
+async def test_two_runs_in_one_directory_replay_as_two_runs(tmp_path: Path) -> None:
+    """A process restarted on the same directory: each run is replayed with a fresh
+    processor, as it ran, and the two runs' events follow each other."""
+    record = tmp_path / "recording"
+    live: list[object] = []
+    for seed in (3, 4):
+        async with running(
+            service_settings, SimulatorConfig(rate=800, seed=seed, faults="gaps"),
+            record=str(record),
+        ) as (_sim, _service, sink):  # fmt: skip
+            await trio.sleep(1.5)
+        live.extend(sink.events)
+    runs = {read_segment_header(path)["run_id"] for path in list_segments(record)}
+    assert len(runs) == 2
+    replayed = await replay(record)
+    assert encode_lines(replayed) == encode_lines(live)  # type: ignore[arg-type]
+
+
+def read_segment_header(path: Path) -> dict[str, object]:
+    header: dict[str, object] = next(read_segment(path))
+    return header
+
+
+async def test_from_and_to_replay_the_events_of_that_window(tmp_path: Path) -> None:
+    record = tmp_path / "recording"
+    async with running(
+        service_settings, SimulatorConfig(rate=1000, seed=5, faults="gaps"), record=str(record)
+    ) as (_sim, _service, live):
+        await trio.sleep(3)
+    stamps = sorted({event.received_at for event in live.events})
+    start, stop = stamps[len(stamps) // 4], stamps[3 * len(stamps) // 4]
+    replayed = await replay(record, start=parse_time(start), stop=parse_time(stop))
+    expected = [e for e in live.events if start <= e.received_at <= stop]
+    assert len(expected) > 100
+    assert encode_lines(replayed) == encode_lines(expected)  # type: ignore[arg-type]
+
+
+async def test_the_recording_keeps_what_was_sent_and_never_the_key(tmp_path: Path) -> None:
+    record = tmp_path / "recording"
+    key = "f00dfeed-0000-4000-8000-123456789abc"
+    async with running(
+        service_settings, SimulatorConfig(rate=500, seed=2), record=str(record),
+        api_key=Secret(key), apikey_in_hello=True,
+    ) as (_sim, _service, live):  # fmt: skip
+        await wait_for(lambda: len(live.events) > 50, 10, "events")
+    segments = list_segments(record)
+    sent = [r for path in segments for r in read_segment(path) if isinstance(r, Sent)]
+    assert sent and '"type":"hello"' in sent[0].text.replace(" ", "")
+    assert all(key not in r.text for r in sent)
+    for path in segments:
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            io.BytesIO(path.read_bytes()), read_across_frames=True
+        )
+        raw = reader.read()
+        assert b'"type":"hello"' in raw.replace(b" ", b"")
+        assert key.encode() not in raw
