@@ -17,6 +17,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import attrs
 import trio
@@ -25,6 +26,8 @@ from loguru import logger
 from coinfeed.config import ConfigError, Settings
 from coinfeed.observability.http import ListenError, check_listen_address, sole_exception
 from coinfeed.observability.process import pin_mmap_threshold
+from coinfeed.recording.format import RecordingError
+from coinfeed.recording.replay import check_recording
 from coinfeed.service import EXIT_FAILURE, Service
 
 EXIT_USAGE = 2
@@ -120,6 +123,11 @@ def run_replay(
     def build() -> Service:
         return Service.build_replay(settings, directory, speed=speed, start=start, stop=stop)
 
+    try:
+        check_recording(Path(directory))
+    except RecordingError as error:  # no recording there, or one from a newer coinfeed
+        print(f"coinfeed: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         _check_listener(settings)
         with _prompt_gil_handoff():

@@ -303,12 +303,6 @@ class Service:
             start_ns=wall_ns(start) if start is not None else None,
             stop_ns=wall_ns(stop) if stop is not None else None,
         )
-        try:
-            driver.segments()  # no segments: refused now, naming the directory
-        except RecordingError as exc:
-            for sink in opened:
-                sink.close()
-            raise ConfigError("record", str(exc)) from None
         placeholder = Processor(
             queue=queue,
             recovery=recovery,

@@ -140,9 +140,7 @@ class ReplayDriver:
 
     def segments(self) -> list[Path]:
         """The segments to read: from the one holding ``start_ns`` on."""
-        paths = list_segments(self.directory)
-        if not paths:
-            raise RecordingError(f"no recording segments in {str(self.directory)!r}")
+        paths = check_recording(self.directory)
         if self.start_ns is None:
             return paths
         first = 0
@@ -166,7 +164,10 @@ class ReplayDriver:
 
     async def _replay_segment(self, path: Path, records: Iterator[Any]) -> bool:
         """Replay one segment; False when ``stop_ns`` was passed."""
-        header = next(records)
+        header = next(records, None)
+        if header is None:
+            logger.bind(path=str(path)).warning("recording segment cut short before its header")
+            return True
         if header["run_id"] != self._run_id:
             self._start_run(header)
         if self.observer is not None:
@@ -233,6 +234,20 @@ class ReplayDriver:
         due = started + (recorded - first_recorded) / self.speed
         if due > now:
             await trio.sleep_until(due)
+
+
+def check_recording(directory: Path) -> list[Path]:
+    """The segments of ``directory``, each header checked (``RecordingError`` naming the
+    first problem: no segments, a segment of a newer format, a file that is no segment)."""
+    paths = list_segments(directory)
+    if not paths:
+        raise RecordingError(f"no recording segments (*.cfrec) in {str(directory)!r}")
+    for path in paths:
+        try:
+            next(read_segment(path), None)
+        except OSError as exc:
+            raise RecordingError(f"{path}: {exc.strerror}") from None
+    return paths
 
 
 def _started_ns(path: Path) -> int:

@@ -152,7 +152,7 @@ class SegmentWriter:
         self._close_segment()
         started = first if first is not None else now
         path = self.directory / segment_name(started, self.header["run_id"], self._index)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         header = encode_header({**self.header, "segment": self._index})
         try:
             _write_all(fd, self._compressor.compress(header))
@@ -265,7 +265,8 @@ class SegmentTail:
 def read_segment(path: Path, tail: SegmentTail | None = None) -> Iterator[Any]:
     """Decoded records of one segment, the header first (checked: ``RecordingError`` for a
     newer format or a file that is no segment). A truncated tail ends the iteration quietly
-    and is described in ``tail``."""
+    and is described in ``tail``; a file cut before its header was whole (a crash as it was
+    created) yields nothing."""
     tail = tail if tail is not None else SegmentTail()
     splitter = RecordSplitter()
     first = True
@@ -295,6 +296,6 @@ def read_segment(path: Path, tail: SegmentTail | None = None) -> Iterator[Any]:
                     yield check_header(record, str(path))
                     continue
                 yield record
-    if first:
-        raise RecordingError(f"{path}: no header (an empty or foreign file)")
     tail.truncated_bytes += splitter.pending
+    if first and (tail.error is not None or splitter.pending >= 5):
+        raise RecordingError(f"{path}: not a coinfeed recording segment ({tail.error})")
