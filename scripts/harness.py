@@ -140,8 +140,11 @@ class Child:
 
 
 def coinfeed_env() -> dict[str, str]:
-    """The environment for coinfeed children: any key works with the simulator."""
-    return {**os.environ, "COINAPI_KEY": os.environ.get("COINAPI_KEY", "soak-key"),
+    """The environment for coinfeed children: any key works with the simulator, and no restart
+    checkpoint unless one is asked for (a run would otherwise leave ``coinfeed-state/`` in the
+    working directory, and the next run would backfill from it)."""
+    return {"COINFEED_STATE_DIR": "off", **os.environ,
+            "COINAPI_KEY": os.environ.get("COINAPI_KEY", "soak-key"),
             "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
