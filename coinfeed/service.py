@@ -661,7 +661,7 @@ def recording_header(
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "coinfeed_version": __version__,
+        "written_by": f"coinfeed {__version__}",
         "run_id": run_id,
         "run_started": datetime.now(UTC).isoformat(),
         "symbols": list(settings.symbols),

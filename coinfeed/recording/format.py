@@ -191,7 +191,7 @@ def check_header(header: object, where: str) -> dict[str, Any]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise RecordingError(
             f"{where}: recording format version {version} is newer than this coinfeed reads "
-            f"({FORMAT_VERSION}); it was written by coinfeed {header.get('coinfeed_version')}: "
+            f"({FORMAT_VERSION}); it was written by {header.get('written_by')}: "
             "replay it with that version or later"
         )
     return header

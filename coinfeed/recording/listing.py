@@ -32,7 +32,7 @@ class SegmentSummary:
     path: Path
     run_id: str = ""
     segment: int = 0
-    coinfeed_version: str = ""
+    written_by: str = ""
     symbols: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
@@ -56,7 +56,7 @@ class SegmentSummary:
             "path": str(self.path),
             "run_id": self.run_id,
             "segment": self.segment,
-            "coinfeed_version": self.coinfeed_version,
+            "written_by": self.written_by,
             "from": _iso(self.first_ns),
             "to": _iso(self.last_ns),
             "batches": self.batches,
@@ -86,7 +86,7 @@ class _Summarizer:
                 path,
                 run_id=header["run_id"],
                 segment=header.get("segment", 0),
-                coinfeed_version=str(header.get("coinfeed_version")),
+                written_by=str(header.get("written_by")),
                 symbols=len(header.get("symbols", ())),
                 disk_bytes=path.stat().st_size,
             )

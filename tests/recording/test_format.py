@@ -186,7 +186,7 @@ def test_records_are_cut_whole_whatever_pieces_the_stream_comes_in(
 
 
 def test_a_newer_format_is_refused_naming_both_versions() -> None:
-    header = {"format": "coinfeed-recording", "format_version": 99, "coinfeed_version": "9.0"}
+    header = {"format": "coinfeed-recording", "format_version": 99, "written_by": "coinfeed 9.0"}
     with pytest.raises(RecordingError, match=r"version 99 is newer .*\(1\).*coinfeed 9\.0"):
         check_header(header, "seg.cfrec")
     with pytest.raises(RecordingError, match="not a coinfeed recording"):

@@ -164,7 +164,7 @@ def test_the_command_line_refuses_what_it_cannot_replay_in_one_line(tmp_path: Pa
     newer.mkdir()
     import zstandard
 
-    header = encode_header({"format": FORMAT_NAME, "format_version": 2, "coinfeed_version": "9"})
+    header = encode_header({"format": FORMAT_NAME, "format_version": 2, "written_by": "coinfeed 9"})
     (newer / "20261206T000000.000Z-00000000-000000.cfrec").write_bytes(
         zstandard.ZstdCompressor().compress(header)
     )
