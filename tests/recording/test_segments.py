@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,24 @@ def test_a_second_writer_on_the_same_directory_is_refused(tmp_path: Path) -> Non
         writer(tmp_path, Clock())
     first.close()
     writer(tmp_path, Clock()).close()  # free again once the first is closed
+
+
+def test_the_minimal_reader_in_the_docs_reads_a_segment(tmp_path: Path) -> None:
+    """docs/recording.md's reader, run as written, prints every frame with its wall clock."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "recording.md").read_text()
+    reader = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "reader.py"
+    script.write_text(reader)
+    clock = Clock()
+    w = writer(tmp_path / "rec", clock)
+    frames = [b'{"type":"trade","n":%d}' % n for n in range(5)]
+    w.write_encoded(b"".join(encode_batch(frames[:2], [], {"answers": []}, 7, 1.0)))
+    w.write_encoded(b"".join(encode_batch([*frames[2:], "text frame"], [], {}, 8, 2.0)))
+    w.close()
+    [path] = list_segments(tmp_path / "rec")
+    done = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=True
+    )
+    expected = [f"7 {f.decode()}" for f in frames[:2]]
+    expected += [f"8 {f.decode()}" for f in frames[2:]] + ["8 text frame"]
+    assert done.stdout.splitlines() == expected
