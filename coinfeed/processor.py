@@ -171,7 +171,7 @@ class Processor:
             out: list[Event] = []
             self.handle_batch(items, drops, out, started)
             self.observe_batch(trio.current_time() - started, len(items))
-            if self.recorder is not None:  # before the sinks: a recording is never behind them
+            if self.recorder is not None:  # first: no sink gets an event of an unrecorded batch
                 await self.recorder.batch(items, drops, self._wall, started)
             if out:
                 self.counters.events += len(out)
