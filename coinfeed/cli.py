@@ -55,6 +55,8 @@ DEMO_FAULTS: Mapping[str, str] = {
 }
 """The simulator's fault profiles (coinfeed.simulator.faults.PROFILES, which a test keeps this in
 step with), listed here so that building the parser does not import the simulator."""
+REPLAY_DEFAULTS: Mapping[str, object] = {"http": "off"}
+"""A replay runs next to the live service as often as not: it asks for a listener with --http."""
 DEMO_DEFAULT_FAULTS = "none"
 """A newcomer's first run should look healthy; ``--faults chaos`` is the next step."""
 DEMO_SEED = 7
@@ -208,7 +210,7 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     group.add_argument("--speed", type=_speed, default=None, metavar="N|max",
                        help="1 replays at the recorded pace, N times faster, max as fast as it "
                             "goes (default: max)")  # fmt: skip
-    add_setting_arguments(replay)
+    add_setting_arguments(replay, defaults=REPLAY_DEFAULTS)
 
     recordings = command(
         "recordings", _recordings, "List a recording's segments and check that they replay."
@@ -326,7 +328,7 @@ def _demo(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) ->
 
 
 def _replay(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
-    settings = _load(args, env, require_symbols=False, require_key=False)
+    settings = _load(args, env, require_symbols=False, require_key=False, defaults=REPLAY_DEFAULTS)
     if args.start is not None and args.stop is not None and args.stop < args.start:
         args.parser.error("--to must not be before --from")
     entry = importlib.import_module("coinfeed.main")

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import zstandard
 
-from coinfeed.config import Secret
+from coinfeed.config import ListenAddress, Secret
 from coinfeed.core.events import GapEvent, encode_lines
 from coinfeed.core.protocol import parse_time
 from coinfeed.recording.format import Batch, End, Sent
@@ -19,7 +20,7 @@ from coinfeed.recording.segments import list_segments, read_segment
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
 from tests.coinfeed_process import child_environment
-from tests.helpers import MemorySink, running, service_settings, wait_for
+from tests.helpers import SYMBOLS, MemorySink, running, samples, service_settings, wait_for
 
 
 async def replay(directory: Path, **options: object) -> list[object]:
@@ -154,3 +155,30 @@ async def test_the_recording_keeps_what_was_sent_and_never_the_key(tmp_path: Pat
         raw = reader.read()
         assert b'"type":"hello"' in raw.replace(b" ", b"")
         assert key.encode() not in raw
+
+
+async def test_books_and_metrics_answer_during_a_paced_replay(tmp_path: Path) -> None:
+    record = tmp_path / "recording"
+    async with running(
+        service_settings, SimulatorConfig(rate=1000, seed=9), record=str(record)
+    ) as (_sim, _service, live):
+        await trio.sleep(2)
+    sink = MemorySink()
+    service = Service.build_replay(
+        service_settings(http=ListenAddress("127.0.0.1", 0)), str(record), speed=1.0,
+        sinks=[sink], handle_signals=False,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        assert service.http_url is not None
+        async with httpx.AsyncClient(base_url=service.http_url) as client:
+            with trio.fail_after(10):
+                while not sink.events:  # paced: the replay takes about as long as the run
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)
+            book = (await client.get(f"/api/books/{SYMBOLS[0]}")).json()
+            metrics = samples((await client.get("/metrics")).text)
+            assert not service.status.shutdown.is_set(), "the replay is still going"
+    assert book["state"] == "synced" and book["asks"]
+    assert metrics[("coinfeed_messages_received_total", (("type", "book"),))] > 0
+    assert encode_lines(sink.events) == encode_lines(live.events)  # type: ignore[arg-type]
