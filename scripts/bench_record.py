@@ -46,6 +46,7 @@ from bench_throughput import (
     progress,
     ratio,
     run_end_to_end,
+    stream_title,
 )
 from harness import Child, coinfeed_env
 
@@ -288,16 +289,9 @@ def measure(rounds: int, stream: dict[str, Any], workdir: Path) -> dict[str, Any
 
 def print_report(report: dict[str, Any]) -> None:
     stream, runs = report["stream"], report["runs"]
-    which = (
-        "the peer-bench stream"
-        if stream["source"] == "peer-bench"
-        else "the built-in stream (harness.generate_frames, not the peer-bench bytes)"
-    )
-    same = ", the reference stream" if stream["same_as_peer_reference"] else ""
     print(
-        f"\ncoinfeed record/replay bench ({report['elapsed_s']:.0f} s) on {which}: "
-        f"{stream['frames']:,} frames, {stream['avg_frame_bytes']} B average, sha256 "
-        f"{stream['sha256'][:16]}{same}; {report['rounds']} round(s), sink {report['sink']}"
+        f"\ncoinfeed record/replay bench ({report['elapsed_s']:.0f} s) on "
+        f"{stream_title(stream)}; {report['rounds']} round(s), sink {report['sink']}"
     )
 
     def per_round(which: str, key: str, spec: str) -> str:

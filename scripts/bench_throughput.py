@@ -626,19 +626,24 @@ def client_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_clients(report: dict[str, Any]) -> None:
-    t = report["throughput"]
-    stream, peer = t["stream"], t["peer"]
+def stream_title(stream: dict[str, Any]) -> str:
+    """Which stream, its size and digest, in one phrase (for a report's title line)."""
     which = (
         "the peer-bench stream"
         if stream["source"] == "peer-bench"
         else "the built-in stream (harness.generate_frames, not the peer-bench bytes)"
     )
     same = ", the reference stream" if stream["same_as_peer_reference"] else ""
-    print(
-        f"\nthroughput on {which}: {stream['frames']:,} frames, {stream['avg_frame_bytes']} B "
-        f"average, sha256 {stream['sha256'][:16]}{same}; {t['rounds']} round(s)"
+    return (
+        f"{which}: {stream['frames']:,} frames, {stream['avg_frame_bytes']} B average, sha256 "
+        f"{stream['sha256'][:16]}{same}"
     )
+
+
+def print_clients(report: dict[str, Any]) -> None:
+    t = report["throughput"]
+    stream, peer = t["stream"], t["peer"]
+    print(f"\nthroughput on {stream_title(stream)}; {t['rounds']} round(s)")
     header = (
         "client",
         "measured by",
