@@ -60,20 +60,47 @@ class ReplayDiverged(RecordingError):
 
 @attrs.define(slots=True, eq=False)
 class ReplayRecovery:
-    """Answers the gap ledger as the recorded run's recovery did; never calls REST."""
+    """Answers the gap ledger as the recorded run's recovery did; never calls REST.
+
+    A run replayed from its start asks exactly the recorded questions, batch by batch, and any
+    difference stops the replay (:class:`ReplayDiverged`). A run entered part way (its first
+    segments deleted, or ``--from``) starts with a processor that knows less than the live one
+    did, so it asks fewer or other questions: it gets the batch's recorded answer to the same
+    question when there is one, else the answer a live recovery gives when it has nothing in
+    hand (a resync is accepted, an incomplete window is not fetched again, nothing is
+    unfinished), and a batch's unused answers are dropped with it.
+    """
 
     resync_timeout: float = 10.0
     counters: RecoveryCounters = attrs.field(factory=RecoveryCounters)
+    partial: bool = False
     _answers: deque[dict[str, Any]] = attrs.field(factory=deque, init=False)
 
-    def start_run(self, resync_timeout: float) -> None:
+    def start_run(self, resync_timeout: float, *, partial: bool) -> None:
         self.resync_timeout = resync_timeout
+        self.partial = partial
         self._answers.clear()
 
     def load(self, answers: list[dict[str, Any]]) -> None:
+        """The recorded answers of the batch about to be handled."""
         self._answers.extend(answers)
 
-    def _next(self, call: str) -> object:
+    def finish_batch(self) -> None:
+        """The batch is handled: every answer it recorded must have been asked for."""
+        if self._answers and not self.partial:
+            raise ReplayDiverged(
+                f"the recording answered {self._answers[0].get('call')!r} where the processor "
+                "asked nothing: it was recorded by a coinfeed that decided differently"
+            )
+        self._answers.clear()
+
+    def _next(self, call: str, default: object) -> object:
+        if self.partial:
+            for index, answer in enumerate(self._answers):
+                if answer.get("call") == call:
+                    del self._answers[index]
+                    return answer["value"]
+            return default
         if not self._answers or self._answers[0].get("call") != call:
             recorded = self._answers[0].get("call") if self._answers else "nothing"
             raise ReplayDiverged(
@@ -86,13 +113,13 @@ class ReplayRecovery:
         pass  # its outcome is in the recording, as the control items that answered it
 
     def request_resync_nowait(self, symbol_id: str) -> bool:
-        return bool(self._next("resync"))
+        return bool(self._next("resync", True))
 
     def retry_incomplete(self, window: TradeWindow) -> bool:
-        return bool(self._next("retry"))
+        return bool(self._next("retry", False))
 
     def unfinished_windows(self) -> list[TradeWindow]:
-        return windows_of(self._next("unfinished"))
+        return windows_of(self._next("unfinished", []))
 
     def book_synced(self, symbol_id: str) -> None:
         pass
@@ -191,11 +218,14 @@ class ReplayDriver:
             logger.bind(run=self._run_id).info("replayed run ended without a clean stop")
         self._run_id = header["run_id"]
         self._pace_from = None
-        self.recovery.start_run(float(header["processing"]["resync_timeout"]))
-        if header.get("segment", 0) != 0:  # a run entered part way: its checkpoint is moot
+        partial = header.get("segment", 0) != 0
+        self.recovery.start_run(float(header["processing"]["resync_timeout"]), partial=partial)
+        if partial:  # a run entered part way: its checkpoint is moot
             header = {**header, "restart_from": {}}
         self.processor = self.new_processor(header)
-        logger.bind(run=self._run_id, segment=header.get("segment")).info("replaying run")
+        logger.bind(run=self._run_id, segment=header.get("segment"), part_way=partial).info(
+            "replaying run"
+        )
 
     async def _replay_batch(self, batch: Batch) -> None:
         processor = self.processor
@@ -206,6 +236,7 @@ class ReplayDriver:
         drops = [DroppedStream(**dropped) for dropped in batch.drops]
         out: list[Event] = []
         processor.handle_batch(batch.items, drops, out, batch.now)
+        self.recovery.finish_batch()
         self.batches += 1
         if out and (self.start_ns is None or batch.wall_ns >= self.start_ns):
             processor.counters.events += len(out)
@@ -218,6 +249,7 @@ class ReplayDriver:
         self.recovery.load(end.answers)
         out: list[Event] = []
         processor.report_unfinished(out, end.now)
+        self.recovery.finish_batch()
         self._run_id = None  # ended cleanly: nothing to report when the next one starts
         if out:
             processor.counters.events += len(out)

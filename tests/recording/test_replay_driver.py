@@ -117,3 +117,13 @@ async def test_a_recording_the_processor_disagrees_with_is_stopped_with_a_clear_
 
     with pytest.raises(ReplayDiverged, match="asked recovery for 'resync' where the recording"):
         await driver(tmp_path, emit).run()
+
+
+async def test_an_answer_nobody_asked_for_stops_a_faithful_replay(tmp_path: Path) -> None:
+    record(tmp_path, [(0.0, [trade(1)], {"answers": [{"call": "resync", "value": True}]})])
+
+    async def emit(events: list[Event]) -> None:
+        pass
+
+    with pytest.raises(ReplayDiverged, match="answered 'resync' where the processor asked nothing"):
+        await driver(tmp_path, emit).run()

@@ -16,6 +16,7 @@ from coinfeed.config import ListenAddress, Secret
 from coinfeed.core.events import GapEvent, encode_lines
 from coinfeed.core.protocol import parse_time
 from coinfeed.recording.format import Batch, End, Sent
+from coinfeed.recording.listing import summarize
 from coinfeed.recording.segments import list_segments, read_segment
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig
@@ -182,3 +183,35 @@ async def test_books_and_metrics_answer_during_a_paced_replay(tmp_path: Path) ->
     assert book["state"] == "synced" and book["asks"]
     assert metrics[("coinfeed_messages_received_total", (("type", "book"),))] > 0
     assert encode_lines(sink.events) == encode_lines(live.events)  # type: ignore[arg-type]
+
+
+async def test_a_run_whose_first_segments_are_gone_still_lists_and_replays(
+    tmp_path: Path,
+) -> None:
+    """Retention deletes a run's first segments: the processor then starts part way, knows
+    less than the live one did and asks recovery other questions; the listing and the replay
+    still go through every segment left."""
+    record = tmp_path / "recording"
+    async with running(
+        service_settings, SimulatorConfig(rate=2000, seed=13, faults="gaps"),
+        record=str(record), record_segment_seconds=0.5, record_flush_interval=0.2,
+    ) as (_sim, _service, live):  # fmt: skip
+        await trio.sleep(5)
+    segments = list_segments(record)
+    assert len(segments) >= 6
+    resyncs = [
+        sum(a["call"] == "resync" for r in read_segment(p) if isinstance(r, Batch)
+            for a in r.answers)
+        for p in segments
+    ]  # fmt: skip
+    assert sum(resyncs[1:]) > 0, "no book resync after the first segment: nothing to prove"
+    for first in range(1, len(segments)):
+        trimmed = tmp_path / f"from-{first}"
+        trimmed.mkdir()
+        for path in segments[first:]:
+            (trimmed / path.name).write_bytes(path.read_bytes())
+        summaries = await summarize(str(trimmed))
+        assert [s.error for s in summaries] == [None] * (len(segments) - first)
+        events = await replay(trimmed)
+        assert events
+        assert {e.received_at for e in events} <= {e.received_at for e in live.events}
