@@ -24,9 +24,21 @@ at-least-once: a symbol's trades stamped between its last checkpoint (read from 
 right after the kill) and the kill may be in a JSON Lines sink twice; those are counted apart and
 allowed, any other duplicate fails. RSS is judged on the restarted process only.
 
+With ``--record`` coinfeed also records (``coinfeed run --record``) into a fresh directory
+``OUT/record-*`` (kept, bounded by the retention) with small segments that rotate every
+``--record-segment-seconds`` (3) or ``--record-segment-bytes`` (1MiB, coinfeed's minimum) and a
+retention that must delete old segments during the run: ``--record-retention`` (default
+``1MiB,AGE``, AGE = a quarter of ``--duration``, at least 3 segments' seconds; at 2,000 frames/s
+coinfeed writes about 90 KB/s, so 1MiB holds ~11 s). Judged besides: retention deleted at least
+one segment (created, counted from the segment names' per-run index, minus still on disk); bytes
+on disk at the end <= the retention size plus one segment (the largest one left: retention runs
+as each segment starts, so only the one being written can top the size up); the
+``sink:record`` channel's peak below its capacity; ``coinfeed recordings DIR --json`` exits 0
+on what is left (its first segment may begin mid-run).
+
     .venv/bin/python scripts/soak.py [--duration 600] [--rate 2000] [--faults chaos]
         [--interval 5] [--out reports/soak-<time>] [--sink jsonl|sqlite] [--transport NAME]
-        [--kill-restart [--down 10]]
+        [--kill-restart [--down 10]] [--record [--record-retention 1MiB,30s]]
 """
 
 from __future__ import annotations
@@ -35,7 +47,9 @@ import argparse
 import json
 import sqlite3
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -50,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import (
     Child,
+    coinfeed_env,
     coinfeed_http_url,
     metric_sum,
     parse_metrics,
@@ -57,10 +72,19 @@ from harness import (
     start_simulator,
 )
 
+from coinfeed.config.values import InvalidValue, Retention, byte_size, format_bytes
+from coinfeed.config.values import retention as parse_retention
 from coinfeed.core.dedup import BYTES_PER_ENTRY as DEDUP_BYTES_PER_ENTRY
+from coinfeed.recording.segments import list_segments
 
 REST_FAILING_PROFILES = frozenset({"rest-5xx", "rest-429", "chaos"})
 RSS_BOUND_MB_PER_10MIN = 1.0
+RECORD_CHANNEL = "sink:record"
+"""The recorder's channel in ``/api/debug/memory``: reported apart from the sinks' channels."""
+RECORD_SEGMENT_SECONDS = 3.0
+RECORD_SEGMENT_BYTES = "1MiB"
+RECORD_RETENTION_BYTES = 1 << 20
+RETENTION_DELETED_LOG = b"recording retention: oldest segment deleted"
 EXIT_FAILED = 1
 EXIT_BROKEN = 2
 
@@ -75,7 +99,12 @@ def take_sample(client: httpx.Client, started: float) -> dict[str, Any]:
     memory = client.get("/api/debug/memory").json()
     metrics = parse_metrics(client.get("/metrics").text)
     queues = memory["queues"]
-    sinks = [q for name, q in queues.items() if name.startswith("sink:")]
+    sinks = [q for name, q in queues.items() if name.startswith("sink:") and name != RECORD_CHANNEL]
+    record = queues.get(RECORD_CHANNEL)
+    figures = {} if record is None else {
+        "record_depth": record["size"], "record_peak": record["peak"],
+        "record_capacity": record["capacity"],
+    }  # fmt: skip
     return {
         "t": time.monotonic() - started,
         "rss_mb": memory["rss_bytes"] / 1e6,
@@ -104,7 +133,26 @@ def take_sample(client: httpx.Client, started: float) -> dict[str, Any]:
         ),
         "reconnects": metric_sum(metrics, "coinfeed_reconnects_total"),
         "sink_errors": metric_sum(metrics, "coinfeed_sink_errors_total"),
+        **figures,
     }
+
+
+def scan_recording(directory: Path) -> dict[str, int]:
+    """The segment files of a recording directory (name: bytes), as they are now."""
+    files = {}
+    for path in list_segments(directory):
+        try:
+            files[path.name] = path.stat().st_size
+        except FileNotFoundError:  # deleted by retention meanwhile
+            continue
+    return files
+
+
+def recording_sample(directory: Path, seen: set[str]) -> dict[str, Any]:
+    """Segments and bytes on disk now; every segment name seen goes into ``seen``."""
+    files = scan_recording(directory)
+    seen.update(files)
+    return {"record_segments": len(files), "record_disk_bytes": sum(files.values())}
 
 
 class Progress:
@@ -124,6 +172,12 @@ class Progress:
             f"recovered {sample['recovered']:.0f}  unrecovered {sample['unrecovered']:.0f}  "
             f"reconnects {sample['reconnects']:.0f}"
         )
+        if "record_segments" in sample:
+            text += (
+                f"  record {sample.get('record_depth', '?')}/{sample.get('record_capacity', '?')} "
+                f"(peak {sample.get('record_peak', '?')}), {sample['record_segments']} segments "
+                f"{sample['record_disk_bytes'] / 1e6:.2f} MB"
+            )
         if self.tty:
             width = 20
             done = int(width * t / self.duration)
@@ -277,6 +331,124 @@ def check_completeness(
 
 
 # ---------------------------------------------------------------------------------------------
+# The recording (--record)
+# ---------------------------------------------------------------------------------------------
+
+
+def record_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Segment size and time and the retention (``InvalidValue`` when one is not valid).
+
+    The retention defaults to ``1MiB,AGE``, AGE a quarter of the run (at least three segments'
+    seconds): either limit deletes segments in a run of 20 s or more at 1,000 frames/s.
+    """
+    if args.record_segment_seconds <= 0:
+        raise InvalidValue("--record-segment-seconds must be > 0")
+    segment_bytes = byte_size(1 << 20)(args.record_segment_bytes)
+    retention: Retention | None = Retention(
+        RECORD_RETENTION_BYTES, max(args.duration / 4, 3 * args.record_segment_seconds)
+    )
+    if args.record_retention is not None:
+        retention = parse_retention(args.record_retention)
+    if retention is None or retention.max_bytes is None:
+        raise InvalidValue("--record-retention needs a size (bytes on disk are judged by it)")
+    return {"segment_seconds": args.record_segment_seconds, "segment_bytes": segment_bytes,
+            "retention": retention}  # fmt: skip
+
+
+def record_arguments(directory: Path, settings: dict[str, Any]) -> list[str]:
+    return ["--record", str(directory),
+            "--record-segment-seconds", f"{settings['segment_seconds']:g}",
+            "--record-segment-bytes", str(settings["segment_bytes"]),
+            "--record-retention", str(settings["retention"])]  # fmt: skip
+
+
+def segments_created(names: set[str]) -> dict[str, int]:
+    """Per run, the segments it started: its highest segment number seen, plus one (a run
+    numbers its segments from 0, and retention never deletes the one being written)."""
+    created: dict[str, int] = {}
+    for name in names:
+        _, run_id, index = Path(name).stem.rsplit("-", 2)
+        created[run_id] = max(created.get(run_id, 0), int(index) + 1)
+    return created
+
+
+def check_recording(
+    directory: Path, seen: set[str], log: Path, settings: dict[str, Any], out: Path
+) -> dict[str, Any]:
+    """What retention left on disk, and ``coinfeed recordings DIR --json`` on it (after the
+    run: coinfeed has exited). Its listing goes to ``out/recordings.json``."""
+    files = scan_recording(directory)
+    seen.update(files)
+    created = segments_created(seen)
+    try:
+        deletions_logged = log.read_bytes().count(RETENTION_DELETED_LOG)
+    except OSError:
+        deletions_logged = None
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "coinfeed", "recordings", str(directory), "--json"],
+            capture_output=True, text=True, timeout=600, env=coinfeed_env(),
+        )  # fmt: skip
+        exit_code: int | None = done.returncode
+        stdout, stderr = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        exit_code, stdout, stderr = None, "", f"timed out after {exc.timeout} s"
+    elapsed = time.monotonic() - started
+    try:
+        listing: list[dict[str, Any]] = json.loads(stdout)
+    except ValueError:
+        listing = []
+    (out / "recordings.json").write_text(stdout or "[]\n")
+    sizes = list(files.values())
+    retention: Retention = settings["retention"]
+    assert retention.max_bytes is not None
+    largest = max(sizes, default=0)
+    return {
+        "directory": str(directory),
+        "segment_seconds": settings["segment_seconds"],
+        "segment_bytes": settings["segment_bytes"],
+        "retention": str(retention),
+        "retention_bytes": retention.max_bytes,
+        "retention_seconds": retention.max_seconds,
+        "runs": len(created),
+        "created": sum(created.values()),
+        "on_disk": len(files),
+        "deleted": sum(created.values()) - len(files),
+        "deletions_logged": deletions_logged,
+        "disk_bytes": sum(sizes),
+        "largest_segment_bytes": largest,
+        "median_segment_bytes": statistics.median(sizes) if sizes else 0,
+        "disk_limit_bytes": retention.max_bytes + largest,
+        "listing": {
+            "exit_code": exit_code,
+            "seconds": elapsed,
+            "segments": len(listing),
+            "frames": sum(s.get("frames", 0) for s in listing),
+            "raw_bytes": sum(s.get("raw_bytes", 0) for s in listing),
+            "first_segment": listing[0].get("segment") if listing else None,
+            "truncated_segments": sum(1 for s in listing if s.get("truncated_bytes")),
+            "errors": [f"{Path(s['path']).name}: {s['error']}" for s in listing if s.get("error")],
+            "stderr": stderr[-2000:],
+        },
+    }
+
+
+def record_channel(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``sink:record`` channel over the samples (peak since the process started)."""
+    sampled = [s for s in samples if "record_peak" in s]
+    if not sampled:
+        return {"peak": None, "capacity": None, "median_depth": None, "samples": 0}
+    return {
+        "peak": max(s["record_peak"] for s in sampled),
+        "capacity": min(s["record_capacity"] for s in sampled),
+        "median_depth": statistics.median(s["record_depth"] for s in sampled),
+        "samples": len(sampled),
+        "max_disk_bytes_sampled": max(s["record_disk_bytes"] for s in samples),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Criteria, report, plot
 # ---------------------------------------------------------------------------------------------
 
@@ -361,7 +533,34 @@ def judge(report: dict[str, Any], bound: float) -> list[dict[str, Any]]:
         "target": "synced",
         "ok": bool(books) and all(v in ("synced", "resynced") for v in books.values()),
     })  # fmt: skip
+    if report.get("recording") is not None:
+        criteria += judge_recording(report["recording"])
     return criteria
+
+
+def judge_recording(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The --record criteria: retention deleted during the run, bounded bytes on disk, the
+    recorder's channel kept up, and what is left reads and replays."""
+    channel, listing = rec["channel"], rec["listing"]
+    peak, capacity = channel["peak"], channel["capacity"]
+    return [
+        {"name": "recording: retention deleted old segments during the run",
+         "value": f"{rec['deleted']} of {rec['created']} created ({rec['on_disk']} on disk, "
+                  f"{rec['deletions_logged']} deletions logged)",
+         "target": ">= 1 deleted", "ok": rec["deleted"] >= 1},
+        {"name": "recording: bytes on disk at the end",
+         "value": f"{rec['disk_bytes']:,}", "target": f"<= {rec['disk_limit_bytes']:,} "
+                  f"(retention {format_bytes(rec['retention_bytes'])} + largest segment)",
+         "ok": rec["disk_bytes"] <= rec["disk_limit_bytes"]},
+        {"name": "recording: record channel peak below capacity",
+         "value": f"{peak}/{capacity}", "target": "< capacity",
+         "ok": peak is not None and peak < capacity},
+        {"name": "recording: `coinfeed recordings --json` on what is left",
+         "value": f"exit {listing['exit_code']}, {listing['segments']} segments, "
+                  f"{listing['frames']:,} frames, errors {listing['errors'] or 'none'}",
+         "target": f"exit 0, {rec['on_disk']} segments",
+         "ok": listing["exit_code"] == 0 and listing["segments"] == rec["on_disk"]},
+    ]  # fmt: skip
 
 
 def plot(samples: list[dict[str, Any]], path: Path, title: str, warmup: float) -> None:
@@ -382,6 +581,8 @@ def plot(samples: list[dict[str, Any]], path: Path, title: str, warmup: float) -
     ax.plot(t, [s["raw_peak"] for s in samples], label="raw queue peak", linestyle="--")
     ax.plot(t, [s["sink_depth"] for s in samples], label="sink queue depth")
     ax.plot(t, [s["recovery_pending"] for s in samples], label="recovery pending")
+    if any("record_depth" in s for s in samples):
+        ax.plot(t, [s.get("record_depth", 0) for s in samples], label="record channel depth")
     if samples:
         ax.axhline(samples[-1]["raw_capacity"], color="red", linestyle=":", label="raw capacity")
         ax.axhline(
@@ -433,6 +634,28 @@ def restart_note(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def recording_note(report: dict[str, Any]) -> list[str]:
+    """The --record figures, for the summary and report.md (none without --record)."""
+    rec = report.get("recording")
+    if rec is None:
+        return []
+    channel, listing = rec["channel"], rec["listing"]
+    return [
+        f"Recording: segments of {rec['segment_seconds']:g} s or "
+        f"{format_bytes(rec['segment_bytes'])}, retention {rec['retention']}; "
+        f"{rec['created']} segments created in {rec['runs']} run(s), {rec['deleted']} deleted, "
+        f"{rec['on_disk']} on disk: {rec['disk_bytes']:,} bytes at the end (max sampled "
+        f"{channel.get('max_disk_bytes_sampled', 0):,}), median segment "
+        f"{rec['median_segment_bytes']:,.0f} bytes, largest {rec['largest_segment_bytes']:,}.",
+        f"Record channel: peak {channel['peak']}/{channel['capacity']}, median depth "
+        f"{channel['median_depth']} over {channel['samples']} samples. `coinfeed recordings "
+        f"--json`: exit {listing['exit_code']} in {listing['seconds']:.1f} s, "
+        f"{listing['segments']} segments (first numbered {listing['first_segment']}), "
+        f"{listing['frames']:,} frames, {listing['truncated_segments']} with a truncated tail, "
+        f"errors {listing['errors'] or 'none'}.",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
@@ -468,6 +691,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"left pending at shutdown: {comp['gaps_left_pending'] or 'none'}.",
         f"- Rule: {comp['rule']} (margin {s['margin']} s).",
         *restart_note(report),
+        *[f"- {line}" for line in recording_note(report)],
         "",
         "![soak](soak.png)",
         "",
@@ -535,11 +759,23 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
         ]  # fmt: skip
         if args.transport:
             run_args += ["--transport", args.transport]
+        record_dir: Path | None = None
+        seen: set[str] = set()  # every segment name seen in the record directory
+        if args.record:
+            record_dir = Path(tempfile.mkdtemp(prefix="record-", dir=out))
+            run_args += record_arguments(record_dir, args.record_settings)
         run_args += ["--state-dir", str(out / "state"), *args.coinfeed_arg]
         coinfeed = start_coinfeed(run_args, log=out / "coinfeed.log")
         samples: list[dict[str, Any]] = []
         client = httpx.Client(base_url=coinfeed_http_url(coinfeed, timeout=60), timeout=10)
         restart: dict[str, Any] | None = None
+
+        def sample() -> dict[str, Any]:
+            figures = take_sample(client, started)
+            if record_dir is not None:
+                figures.update(recording_sample(record_dir, seen))
+            return figures
+
         try:
             wait_healthy(client, coinfeed, 60)
             progress = Progress(args.duration)
@@ -549,13 +785,15 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
             while True:
                 if coinfeed.proc.poll() is not None:
                     raise RuntimeError(f"coinfeed exited early with {coinfeed.proc.returncode}")
-                samples.append(take_sample(client, started))
+                samples.append(sample())
                 progress.show(samples[-1])
                 if samples[-1]["t"] >= args.duration:
                     break
                 if args.kill_restart and restart is None and samples[-1]["t"] >= args.duration / 2:
                     coinfeed.kill()
                     killed_at = time.time()
+                    if record_dir is not None:  # its last segment, before a restart deletes it
+                        seen.update(scan_recording(record_dir))
                     checkpointed = read_checkpoint(out / "state" / "checkpoint.json")
                     client.close()
                     time.sleep(args.down)
@@ -572,7 +810,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
                 time.sleep(max(0.0, min(next_at, started + args.duration) - time.monotonic()))
             progress.show(samples[-1], final=True)
             books = book_states(client, symbols, wait=args.book_wait)
-            samples.append(take_sample(client, started))
+            samples.append(sample())
         finally:
             client.close()
         stopped_at = time.time()
@@ -584,6 +822,12 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
         if coinfeed is not None:
             coinfeed.stop(grace=10)
         simulator.stop(grace=10)
+    recording = None
+    if record_dir is not None:
+        recording = check_recording(
+            record_dir, seen, out / "coinfeed.log", args.record_settings, out
+        )
+        recording["channel"] = record_channel(samples)
     trades, gaps, detectable = read_sink(args.sink, sink_path)
     overlap = None
     if restart is not None:
@@ -600,6 +844,7 @@ def sampled_run(args: argparse.Namespace, out: Path, symbols: list[str]) -> dict
         "completeness": completeness,
         "sink_path": str(sink_path),
         "restart": restart,
+        "recording": recording,
     }
 
 
@@ -652,10 +897,42 @@ def main(argv: list[str] | None = None) -> int:
         default=10.0,
         help="seconds coinfeed stays down with --kill-restart (10)",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="coinfeed records into OUT/record-* with small segments and a retention that "
+        "must delete some during the run; judged too",
+    )
+    parser.add_argument(
+        "--record-segment-seconds",
+        type=float,
+        default=RECORD_SEGMENT_SECONDS,
+        metavar="S",
+        help="with --record: seconds per segment (3)",
+    )
+    parser.add_argument(
+        "--record-segment-bytes",
+        default=RECORD_SEGMENT_BYTES,
+        metavar="SIZE",
+        help="with --record: bytes per segment, >= 1MiB (1MiB)",
+    )
+    parser.add_argument(
+        "--record-retention",
+        default=None,
+        metavar="SIZE[,AGE]",
+        help="with --record: coinfeed's --record-retention, a size required "
+        "(default: 1MiB and a quarter of --duration, at least 3 segments' seconds)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report directory")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.interval <= 0:
         parser.error("--duration and --interval must be > 0")
+    args.record_settings = None
+    if args.record:
+        try:
+            args.record_settings = record_settings(args)
+        except InvalidValue as exc:
+            parser.error(str(exc))
     from coinfeed.simulator.config import default_symbols
 
     symbols = list(default_symbols(args.symbols))
@@ -665,6 +942,11 @@ def main(argv: list[str] | None = None) -> int:
     warmup = min(0.2 * args.duration, 60.0) if args.warmup is None else args.warmup
     print(f"soak: {args.duration:.0f} s, {args.rate:.0f} frames/s, faults {args.faults}, "
           f"{len(symbols)} symbols, sink {args.sink}, out {out}", file=sys.stderr)  # fmt: skip
+    if args.record_settings is not None:
+        rs = args.record_settings
+        print(f"soak: recording, segments of {rs['segment_seconds']:g} s or "
+              f"{format_bytes(rs['segment_bytes'])}, retention {rs['retention']}",
+              file=sys.stderr)  # fmt: skip
     try:
         run = sampled_run(args, out, symbols)
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
@@ -686,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
                      "seed": args.seed, "interval": args.interval, "sink": args.sink,
                      "transport": args.transport, "margin": args.margin,
                      "coinfeed_args": args.coinfeed_arg, "kill_restart": args.kill_restart,
-                     "rss_bound_mb_per_10min": args.rss_bound},
+                     "rss_bound_mb_per_10min": args.rss_bound, "record": args.record},
         "symbols": symbols,
         "exit_code": run["exit_code"],
         "rss": {"slope_mb_per_10min": slope, "net_slope_mb_per_10min": net_slope,
@@ -698,6 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         "books": run["books"],
         "completeness": run["completeness"],
         "restart": run["restart"],
+        "recording": run["recording"],
         "samples": samples,
         "files": {"sink": run["sink_path"], "plot": str(out / "soak.png")},
     }  # fmt: skip
@@ -723,6 +1006,8 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     print(f"  trades {comp['delivered']:,}/{comp['expected']:,} in the checked window, "
           f"gap events {comp['gap_events'] or 'none'}, left pending at shutdown "
           f"{comp['gaps_left_pending'] or 'none'}")  # fmt: skip
+    for line in recording_note(report):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -77,6 +78,66 @@ def test_soak_fails_when_a_criterion_fails(tmp_path: Path) -> None:
     failed = [c["name"] for c in report["criteria"] if not c["ok"]]
     assert failed == ["RSS slope after warm-up, net of the bounded de-dup set (MB / 10 min)"]
     assert "coinfeed soak: FAIL" in done.stdout
+
+
+def test_soak_with_recording_rotates_deletes_and_replays_what_is_left(tmp_path: Path) -> None:
+    # Segments of 2 s and a 256KiB retention: at 1,000 frames/s coinfeed records ~45 KB/s, so
+    # retention deletes segments within the 20 s; what is left (a run entered part way, with
+    # book resyncs recorded under the gaps profile) must list and replay.
+    out = tmp_path / "soak"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "20", "--rate", "1000",
+         "--faults", "gaps", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
+         "--record", "--record-segment-seconds", "2", "--record-retention", "256KiB",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=150, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
+    recording_criteria = [c for c in report["criteria"] if c["name"].startswith("recording:")]
+    assert len(recording_criteria) == 4 and all(c["ok"] for c in recording_criteria)
+    rec = report["recording"]
+    assert rec["retention"] == "256KiB" and rec["segment_bytes"] == 1 << 20
+    assert rec["deleted"] > 0 and rec["created"] == rec["deleted"] + rec["on_disk"]
+    assert rec["deletions_logged"] == rec["deleted"]
+    assert rec["on_disk"] >= 1 and rec["runs"] == 1
+    assert rec["disk_bytes"] <= rec["disk_limit_bytes"]
+    listing = rec["listing"]
+    assert listing["exit_code"] == 0 and listing["errors"] == []
+    assert listing["segments"] == rec["on_disk"] and listing["frames"] > 0
+    assert listing["first_segment"] > 0, "the first segments should have been deleted"
+    channel = rec["channel"]
+    assert channel["capacity"] > 0 and channel["peak"] < channel["capacity"]
+    assert all("record_peak" in s and "record_segments" in s for s in report["samples"])
+    # The sinks' channel figures leave the recorder's channel out.
+    assert report["final_sample"]["sink_capacity"] != channel["capacity"]
+    remaining = json.loads((out / "recordings.json").read_text())
+    assert len(remaining) == rec["on_disk"]
+    assert "Recording: segments of 2 s" in (out / "report.md").read_text()
+    assert "coinfeed soak: PASS" in done.stdout
+
+
+def test_record_settings_derive_the_retention_from_the_duration() -> None:
+    soak = load_soak()
+    args = argparse.Namespace(
+        duration=120.0, record_segment_seconds=3.0, record_segment_bytes="1MiB",
+        record_retention=None,
+    )  # fmt: skip
+    settings = soak.record_settings(args)
+    assert settings["segment_bytes"] == 1 << 20
+    assert str(settings["retention"]) == "1MiB,30s"
+    args.duration = 20.0  # at least three segments' seconds
+    assert str(soak.record_settings(args)["retention"]) == "1MiB,9s"
+    args.record_retention = "30s"  # no size: bytes on disk could not be judged
+    with pytest.raises(soak.InvalidValue):
+        soak.record_settings(args)
+    names = {
+        "20261206T070507.833Z-eb38f667-000004.cfrec",
+        "20261206T070510.852Z-eb38f667-000006.cfrec",
+        "20261206T070511.000Z-0a1b2c3d-000000.cfrec",
+    }
+    assert soak.segments_created(names) == {"eb38f667": 7, "0a1b2c3d": 1}
 
 
 def load_soak() -> ModuleType:
