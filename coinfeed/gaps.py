@@ -56,6 +56,8 @@ from coinfeed.logs import RateLimitedLog
 MAX_OPEN_GAPS_PER_SYMBOL = 1_000
 """Trade gaps of one symbol waiting for recovery at most (about 200 B each); past it the oldest
 is reported ``unrecovered`` (REST blocked for long: memory stays bounded)."""
+SKEW_MARGIN = 2.0
+"""Seconds a backfill window reaches past a scope change, and waits before it is fetched."""
 BACKFILLED_REMEMBERED = 50_000
 """Backfilled trade uuids remembered to credit overlapping windows (about 5 MB at most)."""
 
@@ -104,7 +106,7 @@ class GapLedger:
     """Final outcomes by (data type, outcome)."""
     backfill_trades: bool
     """Whether trades are subscribed, so a reconnect or resubscribe needs a trade backfill."""
-    skew_margin: float = 2.0
+    skew_margin: float = SKEW_MARGIN
     last_trade_time: dict[str, str] = attrs.field(factory=dict)
     """Latest ``time_exchange`` seen live per symbol (written by the processor's hot path)."""
     restart_from: dict[str, datetime] = attrs.field(factory=dict)

@@ -49,7 +49,7 @@ from coinfeed.core.events import (
 from coinfeed.core.protocol import Book5, Book20, Book50, BookUpdate, Error, Quote, Reconnect, Trade
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem
-from coinfeed.gaps import GapLedger, RecoveryRequests, new_run_id, window_end
+from coinfeed.gaps import SKEW_MARGIN, GapLedger, RecoveryRequests, new_run_id, window_end
 from coinfeed.status import ServiceStatus
 
 
@@ -109,7 +109,7 @@ class Processor:
     tracker: SequenceTracker = attrs.field(factory=SequenceTracker)
     books: Books = attrs.field(factory=Books)
     counters: ProcessorCounters = attrs.field(factory=ProcessorCounters)
-    skew_margin: float = 2.0
+    skew_margin: float = SKEW_MARGIN
     observe_batch: Callable[[float, int], None] = lambda _seconds, _frames: None
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     restart_from: dict[str, datetime] = attrs.field(factory=dict)

@@ -39,7 +39,7 @@ from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.shard import symbols_of_shard
 from coinfeed.framequeue import FrameQueue, QueueStatistics
-from coinfeed.gaps import RecoveryRequests, new_run_id
+from coinfeed.gaps import SKEW_MARGIN, RecoveryRequests, new_run_id
 from coinfeed.logs import redact
 from coinfeed.observability.http import ServiceView, serve_api
 from coinfeed.observability.metrics import Metrics, MetricSources
@@ -669,7 +669,7 @@ def recording_header(
         "processing": {
             "dedup_capacity": settings.dedup_capacity,
             "max_frame_bytes": settings.max_frame_bytes,
-            "skew_margin": 2.0,
+            "skew_margin": SKEW_MARGIN,
             "restart_backfill_max": settings.restart_backfill_max,
             "resync_timeout": resync_timeout,
         },
