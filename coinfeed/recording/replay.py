@@ -191,7 +191,11 @@ class ReplayDriver:
 
     async def _replay_segment(self, path: Path, records: Iterator[Any]) -> bool:
         """Replay one segment; False when ``stop_ns`` was passed."""
-        header = next(records, None)
+        try:
+            header = next(records, None)
+        except FileNotFoundError:  # retention of a recording still being written got there first
+            logger.bind(path=str(path)).warning("recording segment deleted before it was read")
+            return True
         if header is None:
             logger.bind(path=str(path)).warning("recording segment cut short before its header")
             return True

@@ -14,8 +14,15 @@ from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import Event
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor
+from coinfeed.recording import replay as replay_module
 from coinfeed.recording.format import FORMAT_NAME, encode_batch, wall_ns
-from coinfeed.recording.replay import RecordedClock, ReplayDiverged, ReplayDriver, ReplayRecovery
+from coinfeed.recording.replay import (
+    RecordedClock,
+    ReplayDiverged,
+    ReplayDriver,
+    ReplayRecovery,
+    check_recording,
+)
 from coinfeed.recording.segments import SegmentWriter
 from coinfeed.status import ServiceStatus
 
@@ -127,3 +134,20 @@ async def test_an_answer_nobody_asked_for_stops_a_faithful_replay(tmp_path: Path
 
     with pytest.raises(ReplayDiverged, match="answered 'resync' where the processor asked nothing"):
         await driver(tmp_path, emit).run()
+
+
+async def test_a_segment_deleted_before_the_replay_reaches_it_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record(tmp_path, [(0.0, [trade(1)], {})])
+    emitted: list[Event] = []
+
+    async def emit(events: list[Event]) -> None:
+        emitted.extend(events)
+
+    [path] = check_recording(tmp_path)
+    gone = path.with_name(path.name.replace("-000000.", "-000001."))
+    listed = [path, gone]  # as listed when the replay started; retention deleted one since
+    monkeypatch.setattr(replay_module, "check_recording", lambda _directory: listed)
+    await driver(tmp_path, emit).run()
+    assert len(emitted) == 1
