@@ -49,7 +49,12 @@ from coinfeed.observability.symbols import SILENT_HINT, SymbolWatch
 from coinfeed.processor import Processor, ProcessorCounters
 from coinfeed.recording.format import FORMAT_NAME, FORMAT_VERSION, RecordingError, wall_ns
 from coinfeed.recording.recorder import RecordedRecovery, Recorder
-from coinfeed.recording.replay import RecordedClock, ReplayDriver, ReplayRecovery
+from coinfeed.recording.replay import (
+    RecordedClock,
+    ReplayDriver,
+    ReplayRecovery,
+    processor_for,
+)
 from coinfeed.recording.segments import SegmentWriter
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
@@ -268,27 +273,15 @@ class Service:
         queue = FrameQueue(settings.queue_capacity)  # not fed: batches come from the recording
 
         def new_processor(header: dict[str, Any]) -> Processor:
-            processing = header["processing"]
-            processor = Processor(
-                queue=queue,
+            processor = processor_for(
+                header,
                 recovery=recovery,
+                clock=clock,
                 emit=hub.send,
                 status=status,
-                symbols=frozenset(header["symbols"]),
-                types=frozenset(header["types"]),
-                decoder=FrameDecoder(max_frame_bytes=processing["max_frame_bytes"]),
-                dedup=TradeDedup(processing["dedup_capacity"]),
                 counters=counters,
-                observe_batch=metrics.observe_batch,
-                wall_clock=clock.read,
-                skew_margin=processing["skew_margin"],
-                restart_from={
-                    symbol_id: datetime.fromisoformat(at)
-                    for symbol_id, at in header.get("restart_from", {}).items()
-                },
-                restart_backfill_max=timedelta(seconds=processing["restart_backfill_max"]),
-                run_id=header["run_id"],
                 last_seen=last_seen,
+                observe_batch=metrics.observe_batch,
             )
             service.processor = processor
             return processor

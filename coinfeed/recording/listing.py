@@ -16,13 +16,15 @@ import attrs
 import trio
 
 from coinfeed.core.controls import ConnectionOpened
-from coinfeed.core.decoding import FrameDecoder
-from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import Event
-from coinfeed.framequeue import FrameQueue
-from coinfeed.processor import Processor
+from coinfeed.processor import Processor, ProcessorCounters
 from coinfeed.recording.format import Batch, RecordingError
-from coinfeed.recording.replay import RecordedClock, ReplayDriver, ReplayRecovery
+from coinfeed.recording.replay import (
+    RecordedClock,
+    ReplayDriver,
+    ReplayRecovery,
+    processor_for,
+)
 from coinfeed.recording.segments import SegmentTail
 from coinfeed.status import ServiceStatus
 
@@ -75,12 +77,16 @@ class SegmentSummary:
 
 @attrs.define(slots=True, eq=False)
 class _Summarizer:
-    driver: ReplayDriver | None = None
+    """A replay observer that sums each segment up as the replay reads it."""
+
+    gap_counts: dict[str, int]
+    """Gaps the processors found (their shared counters): the difference over a segment is
+    that segment's."""
     summaries: list[SegmentSummary] = attrs.field(factory=list)
     _gaps_before: int = 0
 
     def segment_started(self, path: Path, header: dict[str, Any]) -> None:
-        self._gaps_before = self._gaps_now()
+        self._gaps_before = sum(self.gap_counts.values())
         self.summaries.append(
             SegmentSummary(
                 path,
@@ -113,53 +119,29 @@ class _Summarizer:
         summary.raw_bytes = tail.raw_bytes
         summary.truncated_bytes = tail.truncated_bytes
         summary.error = tail.error
-        self.close_gaps()
-
-    def close_gaps(self) -> None:
-        if self.summaries:
-            gaps = self._gaps_now()
-            self.summaries[-1].gaps += gaps - self._gaps_before
-            self._gaps_before = gaps
-
-    def _gaps_now(self) -> int:
-        processor = self.driver.processor if self.driver is not None else None
-        return sum(processor.counters.gaps.values()) if processor is not None else 0
+        summary.gaps = sum(self.gap_counts.values()) - self._gaps_before
 
 
 async def summarize(directory: str) -> list[SegmentSummary]:
     """Every segment of ``directory``, oldest first (``RecordingError`` when there is none).
     A segment that fails to read or replay carries the error, and the listing stops there."""
-    recovery = ReplayRecovery()
-    clock = RecordedClock()
-    status = ServiceStatus()
-    summarizer = _Summarizer()
+    recovery, clock, status = ReplayRecovery(), RecordedClock(), ServiceStatus()
+    counters = ProcessorCounters()
+    last_seen: dict[str, dict[str, float]] = {}
+    summarizer = _Summarizer(counters.gaps)
 
     async def discard(_events: list[Event]) -> None:
         pass
 
     def new_processor(header: dict[str, Any]) -> Processor:
-        summarizer.close_gaps()  # the previous run's last gaps belong to its segment
-        processing = header["processing"]
-        processor = Processor(
-            queue=FrameQueue(1),
-            recovery=recovery,
-            emit=discard,
-            status=status,
-            symbols=frozenset(header["symbols"]),
-            types=frozenset(header["types"]),
-            decoder=FrameDecoder(max_frame_bytes=processing["max_frame_bytes"]),
-            dedup=TradeDedup(processing["dedup_capacity"]),
-            wall_clock=clock.read,
-            skew_margin=processing["skew_margin"],
-            run_id=header["run_id"],
-        )
-        summarizer._gaps_before = 0
-        return processor
+        return processor_for(
+            header, recovery=recovery, clock=clock, emit=discard, status=status,
+            counters=counters, last_seen=last_seen,
+        )  # fmt: skip
 
     driver = ReplayDriver(
         Path(directory), new_processor, discard, recovery, clock, observer=summarizer
     )
-    summarizer.driver = driver
     try:
         await driver.run()
     except RecordingError as exc:

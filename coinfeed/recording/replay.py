@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,9 +27,11 @@ import trio
 from loguru import logger
 
 from coinfeed.core.controls import TradeWindow
+from coinfeed.core.decoding import FrameDecoder
+from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import Event
-from coinfeed.framequeue import DroppedStream
-from coinfeed.processor import Processor
+from coinfeed.framequeue import DroppedStream, FrameQueue
+from coinfeed.processor import Processor, ProcessorCounters
 from coinfeed.recording.format import (
     Batch,
     End,
@@ -41,6 +43,7 @@ from coinfeed.recording.format import (
 )
 from coinfeed.recording.segments import SegmentTail, list_segments, read_segment
 from coinfeed.recovery import RecoveryCounters
+from coinfeed.status import ServiceStatus
 
 
 class ReplayObserver(Protocol):
@@ -270,6 +273,44 @@ class ReplayDriver:
         due = started + (recorded - first_recorded) / self.speed
         if due > now:
             await trio.sleep_until(due)
+
+
+def processor_for(
+    header: dict[str, Any],
+    *,
+    recovery: ReplayRecovery,
+    clock: RecordedClock,
+    emit: Callable[[list[Event]], Awaitable[None]],
+    status: ServiceStatus,
+    counters: ProcessorCounters,
+    last_seen: dict[str, dict[str, float]],
+    observe_batch: Callable[[float, int], None] = lambda _seconds, _frames: None,
+) -> Processor:
+    """A processor set up as the run of ``header`` was (its symbols, types, processing
+    settings, restart checkpoint and gap-id prefix), answered by ``recovery`` and reading
+    ``clock``; ``counters`` and ``last_seen`` carry over from run to run."""
+    processing = header["processing"]
+    return Processor(
+        queue=FrameQueue(1),  # never fed: batches come from the recording
+        recovery=recovery,
+        emit=emit,
+        status=status,
+        symbols=frozenset(header["symbols"]),
+        types=frozenset(header["types"]),
+        decoder=FrameDecoder(max_frame_bytes=processing["max_frame_bytes"]),
+        dedup=TradeDedup(processing["dedup_capacity"]),
+        counters=counters,
+        observe_batch=observe_batch,
+        wall_clock=clock.read,
+        skew_margin=processing["skew_margin"],
+        restart_from={
+            symbol_id: datetime.fromisoformat(at)
+            for symbol_id, at in header.get("restart_from", {}).items()
+        },
+        restart_backfill_max=timedelta(seconds=processing["restart_backfill_max"]),
+        run_id=header["run_id"],
+        last_seen=last_seen,
+    )
 
 
 def check_recording(directory: Path) -> list[Path]:
