@@ -47,7 +47,6 @@ class Recorder:
     secrets: Sequence[str] = ()
     """Never recorded: the API key, should the hello carry it."""
     batches: int = 0
-    items: int = 0
     _controls: list[bytes] = attrs.field(factory=list, init=False)
     _answers: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     _sent: list[bytes] = attrs.field(factory=list, init=False)
@@ -77,7 +76,6 @@ class Recorder:
         if self._sent:
             parts[:0], self._sent = self._sent, []
         self.batches += 1
-        self.items += len(items)
         await self._send(parts, self.batches)
 
     async def end(self, wall: datetime, now: float) -> None:

@@ -77,9 +77,6 @@ class SegmentWriter:
     clock: Callable[[], float] = time.time
     name: str = "record"
     blocking: bool = True
-    raw_bytes: int = 0
-    """Bytes of records written so far (before compression), all segments of this process."""
-    disk_bytes: int = 0
     segments_deleted: int = 0
     _compressor: zstandard.ZstdCompressor = attrs.field(
         factory=lambda: zstandard.ZstdCompressor(level=COMPRESSION_LEVEL), init=False
@@ -115,10 +112,6 @@ class SegmentWriter:
             ) from None
         return cls(path, header, segment_seconds, segment_bytes, retention, lock)
 
-    @property
-    def current_segment(self) -> Path | None:
-        return self._path
-
     # -- the Sink interface (called in a worker thread) --------------------------------------
 
     def encode_batch(self, parts: list[bytes]) -> bytes:
@@ -133,7 +126,6 @@ class SegmentWriter:
         if self._fd is None or self._segment_due(now):
             self._next_segment(now, first_record_time(data))
         self._append(self._compressor.compress(data))
-        self.raw_bytes += len(data)
         if now - self._retention_checked >= RETENTION_CHECK_SECONDS:
             self._apply_retention(now)
 
@@ -162,7 +154,6 @@ class SegmentWriter:
             raise
         self._fd, self._path, self._started = fd, path, now
         self._size = os.fstat(fd).st_size
-        self.disk_bytes += self._size
         self._index += 1
         logger.bind(path=str(path)).debug("recording segment started")
         self._apply_retention(now)
@@ -179,7 +170,6 @@ class SegmentWriter:
                 self._close_segment()  # the torn frame stays as this file's tail: a new file
             raise
         self._size += len(frame)
-        self.disk_bytes += len(frame)
 
     def _close_segment(self) -> None:
         fd, self._fd = self._fd, None
