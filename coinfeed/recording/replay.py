@@ -237,7 +237,9 @@ class ReplayDriver:
     async def _replay_batch(self, batch: Batch) -> None:
         processor = self.processor
         assert processor is not None
-        await self._pace(batch.now)
+        emitting = self.start_ns is None or batch.wall_ns >= self.start_ns
+        if emitting:  # the batches before --from only bring the processor up to date: no pause
+            await self._pace(batch.now)
         self.clock.wall = wall_from_ns(batch.wall_ns)
         self.recovery.load(batch.answers)
         drops = [DroppedStream(**dropped) for dropped in batch.drops]
@@ -245,7 +247,7 @@ class ReplayDriver:
         processor.handle_batch(batch.items, drops, out, batch.now)
         self.recovery.finish_batch()
         self.batches += 1
-        if out and (self.start_ns is None or batch.wall_ns >= self.start_ns):
+        if out and emitting:
             processor.counters.events += len(out)
             await self.emit(out)
 

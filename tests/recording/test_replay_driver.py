@@ -151,3 +151,18 @@ async def test_a_segment_deleted_before_the_replay_reaches_it_is_skipped(
     monkeypatch.setattr(replay_module, "check_recording", lambda _directory: listed)
     await driver(tmp_path, emit).run()
     assert len(emitted) == 1
+
+
+async def test_from_is_reached_without_pausing_and_paced_after(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    record(tmp_path, [(t, [trade(n)], {}) for n, t in enumerate((0.0, 50.0, 100.0, 102.0))])
+    emitted: list[float] = []
+
+    async def emit(events: list[Event]) -> None:
+        emitted.append(trio.current_time())
+
+    started = trio.current_time()
+    start = wall_ns(START + timedelta(seconds=100))
+    await driver(tmp_path, emit, speed=1.0, start_ns=start).run()
+    assert [round(at - started, 6) for at in emitted] == [0.0, 2.0]
