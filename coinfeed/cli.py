@@ -198,7 +198,8 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         _replay,
         "Feed a recording (--record) through the processor to the sinks, with no connection.",
         epilog="The processor's own settings (symbols, types, dedup capacity, ...) are the "
-        "recorded run's; sink, HTTP and log settings are read as for run.",
+        "recorded run's; sink and log settings are read as for run, and the HTTP listener is "
+        "off unless --http asks for it.",
     )
     replay.add_argument("directory", metavar="DIR", help="the recording directory")
     group = replay.add_argument_group("replay")
