@@ -21,6 +21,7 @@ How this works:
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -268,7 +269,7 @@ class Connection:
             status.last_frame_at = now
             status.frames_received += len(batch)
             last = batch[-1]
-            dropped = queue.put_frames_nowait(connection_id, batch)
+            dropped = queue.put_frames_nowait(connection_id, batch, (time.time_ns(), now))
             if dropped:
                 self._drop_log.warning(
                     "frames",

@@ -77,9 +77,23 @@ class FrameQueue:
         factory=trio.lowlevel.ParkingLot, init=False
     )
     _closed: bool = attrs.field(default=False, init=False)
+    keep_reads: bool = attrs.field(default=False, init=False)
+    """Whether to keep when each read's frames came (the recording wants them)."""
+    _reads: list[tuple[int, int, float]] = attrs.field(factory=list, init=False)
+    taken_reads: list[tuple[int, int, float]] = attrs.field(factory=list, init=False)
+    """With ``keep_reads``, for the items the last take handed over: ``(index, wall ns, trio
+    clock)`` of each socket read, ``index`` being its first frame's place among them."""
 
-    def put_frames_nowait(self, connection_id: int, frames: list[str | bytes]) -> int:
-        """Enqueue what fits, drop and summarise the rest; return the number dropped."""
+    def put_frames_nowait(
+        self,
+        connection_id: int,
+        frames: list[str | bytes],
+        received: tuple[int, float] | None = None,
+    ) -> int:
+        """Enqueue what fits, drop and summarise the rest; return the number dropped.
+        ``received`` is when the read that brought them returned (wall ns, trio clock)."""
+        if self.keep_reads and received is not None and self._frames < self.capacity:
+            self._reads.append((len(self._items), *received))
         room = self.capacity - self._frames
         if room >= len(frames):
             self._items.extend(frames)
@@ -136,6 +150,8 @@ class FrameQueue:
         """Everything queued and dropped so far, without waiting (may be empty)."""
         items = list(self._items)
         self._items.clear()
+        if self.keep_reads:
+            self.taken_reads, self._reads = self._reads, []
         self._frames = 0
         self._controls = 0
         if self._control_writers:

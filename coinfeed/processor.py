@@ -66,9 +66,15 @@ class InputRecorder(Protocol):
         """``item`` is about to be handled (its state now, not when it was queued)."""
 
     async def batch(
-        self, items: list[QueueItem], drops: list[DroppedStream], wall: datetime, now: float
+        self,
+        items: list[QueueItem],
+        drops: list[DroppedStream],
+        wall: datetime,
+        now: float,
+        reads: list[tuple[int, int, float]],
     ) -> None:
-        """The batch just handled, with the clock readings it was handled at; may wait."""
+        """The batch just handled, with the clock readings it was handled at and when its
+        frames were read (see :attr:`FrameQueue.taken_reads`); may wait."""
 
     async def end(self, wall: datetime, now: float) -> None:
         """The input ended cleanly (shutdown); the unfinished gaps were just reported."""
@@ -172,7 +178,7 @@ class Processor:
             self.handle_batch(items, drops, out, started)
             self.observe_batch(trio.current_time() - started, len(items))
             if self.recorder is not None:  # first: no sink gets an event of an unrecorded batch
-                await self.recorder.batch(items, drops, self._wall, started)
+                await self.recorder.batch(items, drops, self._wall, started, self.queue.taken_reads)
             if out:
                 self.counters.events += len(out)
                 await self.emit(out)

@@ -192,6 +192,7 @@ class Service:
                     sink.close()
                 raise
             connection.on_sent = recorder.sent
+            queue.keep_reads = True
             requests = RecordedRecovery(recovery, recorder)
         sink_counters = SinkCounters()
         hub = _sink_hub(settings, opened, status, sink_counters)

@@ -163,6 +163,9 @@ class Batch:
     items: list[str | bytes | ControlItem]
     drops: list[dict[str, Any]]
     answers: list[dict[str, Any]]
+    reads: list[tuple[int, int, float]] = attrs.field(factory=list)
+    """``(index, wall ns, trio clock)`` of each socket read: when the frames from ``index`` to
+    the next read's came off the socket (a run recorded without them: empty)."""
 
 
 @attrs.frozen
@@ -240,7 +243,9 @@ def _decode_batch(data: bytes) -> Batch:
             raise RecordingError(f"unknown item kind {kind} in a batch")
     if at != len(body):
         raise RecordingError("a batch record's lengths do not add up to its size")
-    return Batch(wall, now, items, list(extra.get("drops", ())), list(extra.get("answers", ())))
+    reads = [(index, read_ns, read_now) for index, read_ns, read_now in extra.get("reads", ())]
+    drops, answers = list(extra.get("drops", ())), list(extra.get("answers", ()))
+    return Batch(wall, now, items, drops, answers, reads)
 
 
 @attrs.define(slots=True, eq=False)

@@ -64,9 +64,16 @@ class Recorder:
         self._sent.append(encode_clocked(SENT, wall_ns(now), trio.current_time(), body))
 
     async def batch(
-        self, items: list[QueueItem], drops: list[DroppedStream], wall: datetime, now: float
+        self,
+        items: list[QueueItem],
+        drops: list[DroppedStream],
+        wall: datetime,
+        now: float,
+        reads: list[tuple[int, int, float]],
     ) -> None:
         extra: dict[str, object] = {}
+        if reads:
+            extra["reads"] = reads
         if drops:
             extra["drops"] = [msgspec.to_builtins(dropped) for dropped in drops]
         if self._answers:

@@ -215,3 +215,27 @@ async def test_a_run_whose_first_segments_are_gone_still_lists_and_replays(
         events = await replay(trimmed)
         assert events
         assert {e.received_at for e in events} <= {e.received_at for e in live.events}
+
+
+async def test_every_frame_is_recorded_with_the_time_its_socket_read_returned(
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "recording"
+    async with running(
+        service_settings, SimulatorConfig(rate=2000, seed=4, faults="gaps"), record=str(record)
+    ) as (_sim, _service, _live):
+        await trio.sleep(1.5)
+    batches = [r for p in list_segments(record) for r in read_segment(p) if isinstance(r, Batch)]
+    frames = 0
+    for batch in batches:
+        starts = [index for index, _, _ in batch.reads]
+        assert starts == sorted(set(starts))
+        for index, read_ns, read_now in batch.reads:
+            assert isinstance(batch.items[index], str | bytes)  # a read starts with a frame
+            # Read first, handled after: the batch's clocks are never earlier than its reads.
+            assert read_ns <= batch.wall_ns + 1_000 and read_now <= batch.now
+        for position, item in enumerate(batch.items):
+            if isinstance(item, str | bytes):
+                frames += 1
+                assert any(start <= position for start in starts), "a frame with no read"
+    assert frames > 1000
