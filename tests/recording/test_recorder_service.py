@@ -138,7 +138,8 @@ def test_recordings_lists_each_segment_with_its_figures(tmp_path: Path) -> None:
     record = tmp_path / "rec"
     # Segments of 0.5 s written every 0.2 s: several in 3.5 s however the writes fall.
     demo = run_cli("demo", "--record", str(record), "--record-segment-seconds", "0.5",
-                   "--record-flush-interval", "0.2", "--duration", "3.5", "--sink", "jsonl:/dev/null", "--http", "off",
+                   "--record-flush-interval", "0.2", "--duration", "3.5",
+                   "--sink", "jsonl:/dev/null", "--http", "off",
                    "--faults", "gaps", "--log-level", "WARNING")  # fmt: skip
     assert demo.returncode == 0, demo.stderr
     table = run_cli("recordings", str(record))
