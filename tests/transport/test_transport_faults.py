@@ -12,20 +12,15 @@ Each test runs once per transport: ids end in [direct], [websockets] or [trio-we
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ssl
-import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
-from websockets.frames import Close, Frame, Opcode
-from websockets.protocol import Protocol, Side, State
+from websockets.frames import Close, Opcode
 
 from coinfeed.config import TRANSPORTS
 from coinfeed.transport import (
@@ -33,15 +28,23 @@ from coinfeed.transport import (
     Transport,
     TransportClosed,
     TransportError,
-    WebSocket,
 )
 from coinfeed.transport.direct import DirectTransport
 from coinfeed.transport.libraries import TrioWebSocketTransport, WebsocketsTransport
+from tests import wspeer
 from tests.pki import Pki
+from tests.wspeer import (
+    LIMIT,
+    Peer,
+    accept_for,
+    as_bytes,
+    close_frame,
+    frame,
+    receive_until_closed,
+    text,
+)
 
-LIMIT = 5.0  # seconds: every wait in these tests is bounded
 PROMPT = 0.5  # seconds: "at once" for a close the server announced, well below stale_after
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 TRANSPORT_CLASSES: dict[str, Callable[..., Transport]] = {
     "direct": DirectTransport,
@@ -56,130 +59,7 @@ def make_transport(request: pytest.FixtureRequest) -> Callable[..., Transport]:
     return TRANSPORT_CLASSES[request.param]
 
 
-# --- a server whose bytes the test writes -----------------------------------------------------
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """An unmasked frame as a server writes it."""
-    first = (0x80 if fin else 0) | opcode
-    length = len(payload)
-    if length < 126:
-        return bytes([first, length]) + payload
-    if length < 1 << 16:
-        return bytes([first, 126]) + struct.pack("!H", length) + payload
-    return bytes([first, 127]) + struct.pack("!Q", length) + payload
-
-
-def text(payload: str) -> bytes:
-    return frame(0x1, payload.encode())
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(0x8, struct.pack("!H", code) + reason.encode())
-
-
-def accept_for(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-
-
-@attrs.define(eq=False)
-class Peer:
-    """The server's end of one connection."""
-
-    stream: trio.abc.Stream
-    buffer: bytes = b""
-    key: str = ""
-    parser: Protocol = attrs.field(factory=lambda: Protocol(Side.SERVER, state=State.OPEN))
-
-    async def read_request(self) -> None:
-        """Read the upgrade request; keep its Sec-WebSocket-Key."""
-        while b"\r\n\r\n" not in self.buffer:
-            data = await self.stream.receive_some(65536)
-            assert data, "EOF before the whole upgrade request"
-            self.buffer += data
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        for line in head.decode().split("\r\n")[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "sec-websocket-key":
-                self.key = value.strip()
-
-    def answer(self, *, accept: str | None = None) -> bytes:
-        """A correct 101 for the request read (or one with the ``accept`` given)."""
-        return (
-            "HTTP/1.1 101 Switching Protocols\r\n"
-            "Upgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept or accept_for(self.key)}\r\n\r\n"
-        ).encode()
-
-    async def accept(self) -> None:
-        await self.read_request()
-        await self.stream.send_all(self.answer())
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def next_frame(self) -> Frame | None:
-        """The client's next frame (checked to be masked), or ``None`` at EOF."""
-        if self.buffer:
-            self.parser.receive_data(self.buffer)
-            self.buffer = b""
-        while True:
-            assert self.parser.parser_exc is None, f"bad client frame: {self.parser.parser_exc}"
-            events = self.parser.events_received()
-            if events:
-                [event] = events  # these tests expect one client frame at a time
-                assert isinstance(event, Frame)
-                return event
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # a reset is an EOF too
-                return None
-            if not data:
-                return None
-            self.parser.receive_data(data)
-
-
-Script = Callable[[Peer], Awaitable[None]]
-
-
-@attrs.define(eq=False)
-class Server:
-    port: int = 0
-    scripts_done: int = 0
-
-    def url(self, scheme: str = "ws", host: str = "127.0.0.1") -> str:
-        return f"{scheme}://{host}:{self.port}/v1/"
-
-    async def wait_done(self) -> None:
-        """Wait until the server script ran to its end (its asserts passed)."""
-        with trio.fail_after(LIMIT):
-            while self.scripts_done < 1:
-                await trio.sleep(0.005)
-
-
-@asynccontextmanager
-async def serving(
-    script: Script, *, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[Server]:
-    """A loopback server running ``script`` per connection (TLS with ``ssl_context``)."""
-    server = Server()
-
-    async def handler(stream: trio.abc.Stream) -> None:
-        with trio.fail_after(LIMIT):
-            await script(Peer(stream))
-        server.scripts_done += 1
-
-    async with trio.open_nursery() as nursery:
-        if ssl_context is None:
-            listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-            server.port = listeners[0].socket.getsockname()[1]
-        else:
-            serve_tls = partial(trio.serve_ssl_over_tcp, handler, 0, ssl_context, host="127.0.0.1")
-            tls_listeners = await nursery.start(serve_tls)
-            server.port = tls_listeners[0].transport_listener.socket.getsockname()[1]
-        yield server
-        nursery.cancel_scope.cancel()
+serving = partial(wspeer.serving, script_limit=LIMIT)
 
 
 async def connect_fails(transport: Transport, url: str) -> TransportError:
@@ -190,21 +70,6 @@ async def connect_fails(transport: Transport, url: str) -> TransportError:
             with pytest.raises(TransportError) as failed:
                 await transport.connect(nursery, url, headers=[("X-CoinAPI-Key", "k")])
     return failed.value
-
-
-def as_bytes(messages: list[str | bytes]) -> list[bytes]:
-    """trio-websocket hands over text frames as ``str``, the others as raw ``bytes``."""
-    return [m.encode() if isinstance(m, str) else m for m in messages]
-
-
-async def receive_until_closed(ws: WebSocket) -> tuple[list[bytes], TransportClosed]:
-    received: list[bytes] = []
-    with trio.fail_after(LIMIT):
-        while True:
-            try:
-                received += as_bytes(await ws.receive_batch())
-            except TransportClosed as closed:
-                return received, closed
 
 
 # --- failures to connect: TransportError naming the cause --------------------------------------
@@ -246,7 +111,7 @@ async def test_an_http_403_answer(make_transport: Callable[..., Transport]) -> N
         )
 
     async with serving(script) as server:
-        failed = await connect_fails(make_transport(), server.url())
+        failed = await connect_fails(make_transport(), server.url)
         await server.wait_done()
     assert failed.status == 403
     assert "403" in str(failed), failed
@@ -266,14 +131,14 @@ async def test_a_redirect_is_not_followed(make_transport: Callable[..., Transpor
             await peer.read_request()
             await peer.send(
                 b"HTTP/1.1 301 Moved Permanently\r\n"
-                + f"Location: {other.url()}\r\nContent-Length: 0\r\n\r\n".encode()
+                + f"Location: {other.url}\r\nContent-Length: 0\r\n\r\n".encode()
             )
 
         async with serving(script) as server:
-            failed = await connect_fails(make_transport(), server.url())
+            failed = await connect_fails(make_transport(), server.url)
             await server.wait_done()
     assert failed.status == 301
-    assert other.url() in str(failed), failed
+    assert other.url in str(failed), failed
     assert followed == []
 
 
@@ -301,7 +166,7 @@ async def test_a_malformed_101_answer(
         await peer.send(make_answer(peer) + text("never seen"))
 
     async with serving(script) as server:
-        failed = await connect_fails(make_transport(), server.url())
+        failed = await connect_fails(make_transport(), server.url)
         await server.wait_done()
     assert failed.status is None
     assert "handshake" in str(failed), failed
@@ -317,7 +182,7 @@ async def test_a_malformed_101_answer_on_a_connection_kept_open(
         await peer.next_frame()  # nothing: the client hangs up
 
     async with serving(script) as server:
-        failed = await connect_fails(make_transport(), server.url())
+        failed = await connect_fails(make_transport(), server.url)
         await server.wait_done()
     assert failed.status is None
     assert "accept" in str(failed).lower(), failed
@@ -368,7 +233,7 @@ async def test_tls_with_a_self_signed_certificate(
 ) -> None:
     async with serving(refuse_quietly, ssl_context=server_context(certificate)) as server:
         # The default context: the system's trust store, which does not hold this certificate.
-        failed = await connect_fails(make_transport(), server.url("wss"))
+        failed = await connect_fails(make_transport(), server.url_for("wss"))
         await server.wait_done()
     assert failed.status is None
     assert "certificate verify failed: self-signed certificate" in str(failed), failed
@@ -379,7 +244,7 @@ async def test_tls_with_a_certificate_for_another_host(
 ) -> None:
     transport = make_transport(ssl_context=trusting(other_certificate))
     async with serving(refuse_quietly, ssl_context=server_context(other_certificate)) as server:
-        failed = await connect_fails(transport, server.url("wss", host="localhost"))
+        failed = await connect_fails(transport, server.url_for("wss", host="localhost"))
         await server.wait_done()
     assert failed.status is None
     assert "certificate verify failed: Hostname mismatch" in str(failed), failed
@@ -391,7 +256,7 @@ async def test_a_plaintext_server_on_a_wss_url(make_transport: Callable[..., Tra
         await peer.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
     async with serving(script) as server:
-        failed = await connect_fails(make_transport(), server.url("wss"))
+        failed = await connect_fails(make_transport(), server.url_for("wss"))
         await server.wait_done()
     assert failed.status is None
     assert "is the server speaking TLS on this port?" in str(failed), failed
@@ -415,7 +280,7 @@ async def test_wss_with_the_ssl_context_given(
     async with serving(script, ssl_context=server_context(certificate)) as server:
         with trio.fail_after(LIMIT):
             async with trio.open_nursery() as nursery:
-                ws = await transport.connect(nursery, server.url("wss"), headers=[])
+                ws = await transport.connect(nursery, server.url_for("wss"), headers=[])
                 await ws.send('{"type":"hello"}')
                 assert as_bytes(await ws.receive_batch()) == [b'echo: {"type":"hello"}']
                 await ws.aclose()
@@ -434,7 +299,7 @@ async def test_the_server_closes_tcp_without_a_close_frame(
 
     async with serving(script) as server:
         async with trio.open_nursery() as nursery:
-            ws = await make_transport().connect(nursery, server.url(), headers=[])
+            ws = await make_transport().connect(nursery, server.url, headers=[])
             received, closed = await receive_until_closed(ws)
             assert received == [b"last words"]
             assert closed.code == 1006
@@ -460,7 +325,7 @@ async def test_a_close_frame_while_the_server_keeps_tcp_open(
         assert await peer.next_frame() is None  # the server never closes TCP: the client does
 
     async with serving(script) as server, trio.open_nursery() as nursery:
-        ws = await make_transport().connect(nursery, server.url(), headers=[])
+        ws = await make_transport().connect(nursery, server.url, headers=[])
         started = trio.current_time()
         received, closed = await receive_until_closed(ws)
         elapsed = trio.current_time() - started
@@ -487,7 +352,7 @@ async def test_a_message_over_max_message_bytes_is_1009(
     async with serving(script) as server:
         async with trio.open_nursery() as nursery:
             transport = make_transport(max_message_bytes=4096)
-            ws = await transport.connect(nursery, server.url(), headers=[])
+            ws = await transport.connect(nursery, server.url, headers=[])
             received, closed = await receive_until_closed(ws)
             assert received == [b"small"]
             assert closed.code == 1009
@@ -516,7 +381,7 @@ async def test_a_normal_exchange(make_transport: Callable[..., Transport]) -> No
     async with serving(script) as server:
         with trio.fail_after(LIMIT):
             async with trio.open_nursery() as nursery:
-                ws = await make_transport().connect(nursery, server.url(), headers=[])
+                ws = await make_transport().connect(nursery, server.url, headers=[])
                 await ws.send('{"type":"hello"}')
                 received: list[bytes] = []
                 while len(received) < 2:
