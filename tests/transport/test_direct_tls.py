@@ -10,8 +10,6 @@ cannot be negative).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import socket
 import ssl
@@ -26,9 +24,7 @@ from coinfeed.tls import client_context
 from coinfeed.transport import TransportError
 from coinfeed.transport.direct import DirectTransport, DirectWebSocket
 from tests.pki import Certificates, KeyPair, make_certificates
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-LIMIT = 5.0
+from tests.wspeer import LIMIT, accept_for
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +41,9 @@ async def upgrade(stream: trio.abc.Stream) -> None:
             return
         request += data
     [key] = re.findall(rb"(?im)^sec-websocket-key:\s*(\S+)", request)
-    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
     await stream.send_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + accept_for(key.decode()).encode() + b"\r\n\r\n"
     )
     if await stream.receive_some(65536):  # the close frame (the only frame the tests send)
         await stream.send_all(b"\x88\x02\x03\xe8")
