@@ -45,6 +45,9 @@ COMPRESSION_LEVEL: Final = 1
 RETENTION_CHECK_SECONDS: Final = 60.0
 """Retention is applied when a segment ends and at least this often besides."""
 READ_CHUNK: Final = 1 << 20
+HEADER_READ: Final = 1 << 16
+"""The first read of a segment: its header frame is small, and checking the headers of a
+directory's segments (before a replay or a listing) then reads this much of each, not a chunk."""
 _SEGMENT_NAME: Final = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]+-\d{6}\.cfrec$")
 
 
@@ -261,7 +264,7 @@ def read_segment(path: Path, tail: SegmentTail | None = None) -> Iterator[Any]:
     splitter = RecordSplitter()
     first = True
     with open(path, "rb") as file:
-        data = file.read(READ_CHUNK)
+        data = file.read(HEADER_READ)
         while data:
             decompressor = zstandard.ZstdDecompressor().decompressobj()
             try:
