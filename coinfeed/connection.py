@@ -269,7 +269,8 @@ class Connection:
             status.last_frame_at = now
             status.frames_received += len(batch)
             last = batch[-1]
-            dropped = queue.put_frames_nowait(connection_id, batch, (time.time_ns(), now))
+            received = (time.time_ns(), now) if queue.keep_reads else None
+            dropped = queue.put_frames_nowait(connection_id, batch, received)
             if dropped:
                 self._drop_log.warning(
                     "frames",
