@@ -44,7 +44,9 @@ async def test_a_certificate_problem_is_logged_with_its_cause_and_retried(
     )
     try:
         async with serving(refuse_quietly, ssl_context=server_context(certificate)) as server:
-            settings = make_settings(ws_url=server.url("wss"), transport=transport, backoff_max=0.2)
+            settings = make_settings(
+                ws_url=server.url_for("wss"), transport=transport, backoff_max=0.2
+            )
             service = Service.build(settings, sinks=[MemorySink()], handle_signals=False)
             async with trio.open_nursery() as nursery:
                 await nursery.start(service.run)
@@ -66,7 +68,7 @@ async def test_the_ca_the_operator_names_is_trusted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with serving(accept_and_listen, ssl_context=server_context(certificate)) as server:
-        overrides: dict[str, object] = {"ws_url": server.url("wss"), "transport": transport}
+        overrides: dict[str, object] = {"ws_url": server.url_for("wss"), "transport": transport}
         if trust == "ca_file":
             overrides["ca_file"] = str(certificate[0])
         else:
