@@ -6,8 +6,13 @@ corrupt). Opening a database applies, in order, every step of :data:`MIGRATIONS`
 yet (``schema_version`` holds how many), so an older file is upgraded in place. Prices and sizes
 are stored as exact text (``str(Decimal)``), book levels as JSON arrays of such strings. Trades
 are keyed by ``uuid`` and written with ``INSERT OR IGNORE``, so replaying events never duplicates
-a trade. Every book event that is a snapshot (``is_snapshot``: WS snapshots after each
-(re)subscribe, REST interim views, and every ``book5/20/50`` message) is stored; deltas are not.
+a trade. Every book event (snapshots and deltas, WS and REST, every depth) is stored in
+``book_updates`` in the order received, so ``id`` order is event order: reading one symbol's rows
+``ORDER BY id`` and applying them (a snapshot replaces the book, a delta sets each listed level to
+its absolute size, size 0 deletes it) rebuilds its L2 book. ``book_snapshots`` keeps only the
+events that are snapshots (``is_snapshot``: WS snapshots after each (re)subscribe, REST interim
+views, and every ``book5/20/50`` message). A file from before schema version 4 gets an empty
+``book_updates``: its past deltas were never stored.
 
 Threads: the writer calls ``write_batch`` and ``close`` from trio worker threads, one call at a
 time, so the connection is opened with ``check_same_thread=False`` and is never used by two
@@ -65,6 +70,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE gaps ADD COLUMN window_end TEXT",
         "CREATE INDEX gaps_gap_id ON gaps (gap_id)",
     ),
+    (  # 4: every book event, deltas too, in the order received (id order is event order)
+        """CREATE TABLE book_updates (
+            id INTEGER PRIMARY KEY, symbol_id TEXT NOT NULL, depth TEXT NOT NULL,
+            sequence INTEGER, time_exchange TEXT NOT NULL, is_snapshot INTEGER NOT NULL,
+            asks TEXT NOT NULL, bids TEXT NOT NULL,
+            source TEXT NOT NULL, received_at TEXT NOT NULL)""",
+        "CREATE INDEX book_updates_symbol_time ON book_updates (symbol_id, time_exchange)",
+    ),
 )
 
 _INSERT_TRADE: Final = (
@@ -78,6 +91,10 @@ _INSERT_QUOTE: Final = (
 _INSERT_BOOK: Final = (
     "INSERT INTO book_snapshots (symbol_id, depth, sequence, time_exchange, asks, bids, source,"
     " received_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+_INSERT_BOOK_UPDATE: Final = (
+    "INSERT INTO book_updates (symbol_id, depth, sequence, time_exchange, is_snapshot, asks, bids,"
+    " source, received_at) VALUES (?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_GAP: Final = (
     "INSERT INTO gaps (data_type, symbol_id, reason, missing, recovery, status, received_at,"
@@ -186,9 +203,14 @@ def _quote_row(e: QuoteEvent) -> Row:
             e.received_at)  # fmt: skip
 
 
-def _book_row(e: BookEvent) -> Row:
-    return (e.symbol_id, e.depth, e.sequence, e.time_exchange, _levels(e.asks), _levels(e.bids),
+def _book_update_row(e: BookEvent, asks: str, bids: str) -> Row:
+    return (e.symbol_id, e.depth, e.sequence, e.time_exchange, int(e.is_snapshot), asks, bids,
             e.source, e.received_at)  # fmt: skip
+
+
+def _book_snapshot_row(e: BookEvent, asks: str, bids: str) -> Row:
+    return (e.symbol_id, e.depth, e.sequence, e.time_exchange, asks, bids, e.source,
+            e.received_at)  # fmt: skip
 
 
 @attrs.define(slots=True, eq=False)
@@ -213,6 +235,7 @@ class SqliteSink:
         trades: list[Row] = []
         quotes: list[Row] = []
         books: list[Row] = []
+        book_updates: list[Row] = []
         gaps: list[Row] = []
         for e in events:
             if isinstance(e, TradeEvent):
@@ -220,8 +243,10 @@ class SqliteSink:
             elif isinstance(e, QuoteEvent):
                 quotes.append(_quote_row(e))
             elif isinstance(e, BookEvent):
+                asks, bids = _levels(e.asks), _levels(e.bids)
+                book_updates.append(_book_update_row(e, asks, bids))
                 if e.is_snapshot:
-                    books.append(_book_row(e))
+                    books.append(_book_snapshot_row(e, asks, bids))
             elif isinstance(e, GapEvent):
                 gaps.append((e.data_type, e.symbol_id, e.reason, e.missing, e.recovery,
                              e.status, e.received_at, e.id, e.after_sequence,
@@ -233,6 +258,7 @@ class SqliteSink:
                 (_INSERT_TRADE, trades),
                 (_INSERT_QUOTE, quotes),
                 (_INSERT_BOOK, books),
+                (_INSERT_BOOK_UPDATE, book_updates),
                 (_INSERT_GAP, gaps),
             ):
                 if rows:

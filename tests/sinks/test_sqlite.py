@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from coinfeed.core.book import OrderBook
+from coinfeed.core.events import BookDepth, BookEvent, Source
+from coinfeed.core.protocol import Level
 from coinfeed.sinks import SinkSpecError, open_sink
 from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
-from tests.helpers import AT, book, gap, quote, trade
+from tests.helpers import AT, SYM, book, gap, quote, trade
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -61,14 +64,106 @@ def test_prices_and_sizes_round_trip_exactly(tmp_path: Path, sent: str, stored: 
     assert json.loads(bids) == [["99.0", "3.000"]]
 
 
-def test_book_snapshots_are_stored_and_deltas_are_not(tmp_path: Path) -> None:
+def test_book_snapshots_keeps_only_snapshots_and_book_updates_every_book_event(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "feed.sqlite"
     sink = SqliteSink.open(str(path))
     sink.write_batch([book(1, snapshot=True), book(2, snapshot=False), book(3, snapshot=False)])
     sink.write_batch([book(4, snapshot=True), gap()])
     sink.close()
     assert rows(path, "SELECT sequence FROM book_snapshots ORDER BY id") == [(1,), (4,)]
+    assert rows(path, "SELECT sequence, is_snapshot FROM book_updates ORDER BY id") == [
+        (1, 1),
+        (2, 0),
+        (3, 0),
+        (4, 1),
+    ]
     assert rows(path, "SELECT data_type, status, missing FROM gaps") == [("trade", "pending", 3)]
+
+
+def levels(*pairs: tuple[str, str]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(price), Decimal(size)) for price, size in pairs]
+
+
+def book_event(
+    n: int,
+    *,
+    snapshot: bool,
+    asks: list[tuple[Decimal, Decimal]],
+    bids: list[tuple[Decimal, Decimal]],
+    symbol: str = SYM,
+    depth: BookDepth = "book",
+    source: Source = "ws",
+) -> BookEvent:
+    return BookEvent(
+        symbol_id=symbol, depth=depth, sequence=n if source == "ws" else None, time_exchange=AT,
+        is_snapshot=snapshot, asks=asks, bids=bids, source=source, received_at=AT,
+    )  # fmt: skip
+
+
+def rebuilt_book(path: Path, symbol: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``symbol``'s WS ``book`` rows of ``book_updates`` applied in id order; levels as text."""
+    order_book = OrderBook(symbol)
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute(
+            "SELECT is_snapshot, sequence, asks, bids FROM book_updates"
+            " WHERE symbol_id = ? AND depth = 'book' AND source = 'ws' ORDER BY id",
+            (symbol,),
+        ).fetchall()
+    conn.close()
+    for is_snapshot, sequence, asks, bids in stored:
+        ask_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(asks)]
+        bid_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(bids)]
+        if is_snapshot:
+            order_book.apply_snapshot(ask_levels, bid_levels, sequence)
+        else:
+            order_book.apply_update(ask_levels, bid_levels, sequence)
+    top_asks, top_bids = order_book.top(10_000)
+    return [(str(p), str(s)) for p, s in top_asks], [(str(p), str(s)) for p, s in top_bids]
+
+
+def test_the_book_rebuilt_from_book_updates_has_every_delta_applied(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    other = "COINBASE_SPOT_ETH_USD"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([
+        book_event(1, snapshot=True, asks=levels(("101.50", "2"), ("101.25", "1")),
+                   bids=levels(("99.0", "3.000"), ("98.5", "1"))),
+        book_event(7, snapshot=True, symbol=other, asks=levels(("2000", "1")),
+                   bids=levels(("1999", "1"))),
+        book_event(2, snapshot=False, asks=levels(("101.25", "0")),  # deletes a level
+                   bids=levels(("99.5", "0.25"))),  # adds one
+    ])  # fmt: skip
+    sink.write_batch([
+        book_event(3, snapshot=False, asks=levels(("101.50", "4.0")), bids=levels(("98.5", "0"))),
+        book_event(8, snapshot=False, symbol=other, asks=levels(("2000", "0")), bids=[]),
+        book_event(0, snapshot=True, source="rest", asks=levels(("500", "9")), bids=[]),
+        book_event(4, snapshot=True, depth="book5", asks=levels(("600", "9")), bids=[]),
+        book_event(4, snapshot=False, asks=levels(("102", "1")), bids=[]),
+    ])  # fmt: skip
+    assert rebuilt_book(path, SYM) == (
+        [("101.50", "4.0"), ("102", "1")],
+        [("99.5", "0.25"), ("99.0", "3.000")],
+    )
+    assert rebuilt_book(path, other) == ([], [("1999", "1")])
+    # A resubscribe: the new snapshot replaces the whole book, later deltas apply to it.
+    sink.write_batch([
+        book_event(10, snapshot=True, asks=levels(("103", "1")), bids=levels(("100", "2"))),
+        book_event(11, snapshot=False, asks=[], bids=levels(("100", "0"), ("99.75", "5"))),
+    ])  # fmt: skip
+    sink.close()
+    assert rebuilt_book(path, SYM) == ([("103", "1")], [("99.75", "5")])
+    assert rows(path, "SELECT count(*), sum(is_snapshot) FROM book_updates") == [(10, 5)]
+    assert rows(
+        path, "SELECT symbol_id, depth, source, sequence FROM book_snapshots ORDER BY id"
+    ) == [
+        (SYM, "book", "ws", 1),
+        (other, "book", "ws", 7),
+        (SYM, "book", "rest", None),
+        (SYM, "book5", "ws", 4),
+        (SYM, "book", "ws", 10),
+    ]
 
 
 def test_the_database_uses_wal_and_indexes_each_market_table(tmp_path: Path) -> None:
@@ -80,7 +175,7 @@ def test_the_database_uses_wal_and_indexes_each_market_table(tmp_path: Path) -> 
         for name, table in rows(path, "SELECT name, tbl_name FROM sqlite_master WHERE type='index'")
         if not str(name).startswith("sqlite_autoindex")
     }
-    for table in ("trades", "quotes", "book_snapshots"):
+    for table in ("trades", "quotes", "book_snapshots", "book_updates"):
         assert (table, ("symbol_id", "time_exchange")) in indexed
 
 
@@ -124,6 +219,38 @@ def test_a_version_2_database_gets_the_gap_window_columns_and_keeps_its_gaps(
         " ORDER BY id",
     )
     assert stored == [(None, None, None, None, None), ("1a2b3c4d-1", 4, 8, AT, AT)]
+
+
+def test_a_version_3_database_gets_book_updates_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as conn:  # as coinfeed with 3 steps left it
+        assert migrate(conn, MIGRATIONS[:3]) == 3
+        conn.execute(
+            "INSERT INTO book_snapshots (symbol_id, depth, sequence, time_exchange, asks, bids,"
+            " source, received_at) VALUES ('S', 'book', 1, 't', '[[\"2\",\"1\"]]', '[]',"
+            " 'ws', 'r')"
+        )
+        conn.execute(
+            "INSERT INTO trades VALUES ('u-1', 'S', 1, 't', 't', '1.0', '2', 'BUY', 'ws', 'r')"
+        )
+    conn.close()
+    sink = open_sink(f"sqlite:{path}")
+    sink.write_batch([book(5, snapshot=True), book(6, snapshot=False), book(7, snapshot=False)])
+    sink.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == 4
+    conn.close()
+    assert rows(path, "SELECT symbol_id, sequence, asks FROM book_snapshots ORDER BY id") == [
+        ("S", 1, '[["2","1"]]'),
+        (SYM, 5, '[["101.50","2"],["101.25","1E-9"]]'),
+    ]
+    assert rows(path, "SELECT uuid FROM trades") == [("u-1",)]
+    # The old file's past has no deltas; from now on every book event is there, in order.
+    assert rows(path, "SELECT sequence, is_snapshot FROM book_updates ORDER BY id") == [
+        (5, 1),
+        (6, 0),
+        (7, 0),
+    ]
 
 
 def test_a_database_from_a_newer_coinfeed_is_refused_with_a_clear_message(tmp_path: Path) -> None:
