@@ -1,4 +1,4 @@
-"""The ``coinfeed`` command: ``run``, ``demo``, ``replay``, ``recordings``, ``simulate``,
+"""The ``coinfeed`` command: ``run``, ``demo``, ``replay``, ``recordings``, ``book``, ``simulate``,
 ``config`` and ``shards``.
 
 Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from loguru import logger
@@ -219,6 +220,23 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     recordings.add_argument("directory", metavar="DIR", help="the recording directory")
     recordings.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    book = command(
+        "book",
+        _book,
+        "Rebuild a symbol's L2 book at a time from a Parquet history (--sink parquet:DIR).",
+        epilog="Needs the parquet extra (pip install 'coinfeed[parquet]').",
+    )
+    book.add_argument("directory", metavar="DIR", help="the parquet sink's directory")
+    book.add_argument(
+        "symbol_id", metavar="SYMBOL_ID", help="the symbol, e.g. BITSTAMP_SPOT_BTC_USD"
+    )
+    book.add_argument("--at", required=True, type=_utc_time, metavar="TIME",
+                      help="the instant (ISO 8601, UTC if no offset): the book after the last "
+                           "event received at or before it")  # fmt: skip
+    book.add_argument("--depth", type=_positive_int, default=None, metavar="N",
+                      help="levels per side (default: all)")  # fmt: skip
+    book.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
     summary = "Run only the simulator (WebSocket + REST) on loopback."
     command("simulate", _simulate, summary, add_help=False)
@@ -355,6 +373,29 @@ def _recordings(args: argparse.Namespace, extra: list[str], env: Mapping[str, st
     else:
         print(render(summaries))
     return 1 if any(summary.error for summary in summaries) else 0
+
+
+def _book(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    try:
+        from coinfeed.sinks import parquet_history
+    except ImportError as error:
+        print(
+            f"coinfeed: error: coinfeed book needs pyarrow ({error}): install the parquet "
+            "extra, pip install 'coinfeed[parquet]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        found = parquet_history.book_at(Path(args.directory), args.symbol_id, args.at, args.depth)
+    except (parquet_history.HistoryError, OSError, ValueError) as error:
+        # ValueError: pyarrow's ArrowInvalid, a file that is not Parquet.
+        print(f"coinfeed: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(found.as_json(), indent=2))
+    else:
+        print(parquet_history.render(found))
+    return 0
 
 
 def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:

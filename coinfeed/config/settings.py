@@ -120,6 +120,11 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "seconds a sink may hold events without progress before /ready reports it", "S"),
     _S("jsonl_fsync", p.choice(JSONL_FSYNC, str.lower), "never",
        "JSON Lines durability: never (page cache) or batch (fsync after each batch)", "WHEN"),
+    _S("parquet_roll_seconds", p.seconds(), 60.0,
+       "seconds a Parquet sink buffers rows before writing its files (what a kill -9 can lose)",
+       "S"),
+    _S("parquet_roll_rows", p.integer(1000), 200_000,
+       "rows a Parquet sink buffers at most before writing its files", "N"),
     _S("redis_maxlen", p.integer(1), 100_000,
        "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
     _S("redis_ca_file", p.optional(p.readable_file), None,
@@ -225,6 +230,8 @@ class Settings:
     sink_flush_interval: float = DEFAULTS["sink_flush_interval"]
     sink_stall_after: float = DEFAULTS["sink_stall_after"]
     jsonl_fsync: str = DEFAULTS["jsonl_fsync"]
+    parquet_roll_seconds: float = DEFAULTS["parquet_roll_seconds"]
+    parquet_roll_rows: int = DEFAULTS["parquet_roll_rows"]
     redis_maxlen: int = DEFAULTS["redis_maxlen"]
     redis_ca_file: str | None = DEFAULTS["redis_ca_file"]
     shard: Shard | None = DEFAULTS["shard"]

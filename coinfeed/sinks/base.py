@@ -26,6 +26,12 @@ class Sink(Protocol):
     made each hand-off wait for it), and a retry writes the same bytes again. The writer may
     encode a batch in slices and join the bytes: the encoding of a batch must be the
     concatenation of the encodings of its parts (as JSON Lines are).
+
+    A sink that buffers events past ``write_batch`` (Parquet writes whole files) has
+    ``flush(everything)`` and ``flush_every``: the writer calls ``flush(False)`` after
+    ``flush_every`` seconds without events, so what is due gets written on a quiet feed, and
+    ``flush(True)`` once its channel has closed and is drained, before ``close``; a failing
+    flush is retried and reported like a failing write.
     """
 
     name: str

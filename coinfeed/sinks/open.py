@@ -1,6 +1,7 @@
 """Sink specs: the one parser of their grammar (``config`` validates with it too), and opening.
 
-Accepted forms: ``jsonl:-`` (stdout), ``jsonl:PATH``, ``sqlite:PATH``, ``redis://HOST:PORT/DB``
+Accepted forms: ``jsonl:-`` (stdout), ``jsonl:PATH``, ``sqlite:PATH``, ``parquet:DIR`` (needs the
+``parquet`` extra, pyarrow), ``redis://HOST:PORT/DB``
 and ``rediss://HOST:PORT/DB`` (Redis over TLS); a Redis URL may carry credentials,
 ``USER:PASSWORD@``, ``:PASSWORD@`` (``requirepass``) or ``USER@``, before the host.
 :func:`parse_sink_spec` checks the text and gives a :class:`SinkSpec` (Redis URLs get their
@@ -25,7 +26,8 @@ import attrs
 from coinfeed.sinks.base import Sink, SinkSpecError
 
 ACCEPTED_FORMS: Final = (
-    "jsonl:- (stdout), jsonl:PATH, sqlite:PATH, redis://HOST:PORT/DB or rediss://HOST:PORT/DB "
+    "jsonl:- (stdout), jsonl:PATH, sqlite:PATH, parquet:DIR, redis://HOST:PORT/DB or "
+    "rediss://HOST:PORT/DB "
     "(TLS); a Redis URL may hold USER:PASSWORD@ or :PASSWORD@ before HOST"
 )
 REDACTED: Final = "***"
@@ -36,7 +38,7 @@ class SinkSpec:
     """A checked sink spec. ``str()`` is its canonical text with any password as ``***``: safe to
     print, and the sink's name; :attr:`unredacted` is the canonical text with the password."""
 
-    kind: Literal["jsonl", "sqlite", "redis"]
+    kind: Literal["jsonl", "sqlite", "parquet", "redis"]
     target: str
     """``-`` or a path for files; for Redis the whole URL, ``redis[s]://[USER[:***]@]HOST:PORT/DB``
     (user and password percent-encoded, the password shown as ``***``)."""
@@ -62,8 +64,8 @@ def parse_sink_spec(text: str) -> SinkSpec:
     scheme, colon, rest = text.partition(":")
     if text == "jsonl:-" or (scheme == "jsonl" and colon and rest and rest != "-"):
         return SinkSpec("jsonl", rest)
-    if scheme == "sqlite" and colon and rest and rest != "-":
-        return SinkSpec("sqlite", rest)
+    if scheme in ("sqlite", "parquet") and colon and rest and rest != "-":
+        return SinkSpec(scheme, rest)  # type: ignore[arg-type]  # one of the two literals
     if text.startswith(("redis://", "rediss://")):
         spec = _parse_redis_url(text)
         if spec is not None:
@@ -98,44 +100,42 @@ def redact_spec(text: str) -> str:
     return f"{scheme}://{user}{':' + REDACTED if colon else ''}@{after}"
 
 
-def open_sink(
-    spec: str | SinkSpec,
-    *,
-    redis_maxlen: int = 100_000,
-    redis_ca_file: str | None = None,
-    jsonl_fsync: str = "never",
-) -> Sink:
+@attrs.frozen
+class SinkOptions:
+    """The settings that shape how sinks are opened (defaults: the settings' defaults)."""
+
+    redis_maxlen: int = 100_000
+    redis_ca_file: str | None = None
+    """PEM file of CAs a ``rediss://`` server is verified against, besides the system's."""
+    jsonl_fsync: str = "never"
+    """``never`` or ``batch``: fsync a JSON Lines file after each batch."""
+    parquet_roll_seconds: float = 60.0
+    parquet_roll_rows: int = 200_000
+
+
+DEFAULT_OPTIONS: Final = SinkOptions()
+
+
+def open_sink(spec: str | SinkSpec, options: SinkOptions = DEFAULT_OPTIONS) -> Sink:
     """Build the sink a spec names (files are opened here, in the caller's thread; Redis
     connects lazily on the first write, so a Redis that is down is a failing sink, not a crash).
-    ``rediss://`` verifies the server against ``redis_ca_file`` (PEM) and the system's CAs;
-    ``jsonl_fsync`` is the ``jsonl_fsync`` setting (``never`` or ``batch``).
     """
     parsed = spec if isinstance(spec, SinkSpec) else parse_sink_spec(spec)
     try:
-        return _open(parsed, redis_maxlen, redis_ca_file, jsonl_fsync)
+        return _open(parsed, options)
     except (OSError, sqlite3.Error) as exc:
         raise SinkSpecError(f"sink {str(parsed)!r} cannot be opened: {exc}") from None
 
 
 def open_sinks(
     specs: Sequence[str | SinkSpec],
-    *,
-    redis_maxlen: int = 100_000,
-    redis_ca_file: str | None = None,
-    jsonl_fsync: str = "never",
+    options: SinkOptions = DEFAULT_OPTIONS,
 ) -> list[Sink]:
     """Open every sink, or none: if one fails, those already opened are closed again."""
     opened: list[Sink] = []
     try:
         for spec in specs:
-            opened.append(
-                open_sink(
-                    spec,
-                    redis_maxlen=redis_maxlen,
-                    redis_ca_file=redis_ca_file,
-                    jsonl_fsync=jsonl_fsync,
-                )
-            )
+            opened.append(open_sink(spec, options))
     except BaseException:
         for sink in opened:
             sink.close()
@@ -143,18 +143,36 @@ def open_sinks(
     return opened
 
 
-def _open(spec: SinkSpec, redis_maxlen: int, redis_ca_file: str | None, jsonl_fsync: str) -> Sink:
-    # Imported here: a process with only a JSONL sink never loads sqlite3's or redis's modules.
+def _open(spec: SinkSpec, options: SinkOptions) -> Sink:
+    # Imported here: a process with only a JSONL sink never loads sqlite3's, pyarrow's or
+    # redis's modules.
     if spec.kind == "jsonl":
         from coinfeed.sinks.jsonl import JsonlSink
 
-        return JsonlSink.open(spec.target, fsync=jsonl_fsync)
+        return JsonlSink.open(spec.target, fsync=options.jsonl_fsync)
     if spec.kind == "sqlite":
         from coinfeed.sinks.sqlite import SqliteSink
 
         return SqliteSink.open(spec.target)
+    if spec.kind == "parquet":
+        try:
+            from coinfeed.sinks.parquet import ParquetSink
+        except ImportError as exc:
+            raise SinkSpecError(
+                f"sink {str(spec)!r} needs pyarrow ({exc}): install the parquet extra, "
+                "pip install 'coinfeed[parquet]'"
+            ) from None
+        sink: Sink = ParquetSink.open(
+            spec.target,
+            roll_seconds=options.parquet_roll_seconds,
+            roll_rows=options.parquet_roll_rows,
+        )
+        return sink
     from coinfeed.sinks.redis_streams import RedisStreamSink
 
     return RedisStreamSink.open(
-        spec.unredacted, name=str(spec), maxlen=redis_maxlen, ca_file=redis_ca_file
+        spec.unredacted,
+        name=str(spec),
+        maxlen=options.redis_maxlen,
+        ca_file=options.redis_ca_file,
     )

@@ -22,6 +22,7 @@ returns cannot keep the process alive; the abandoned sink is not closed under th
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -193,11 +194,20 @@ class SinkWriter:
         self._progress_at = trio.current_time()
         abandoned = False
         try:
+            flush = getattr(self.sink, "flush", None)
+            idle_every = getattr(self.sink, "flush_every", math.inf)
             while True:
                 try:
-                    await self.channel.wait_batch(self.max_batch, self.flush_interval)
+                    with trio.move_on_after(idle_every) as idle:
+                        await self.channel.wait_batch(self.max_batch, self.flush_interval)
                 except trio.EndOfChannel:
+                    if flush is not None:
+                        await self._flush(flush, everything=True)
                     return
+                if idle.cancelled_caught:
+                    if flush is not None:
+                        await self._flush(flush, everything=False)
+                    continue
                 # Up to half the channel per hand-off: the processor fills the other half while
                 # a worker thread writes, and one thread hop is paid per several batches.
                 events = self.channel.receive_nowait(
@@ -353,6 +363,28 @@ class SinkWriter:
             self._report_rejected(isolation.rejected)
             if self.status.sink_failures.pop(name, None) is not None:
                 logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
+            return
+
+    async def _flush(self, flush: Callable[[bool], None], *, everything: bool) -> None:
+        """Let a sink that buffers write what is due (``everything`` once the channel closed),
+        retried with backoff and reported like a failing write."""
+        name = self.sink.name
+        attempt = 0
+        while True:
+            try:
+                await self._call(flush, everything)
+            except Exception as exc:  # reported and retried, like a failing write
+                attempt += 1
+                self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
+                self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
+                logger.bind(sink=name, attempt=attempt, error=str(exc)).error("sink flush failed")
+                await trio.sleep(
+                    full_jitter(attempt + 1, base=0.1, cap=self.retry_max, rng=self._rng)
+                )
+                continue
+            if self.status.sink_failures.pop(name, None) is not None:
+                logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
+            self._progress_at = trio.current_time()
             return
 
     def _report_rejected(self, rejected: list[tuple[Event, Exception]]) -> None:

@@ -44,6 +44,8 @@ INVALID = {
     "sink_flush_interval": "0",
     "sink_stall_after": "0",
     "jsonl_fsync": "always",
+    "parquet_roll_seconds": "0",
+    "parquet_roll_rows": "999",
     "redis_maxlen": "-5",
     "redis_ca_file": "/nonexistent/ca.pem",
     "shard": "3/3",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coinfeed.config import Settings
-from coinfeed.sinks import SinkSpecError, open_sinks, parse_sink_spec
+from coinfeed.sinks import SinkOptions, SinkSpecError, open_sinks, parse_sink_spec
 from coinfeed.sinks.redis_streams import RedisStreamSink
 
 
@@ -109,7 +109,7 @@ def test_settings_keep_the_password_for_the_sink_and_print_it_nowhere() -> None:
 
 def test_rediss_gets_the_ca_file_and_verifies_the_host_name(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
-    [sink] = open_sinks(["rediss://h:6380/1"], redis_ca_file=str(ca))
+    [sink] = open_sinks(["rediss://h:6380/1"], SinkOptions(redis_ca_file=str(ca)))
     assert isinstance(sink, RedisStreamSink)
     kwargs = sink._client.connection_pool.connection_kwargs
     sink.close()

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from coinfeed.core.events import decode_event
-from coinfeed.sinks import open_sink
+from coinfeed.sinks import SinkOptions, open_sink
 from tests.helpers import SYM, trade
 from tests.sinks.redisserver import RedisServer, TlsFiles
 
@@ -86,7 +86,7 @@ def test_rediss_verifies_the_server_with_redis_ca_file(
     tls_server: RedisServer, tls_files: TlsFiles
 ) -> None:
     assert tls_server.url == f"rediss://127.0.0.1:{tls_server.port}/0"
-    sink = open_sink(tls_server.url, redis_ca_file=str(tls_files.ca))
+    sink = open_sink(tls_server.url, SinkOptions(redis_ca_file=str(tls_files.ca)))
     sink.write_batch([trade(1), trade(2)])
     sink.close()
     assert uuids_in(tls_server) == [trade(1).uuid, trade(2).uuid]
@@ -105,7 +105,7 @@ def test_rediss_checks_the_host_name(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, tls=files)
     server.start()  # its certificate is valid, but for another name than 127.0.0.1
     try:
-        sink = open_sink(server.url, redis_ca_file=str(files.ca))
+        sink = open_sink(server.url, SinkOptions(redis_ca_file=str(files.ca)))
         with pytest.raises(redis.ConnectionError, match="IP address mismatch"):
             sink.write_batch([trade(1)])
         sink.close()
@@ -118,7 +118,7 @@ def test_rediss_with_a_login(tmp_path: Path, tls_files: TlsFiles) -> None:
     server.start()
     try:
         assert server.url == f"rediss://alice:{PASSWORD}@127.0.0.1:{server.port}/0"
-        sink = open_sink(server.url, redis_ca_file=str(tls_files.ca))
+        sink = open_sink(server.url, SinkOptions(redis_ca_file=str(tls_files.ca)))
         assert sink.name == f"rediss://alice:***@127.0.0.1:{server.port}/0"
         sink.write_batch([trade(1)])
         sink.close()

@@ -1,0 +1,230 @@
+"""The Parquet sink: exact digits, whole files, rolls, failures, and reading the history back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import trio
+
+from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, encode_lines
+from coinfeed.sinks import SinkOptions, SinkSpecError, open_sink, parse_sink_spec
+from coinfeed.sinks.parquet import TMP_DIR, ParquetSink
+from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
+from coinfeed.status import ServiceStatus
+from tests.helpers import book, gap, quote, trade, wait_for
+
+AWKWARD_NUMBERS = ("770.000000000", "0.00000050", "1E+2", "123456789012345678901234567890.5",
+                   "0.000000000000000000000000000001", "5")  # fmt: skip
+
+
+def parquet_sink(directory: Path, **options: object) -> ParquetSink:
+    sink = open_sink(f"parquet:{directory}", SinkOptions(**options))  # type: ignore[arg-type]
+    assert isinstance(sink, ParquetSink)
+    return sink
+
+
+def files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("kind=*/date=*/symbol_id=*/*.parquet"))
+
+
+def sql(query: str) -> list[tuple[object, ...]]:
+    return duckdb.sql(query).fetchall()
+
+
+def test_the_spec_parses_and_names_the_sink(tmp_path: Path) -> None:
+    spec = parse_sink_spec(f"parquet:{tmp_path}/history")
+    assert (spec.kind, str(spec)) == ("parquet", f"parquet:{tmp_path}/history")
+    with pytest.raises(SinkSpecError, match="parquet:DIR"):
+        parse_sink_spec("parquet:")
+
+
+def test_prices_and_sizes_keep_the_digits_coinapi_sent(tmp_path: Path) -> None:
+    events: list[Event] = [
+        trade(n, price=text, size=text) for n, text in enumerate(AWKWARD_NUMBERS)
+    ]
+    sink = parquet_sink(tmp_path)
+    sink.write_batch(events)
+    sink.flush(True)
+    sink.close()
+    rows = sql(
+        f"SELECT price, size, price_f64 FROM read_parquet('{tmp_path}/kind=trade/**/*.parquet')"
+        " ORDER BY ingest_seq"
+    )
+    # The same text the JSON Lines sink writes for each number, and Decimal gives it back.
+    assert [price for price, _, _ in rows] == [str(Decimal(text)) for text in AWKWARD_NUMBERS]
+    assert [Decimal(str(size)) for _, size, _ in rows] == [Decimal(t) for t in AWKWARD_NUMBERS]
+    for (price, _, as_float), text in zip(rows, AWKWARD_NUMBERS, strict=True):
+        assert f'"price":{price},' in encode_lines([trade(0, price=text)]).decode()
+        assert as_float == float(Decimal(text))
+
+
+def test_each_kind_has_typed_columns_in_a_hive_layout(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path)
+    sink.write_batch([trade(1), quote(1), book(1, snapshot=True), book(2, snapshot=False), gap()])
+    sink.flush(True)
+    sink.close()
+    found = [path.relative_to(tmp_path).parts[:3] for path in files(tmp_path)]
+    assert sorted(found) == [
+        (f"kind={kind}", "date=2026-11-28", "symbol_id=BITSTAMP_SPOT_BTC_USD")
+        for kind in ("book", "gap", "quote", "trade")
+    ]
+    trades = pq.read_table(files(tmp_path)[-1])
+    assert str(trades.schema.field("time_exchange").type) == "timestamp[ns, tz=UTC]"
+    assert str(trades.schema.field("sequence").type) == "int64"
+    books = sql(
+        f"SELECT is_snapshot, asks, bids, kind, date FROM read_parquet("
+        f"'{tmp_path}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
+        " WHERE kind = 'book' ORDER BY ingest_seq"
+    )
+    assert [row[0] for row in books] == [True, False]
+    assert books[0][1] == [{"price": "101.50", "size": "2"}, {"price": "101.25", "size": "1E-9"}]
+    assert books[0][2] == [{"price": "99.0", "size": "3.000"}]
+    assert str(books[0][4]) == "2026-11-28"
+
+
+def test_files_appear_only_when_whole_and_roll_by_rows(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000, parquet_roll_seconds=3600)
+    sink.write_batch([trade(n) for n in range(600)])
+    assert files(tmp_path) == [], "rows wait in memory for their roll"
+    sink.write_batch([trade(n) for n in range(600, 1200)])
+    [first] = files(tmp_path)
+    assert pq.read_metadata(first).num_rows == 1200
+    sink.write_batch([trade(n) for n in range(1200, 1300)])
+    sink.flush(True)
+    sink.close()
+    assert len(files(tmp_path)) == 2
+    assert sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet')") == [(1300,)]
+    assert list((tmp_path / TMP_DIR).iterdir()) == []
+
+
+def test_a_roll_is_due_after_roll_seconds_even_when_no_events_come(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_seconds=0.05)
+    sink.write_batch([trade(1)])
+    sink.flush(False)
+    assert files(tmp_path) == []
+    time.sleep(0.08)
+    sink.flush(False)
+    assert len(files(tmp_path)) == 1
+    sink.close()
+
+
+def test_a_failed_roll_is_retried_without_writing_anything_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000)
+    real_write = pq.write_table
+    calls = {"n": 0}
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    batch: list[Event] = [trade(n, symbol=f"S{n % 3}") for n in range(1000)]
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch(batch)
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch(batch)  # the writer retries the same batch
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch([trade(5000)])  # a new batch waits behind the unwritten files
+    assert list((tmp_path / TMP_DIR).iterdir()) == [], "no half file is left behind"
+    monkeypatch.setattr(pq, "write_table", real_write)
+    sink.write_batch(batch)  # the retry now goes through
+    sink.write_batch([trade(5000)])
+    sink.flush(True)
+    sink.close()
+    uuids = sql(f"SELECT uuid FROM read_parquet('{tmp_path}/**/*.parquet')")
+    assert len(uuids) == len(set(uuids)) == 1001
+
+
+def test_a_value_no_column_can_hold_fails_the_batch_and_keeps_nothing_of_it(
+    tmp_path: Path,
+) -> None:
+    sink = parquet_sink(tmp_path)
+    hostile = QuoteEvent(**{**_fields(quote(2)), "time_exchange": "yesterday"})
+    with pytest.raises(ValueError, match="yesterday"):
+        sink.write_batch([quote(1), hostile, trade(3)])
+    sink.write_batch([quote(1), trade(3)])
+    sink.flush(True)
+    sink.close()
+    assert sql(
+        f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet', union_by_name = true)"
+    ) == [(2,)]
+
+
+def _fields(event: Event) -> dict[str, object]:
+    return {name: getattr(event, name) for name in event.__struct_fields__}
+
+
+async def test_the_writer_sets_a_hostile_event_aside_and_writes_the_rest(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000)
+    status, counters = ServiceStatus(), SinkCounters()
+    writer = SinkWriter(sink, EventChannel(100), status, counters, flush_interval=0.05)
+    hostile = BookEvent(**{**_fields(book(2, snapshot=False)), "time_exchange": "2026-13-40"})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send([book(1, snapshot=True), hostile, book(3, snapshot=False)])
+        writer.channel.close()
+    assert counters.rejected == {sink.name: 1}
+    assert counters.events == {sink.name: 2}
+    rows = sql(f"SELECT sequence FROM read_parquet('{tmp_path}/**/*.parquet') ORDER BY 1")
+    assert rows == [(1,), (3,)], "written at shutdown, the hostile event left out"
+
+
+async def test_a_quiet_feed_still_rolls_on_time(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_seconds=0.2)
+    sink.flush_every = 0.05
+    writer = SinkWriter(
+        sink, EventChannel(100), ServiceStatus(), SinkCounters(), flush_interval=0.01
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send([trade(1)])
+        await wait_for(lambda: len(files(tmp_path)) == 1, 2, "the roll of a quiet feed")
+        writer.channel.close()
+
+
+def test_a_second_sink_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    first = parquet_sink(tmp_path)
+    with pytest.raises(SinkSpecError, match="another coinfeed process writes Parquet"):
+        parquet_sink(tmp_path)
+    first.close()
+    parquet_sink(tmp_path).close()
+
+
+def test_opening_deletes_what_a_crash_left_half_written(tmp_path: Path) -> None:
+    parquet_sink(tmp_path).close()
+    leftover = tmp_path / TMP_DIR / "7.tmp"
+    leftover.write_bytes(b"PAR1 a file without its footer")
+    parquet_sink(tmp_path).close()
+    assert not leftover.exists()
+
+
+def test_without_pyarrow_the_error_names_the_extra_to_install(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from coinfeed.sinks import open_sink\n"
+        f"open_sink('parquet:{tmp_path}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "pip install 'coinfeed[parquet]'" in done.stderr
+    assert "SinkSpecError" in done.stderr
+
+
+def test_the_time_columns_are_nanosecond_exact(tmp_path: Path) -> None:
+    at = "2026-11-28T10:00:00.1234567Z"
+    event = TradeEvent(**{**_fields(trade(1)), "time_exchange": at, "time_coinapi": at})
+    sink = parquet_sink(tmp_path)
+    sink.write_batch([event])
+    sink.flush(True)
+    sink.close()
+    [(nanos,)] = sql(f"SELECT epoch_ns(time_exchange) FROM read_parquet('{tmp_path}/**/*.parquet')")
+    assert nanos % 1_000_000_000 == 123_456_700

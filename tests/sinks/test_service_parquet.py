@@ -1,0 +1,162 @@
+"""The service against the simulator with the Parquet sink: the history DuckDB reads holds what
+the JSON Lines sink of the same run holds, books rebuild exactly, and kill -9 leaves whole files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import trio
+
+from coinfeed.config import Settings
+from coinfeed.core.book import BookState
+from coinfeed.service import Service
+from coinfeed.simulator import SimulatorConfig, open_simulator
+from coinfeed.sinks.parquet_history import book_at
+from tests.coinfeed_process import child_environment
+from tests.helpers import SYMBOLS, wait_for
+
+
+def jsonl_events(path: Path) -> list[dict[str, object]]:
+    # parse_float=str: the digits exactly as the line holds them.
+    return [json.loads(line, parse_float=str) for line in path.read_text().splitlines()]
+
+
+def parquet(directory: Path, kind: str) -> str:
+    return f"read_parquet('{directory}/kind={kind}/**/*.parquet', hive_partitioning = true)"
+
+
+async def test_duckdb_reads_every_trade_of_the_run_once_with_the_same_digits(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    history, lines = tmp_path / "history", tmp_path / "events.jsonl"
+    async with open_simulator(SimulatorConfig(rate=3000, seed=21, faults="gaps")) as sim:
+        settings = make_settings(
+            ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=SYMBOLS,
+            sinks=(f"jsonl:{lines}", f"parquet:{history}"), stale_after=2.0,
+            recovery_pause=0.02, sink_flush_interval=0.2, parquet_roll_seconds=0.5,
+        )  # fmt: skip
+        service = Service.build(settings, handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(lambda: service.status.connected, 5, "connected")
+            # Files appear while it runs (rolls of 0.5 s), not only at shutdown.
+            await wait_for(
+                lambda: any(history.glob("kind=trade/*/*/*.parquet")), 5, "a first trade file"
+            )
+            await trio.sleep(1.5)
+            service.status.request_shutdown("test over")
+    events = jsonl_events(lines)
+    trades = {e["uuid"]: (e["price"], e["size"]) for e in events if e["kind"] == "trade"}
+    assert len(trades) > 500
+    stored = duckdb.sql(f"SELECT uuid, price, size FROM {parquet(history, 'trade')}").fetchall()
+    assert len(stored) == len({uuid for uuid, _, _ in stored}), "no trade twice"
+    assert {uuid: (price, size) for uuid, price, size in stored} == trades
+    for kind in ("quote", "book", "gap"):
+        expected = sum(1 for e in events if e["kind"] == kind)
+        [(count,)] = duckdb.sql(f"SELECT count(*) FROM {parquet(history, kind)}").fetchall()
+        assert count == expected, kind
+    assert sum(1 for e in events if e["kind"] == "gap") > 0, "the gaps profile makes gaps"
+
+
+async def test_the_book_rebuilt_at_the_last_event_is_the_services_book_after_gaps(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    history = tmp_path / "history"
+    async with open_simulator(SimulatorConfig(rate=2000, seed=8, faults="gaps")) as sim:
+        settings = make_settings(
+            ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=SYMBOLS, types=("trade", "book"),
+            sinks=(f"parquet:{history}",), stale_after=2.0, recovery_pause=0.02,
+            sink_flush_interval=0.1, parquet_roll_seconds=0.3,
+        )  # fmt: skip
+        service = Service.build(settings, handle_signals=False)
+        books = service.processor.books
+
+        def all_synced() -> bool:
+            return all(s is BookState.SYNCED for s in books.states_of(SYMBOLS).values())
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await trio.sleep(3.0)  # 1 % of the frames skipped: book gaps and resyncs
+            sim.faults.set_profile("none")
+            await wait_for(all_synced, 10, "every book synced again")
+            sim.pause_market()
+            await wait_for(
+                lambda: all(q.depth == 0 for q in service.queue_statistics().values()),
+                5,
+                "every event handed to the sink",
+            )
+            service.status.request_shutdown("test over")
+    assert all_synced()
+    [(last,)] = duckdb.sql(f"SELECT max(received_at) FROM {parquet(history, 'book')}").fetchall()
+    assert isinstance(last, datetime)
+    resynced = duckdb.sql(
+        f"SELECT count(*) FROM {parquet(history, 'gap')} WHERE data_type = 'book'"
+        " AND status = 'recovered'"
+    ).fetchall()[0][0]
+    assert resynced > 0, "the run should have resynced books"
+    for symbol in SYMBOLS:
+        live = books.get(symbol)
+        assert live is not None
+        rebuilt = book_at(history, symbol, last)
+        assert rebuilt.state is BookState.SYNCED
+        assert rebuilt.sequence == live.sequence, symbol
+        expected = live.top(live.level_count)
+        assert (rebuilt.asks, rebuilt.bids) == expected, symbol
+        assert [[str(p), str(s)] for p, s in rebuilt.asks] == [
+            [str(p), str(s)] for p, s in expected[0]
+        ], "the same digits"
+    # The command prints the same book.
+    done = await trio.run_process(
+        [sys.executable, "-m", "coinfeed", "book", str(history), SYMBOLS[0], "--at",
+         last.isoformat(), "--json", "--depth", "5"],
+        capture_stdout=True, capture_stderr=True, env=child_environment(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    shown = json.loads(done.stdout)
+    live = books.get(SYMBOLS[0])
+    assert live is not None
+    asks, bids = live.top(5)
+    assert shown["state"] == "synced" and shown["sequence"] == live.sequence
+    assert shown["asks"] == [[str(p), str(s)] for p, s in asks]
+    assert shown["bids"] == [[str(p), str(s)] for p, s in bids]
+    assert [Decimal(p) for p, _ in shown["asks"]] == sorted(Decimal(p) for p, _ in shown["asks"])
+
+
+async def test_kill_9_leaves_only_whole_files_that_duckdb_reads(tmp_path: Path) -> None:
+    history = tmp_path / "history"
+    command = [sys.executable, "-m", "coinfeed", "demo", "--sink", f"parquet:{history}",
+               "--parquet-roll-seconds", "0.5", "--http", "off", "--faults", "gaps",
+               "--log-level", "WARNING"]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        command, env=child_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(20):
+            while len(list(history.glob("kind=*/*/*/*.parquet"))) < 10:
+                await trio.sleep(0.05)
+        await trio.sleep(1.23)  # somewhere in the middle of a roll
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    found = list(history.glob("kind=*/*/*/*.parquet"))
+    for path in found:  # each one whole: DuckDB reads its footer and every row
+        duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
+    [(trades,)] = duckdb.sql(f"SELECT count(*) FROM {parquet(history, 'trade')}").fetchall()
+    assert trades > 0
+    # The next start deletes what the kill left half written, and appends new files.
+    with trio.fail_after(60):
+        demo = await trio.run_process(
+            [*command, "--duration", "1.5"], env=child_environment(), capture_stderr=True,
+            check=False,
+        )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr.decode()
+    assert list((history / ".coinfeed-tmp").iterdir()) == []
+    assert len(list(history.glob("kind=*/*/*/*.parquet"))) > len(found)
