@@ -1,14 +1,27 @@
-"""Throughput of each sink's ``write_batch`` on a realistic, seeded event mix.
+"""Throughput and size on disk of each sink on a realistic, seeded event mix.
 
-Prints events/s for ``jsonl`` to a file, ``sqlite`` and ``redis`` (Redis Streams; this script
-starts its own ``redis-server`` on a free loopback port and stops it after), next to the baseline
-measured in the same run, ``jsonl`` to /dev/null, as a ratio. Each figure is the median of
-several rounds; each round writes the same events in batches of ``--batch`` (the default
-``sink_batch_size``) to a fresh file/database/Redis. The mix: 45 % book events (a tenth of them
-snapshots of 20 levels a side, the rest deltas), 35 % trades, 20 % quotes over 10 symbols, plus
-a few gap events. The run stops starting new rounds after about 40 s.
+Prints, side by side, events/s for ``jsonl`` to a file, ``sqlite``, ``parquet`` and ``redis``
+(Redis Streams; this script starts its own ``redis-server`` on a free loopback port and stops it
+after), next to the baseline measured in the same run, ``jsonl`` to /dev/null, as a ratio; and
+for the sinks that write files, bytes on disk per event. Each rate is the median of several
+rounds; each round writes the same events in batches of ``--batch`` (the default
+``sink_batch_size``) to a fresh file/database/directory/Redis, then ``flush(True)`` for a sink
+that buffers (Parquet writes its files then: the timing includes them), then ``close``. The
+open is not timed. Bytes on disk, measured after ``close`` (median over rounds, over the events
+of a round): the JSON Lines file; the SQLite database plus its ``-wal`` if one is left; the
+``*.parquet`` files under the Parquet directory (not its lock file or ``.coinfeed-tmp``).
+Parquet runs with the default roll settings, so a round of fewer than ``parquet_roll_rows``
+events is one roll: one file per kind and symbol, whose size per event depends on how many
+rows a roll holds. Redis keeps the stream in memory (no persistence here): no bytes on disk.
 
-    .venv/bin/python scripts/bench_sinks.py [--events N] [--rounds R] [--batch B] [--json]
+The mix: 45 % book events (a tenth of them snapshots of 20 levels a side, the rest deltas),
+35 % trades, 20 % quotes over 10 symbols, plus a gap event every 5,000th. The run stops starting
+new rounds after about 40 s.
+
+    .venv/bin/python scripts/bench_sinks.py [--events N] [--rounds R] [--batch B] [--json [FILE]]
+
+``--json`` alone prints one JSON object instead of the table; ``--json FILE`` prints the table
+and writes the JSON object to FILE.
 """
 
 from __future__ import annotations
@@ -23,11 +36,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import free_port
 
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
-from coinfeed.sinks import Sink, open_sink
+from coinfeed.sinks import Sink, SinkOptions, open_sink
+from coinfeed.sinks.parquet import TMP_DIR as PARQUET_TMP_DIR
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "AVAX", "LINK"]
 SYMBOLS = [f"BENCH_SPOT_{base}_USD" for base in BASES]
@@ -113,15 +129,100 @@ def redis_server(directory: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def time_round(open_fresh: Callable[[], Sink], events: list[Event], batch: int) -> float:
-    """Events/s writing ``events`` in batches to a freshly opened sink (close included)."""
-    sink = open_fresh()
+SINKS = ("jsonl:/dev/null", "jsonl", "sqlite", "parquet", "redis")
+"""Measured in this order; the first is the baseline of the ratios."""
+
+
+def event_mix(events: list[Event]) -> dict[str, int]:
+    """How many events of each kind (book events split into snapshots and deltas)."""
+    mix = dict.fromkeys(("trade", "quote", "book_snapshot", "book_delta", "gap"), 0)
+    for event in events:
+        if isinstance(event, BookEvent):
+            mix["book_snapshot" if event.is_snapshot else "book_delta"] += 1
+        elif isinstance(event, TradeEvent):
+            mix["trade"] += 1
+        elif isinstance(event, QuoteEvent):
+            mix["quote"] += 1
+        else:
+            mix["gap"] += 1
+    return mix
+
+
+def disk_bytes(kind: str, path: Path | None) -> int | None:
+    """What a closed sink left on disk at ``path`` (None for sinks that write no file)."""
+    if path is None:
+        return None
+    if kind == "sqlite":
+        files = [path, path.with_name(path.name + "-wal")]
+        return sum(file.stat().st_size for file in files if file.exists())
+    if kind == "parquet":
+        return sum(
+            file.stat().st_size
+            for file in path.rglob("*.parquet")
+            if PARQUET_TMP_DIR not in file.relative_to(path).parts
+        )
+    return path.stat().st_size
+
+
+def check_parquet_rows(directory: Path | None, expected: int) -> None:
+    """Stop the bench if the Parquet files do not hold every event of the round."""
+    assert directory is not None
+    rows = sum(
+        pq.read_metadata(file).num_rows
+        for file in directory.rglob("*.parquet")
+        if PARQUET_TMP_DIR not in file.relative_to(directory).parts
+    )
+    if rows != expected:
+        raise SystemExit(f"bench_sinks: the Parquet files hold {rows} rows, not {expected}")
+
+
+def remove(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            file.unlink(missing_ok=True)
+
+
+def time_round(sink: Sink, events: list[Event], batch: int) -> float:
+    """Events/s writing ``events`` in batches to a freshly opened sink: a sink that buffers
+    (``flush``, Parquet) is then flushed whole, inside the timing; ``close`` is timed too."""
     batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+    flush = getattr(sink, "flush", None)
     started = time.perf_counter()
     for chunk in batches:
         sink.write_batch(chunk)
+    if flush is not None:
+        flush(True)
     sink.close()
     return len(events) / (time.perf_counter() - started)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    mix = ", ".join(f"{count:,} {kind.replace('_', ' ')}" for kind, count in report["mix"].items())
+    print(
+        f"{report['events_per_round']:,} events/round, batches of {report['batch']}, "
+        f"median of {report['rounds']} rounds\n  mix: {mix}"
+    )
+    rows = [("sink", "events/s", "ratio", "bytes/event", "rounds")]
+    for kind in report["events_per_s"]:
+        size = report["bytes_per_event"][kind]
+        rows.append((
+            kind, f"{report['events_per_s'][kind]:,}",
+            f"x{report['ratio_to_jsonl_devnull'][kind]:.3f}",
+            "-" if size is None else f"{size:,.1f}", str(report["rounds_run"][kind]),
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        right = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        cells = [row[0].ljust(widths[0]), *right]
+        print("  " + "   ".join(cells))
+    print(
+        f"  (ratio: to {SINKS[0]}; bytes/event: on disk after close, - for no file; "
+        f"{report['seconds']} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,53 +230,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per sink (median)")
     parser.add_argument("--batch", type=int, default=1000, help="events per write_batch")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="alone: print one JSON object instead of the table; with FILE: write it there too",
+    )
     args = parser.parse_args(argv)
+    for name in ("events", "rounds", "batch"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be above 0, got {getattr(args, name)}")
     events = make_events(args.events)
     started = time.monotonic()
-    results: dict[str, float] = {}
+    rates: dict[str, list[float]] = {kind: [] for kind in SINKS}
+    sizes: dict[str, list[int]] = {kind: [] for kind in SINKS}
     with tempfile.TemporaryDirectory(prefix="bench-sinks-") as tmp, redis_server(Path(tmp)) as url:
         counter = iter(range(1_000_000))
 
-        def fresh(kind: str) -> Callable[[], Sink]:
-            def build() -> Sink:
-                n = next(counter)
-                if kind == "jsonl:/dev/null":
-                    return open_sink("jsonl:/dev/null")
-                if kind == "jsonl":
-                    return open_sink(f"jsonl:{tmp}/events-{n}.jsonl")
-                if kind == "sqlite":
-                    return open_sink(f"sqlite:{tmp}/events-{n}.sqlite")
-                with redis.Redis.from_url(url) as client:
-                    client.flushdb()
-                return open_sink(url, redis_maxlen=100_000)
+        def fresh(kind: str) -> tuple[Sink, Path | None]:
+            """A new sink of ``kind`` and where it writes (None: nowhere on disk)."""
+            n = next(counter)
+            if kind == "jsonl:/dev/null":
+                return open_sink("jsonl:/dev/null"), None
+            if kind in ("jsonl", "sqlite"):
+                path = Path(tmp) / f"events-{n}.{kind}"
+                return open_sink(f"{kind}:{path}"), path
+            if kind == "parquet":
+                path = Path(tmp) / f"parquet-{n}"
+                return open_sink(f"parquet:{path}", SinkOptions()), path
+            with redis.Redis.from_url(url) as client:
+                client.flushdb()
+            return open_sink(url, SinkOptions(redis_maxlen=100_000)), None
 
-            return build
-
-        for kind in ("jsonl:/dev/null", "jsonl", "sqlite", "redis"):
-            rates = []
+        for kind in SINKS:
             for _ in range(args.rounds):
-                rates.append(time_round(fresh(kind), events, args.batch))
+                sink, path = fresh(kind)
+                rates[kind].append(time_round(sink, events, args.batch))
+                if kind == "parquet":
+                    check_parquet_rows(path, len(events))
+                size = disk_bytes(kind, path)
+                if size is not None:
+                    sizes[kind].append(size)
+                remove(path)
                 if time.monotonic() - started > BUDGET_S:
                     break
-            results[kind] = statistics.median(rates)
-    baseline = results["jsonl:/dev/null"]
-    report = {
+    results = {kind: statistics.median(values) for kind, values in rates.items()}
+    baseline = results[SINKS[0]]
+    report: dict[str, Any] = {
         "events_per_round": args.events,
         "batch": args.batch,
         "rounds": args.rounds,
         "python": sys.version.split()[0],
+        "mix": event_mix(events),
         "events_per_s": {k: round(v) for k, v in results.items()},
         "ratio_to_jsonl_devnull": {k: round(v / baseline, 3) for k, v in results.items()},
+        "bytes_per_event": {
+            k: round(statistics.median(v) / args.events, 2) if v else None for k, v in sizes.items()
+        },
+        "rounds_run": {k: len(v) for k, v in rates.items()},
+        "parquet_roll_rows": SinkOptions().parquet_roll_rows,
         "seconds": round(time.monotonic() - started, 1),
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{args.events} events/round, batches of {args.batch}, median of {args.rounds}")
-        for kind, rate in results.items():
-            print(f"  {kind:<16} {rate:>12,.0f} events/s   x{rate / baseline:.3f}")
-        print(f"  ({report['seconds']} s)")
+    text = json.dumps(report, indent=2)
+    if args.json == "-":
+        print(text)
+        return 0
+    print_table(report)
+    if args.json is not None:
+        Path(args.json).write_text(text + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

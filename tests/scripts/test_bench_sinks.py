@@ -1,0 +1,59 @@
+"""scripts/bench_sinks.py with tiny sizes: every sink measured, Parquet's files counted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # runs a script end to end (and a redis-server)
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = 5_000  # the mix has a gap event every 5,000th
+FILE_SINKS = ("jsonl", "sqlite", "parquet")
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sinks.py"), "--events", str(EVENTS),
+         "--rounds", "1", "--batch", "500", *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return done
+
+
+def test_bench_sinks_reports_parquet_next_to_jsonl_and_sqlite(tmp_path: Path) -> None:
+    out = tmp_path / "bench-sinks.json"
+    done = run_bench("--json", str(out))
+    report = json.loads(out.read_text())
+
+    assert report["events_per_round"] == EVENTS
+    assert sum(report["mix"].values()) == EVENTS
+    assert all(report["mix"][kind] > 0 for kind in report["mix"]), report["mix"]
+    assert set(report["events_per_s"]) == {"jsonl:/dev/null", *FILE_SINKS, "redis"}
+    assert all(rate > 0 for rate in report["events_per_s"].values()), report["events_per_s"]
+    assert report["rounds_run"] == dict.fromkeys(report["events_per_s"], 1)
+    sizes = report["bytes_per_event"]
+    assert sizes["jsonl:/dev/null"] is None and sizes["redis"] is None  # nothing on disk
+    assert all(sizes[kind] > 0 for kind in FILE_SINKS), sizes
+    # zstd columns against JSON text of the same events: far smaller, or the files are wrong.
+    assert sizes["parquet"] < sizes["jsonl"] / 2, sizes
+
+    def row(kind: str) -> str:
+        (line,) = [line for line in done.stdout.splitlines() if line.split()[:1] == [kind]]
+        return line
+
+    for kind in FILE_SINKS:
+        assert f"{report['events_per_s'][kind]:,}" in row(kind)
+        assert f"{sizes[kind]:,.1f}" in row(kind)
+    assert row("redis").split()[3] == "-"
+
+
+def test_bench_sinks_json_alone_prints_only_the_json_object() -> None:
+    report = json.loads(run_bench("--json").stdout)
+    assert report["events_per_s"]["parquet"] > 0
+    assert report["bytes_per_event"]["parquet"] > 0
