@@ -6,15 +6,18 @@ schema per kind (:data:`SCHEMAS`), zstd-compressed. ``date`` is the UTC date of 
 (``20261206T140312.123456000Z``) and ``<n>`` numbers this process's rolls, so the names of one
 partition sort in the order their rows arrived, and rows in a file keep that order.
 
-How this works: ``write_batch`` turns each batch into Arrow columns (a value the schema cannot
-hold raises ``ValueError`` and nothing of the batch is kept, so the writer sets that one event
-aside) and keeps them in memory. Every ``roll_seconds`` or ``roll_rows`` buffered rows the
-buffer is *rolled*: split by partition, each part written to a temporary file under
-``DIR/.coinfeed-tmp``, fsynced and renamed into its partition, so a reader sees a file whole or
-not at all. A part that cannot be written stays pending and is written first by the next call;
-a retry of the batch whose roll failed (the writer passes the same list object) only retries
-the writing. What a ``kill -9`` loses is the buffer, at most one roll interval;
-``flush(everything=True)`` at shutdown writes it all.
+How this works: the writer encodes each batch on the event loop as JSON lines with exact
+numbers as text (``encode_batch``, msgspec); in the worker thread Arrow's JSON reader turns them
+into columns without holding the GIL, and the rows are kept in memory (a value a column cannot
+hold, such as a time Arrow cannot parse, raises ``ValueError`` before anything of the batch is
+kept, so the writer sets that one event aside). When ``roll_seconds`` have passed since the
+oldest buffered row, or ``roll_rows`` rows are buffered, the buffer is *rolled*: split by
+partition, each part written to a temporary file under ``DIR/.coinfeed-tmp``, fsynced and
+renamed into its partition, so a reader sees a file whole or not at all. The roll comes before a
+new batch is taken in, so a failure to write leaves that batch out and the writer's retry of it
+adds it once; parts that could not be written are written first by the next call. What a
+``kill -9`` loses is the buffer, at most one roll interval; ``flush(everything=True)`` at
+shutdown writes it all.
 
 Prices and sizes are the exact text CoinAPI sent (``str(Decimal)``, as in the JSON Lines sink)
 plus a float64 ``*_f64`` column for arithmetic; book levels are ``list<struct<price, size>>`` of
@@ -25,18 +28,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote
 
 import attrs
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 from loguru import logger
 
-from coinfeed.core.events import BookEvent, Event, GapEvent, PriceLevel, QuoteEvent, TradeEvent
+from coinfeed.core.events import Event
 from coinfeed.dirlock import LockError, lock_in
 from coinfeed.sinks.base import SinkSpecError
 
@@ -84,92 +88,60 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 with the file name it orders rows across kinds (a book's gap events among its updates)."""
 
 
-def _text(values: Sequence[str | None]) -> pa.Array:
-    return pa.array(values, pa.string())
+_EXACT_TEXT: Final = ("price", "size", "ask_price", "ask_size", "bid_price", "bid_size")
+_TIMES: Final = ("time_exchange", "time_coinapi", "received_at", "window_start", "window_end")
+_encoder: Final = msgspec.json.Encoder(decimal_format="string")
 
 
-def _times(values: Sequence[str | None]) -> pa.Array:
-    # Arrow's ISO 8601 parser: up to 9 fractional digits, "Z" or an offset. Anything else is
-    # ArrowInvalid, a ValueError: the writer sets the event aside and counts it.
-    return _text(values).cast(TIME)
+def _wire_schema() -> pa.Schema:
+    """Every field of every kind as the sink's JSON lines hold it: text for exact numbers and
+    times (converted after reading), levels as ``[[price, size], ...]``."""
+    fields: dict[str, pa.DataType] = {"kind": pa.string()}
+    for schema in SCHEMAS.values():
+        for field in schema:
+            if field.name == "ingest_seq" or field.name.endswith("_f64"):
+                continue
+            wire = field.type
+            if field.type == TIME:
+                wire = pa.string()
+            elif field.type == LEVELS:
+                wire = pa.list_(pa.list_(pa.string()))
+            fields.setdefault(field.name, wire)
+    return pa.schema(list(fields.items()))
 
 
-def _numbers(text: pa.Array) -> pa.Array:
-    """The float64 convenience column of exact text (the nearest double; inf past its range)."""
-    return text.cast(pa.float64())
+_WIRE: Final = _wire_schema()
+_READ: Final = pj.ReadOptions(use_threads=False, block_size=1 << 26)
+_PARSE: Final = pj.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="ignore")
 
 
-def _integers(values: Sequence[int | None]) -> pa.Array:
-    return pa.array(values, pa.int64())
+def _levels(pairs: pa.Array) -> pa.Array:
+    """``[[price, size], ...]`` lists as ``list<struct<price, size>>``."""
+    offsets = pc.subtract(pairs.offsets, pairs.offsets[0])
+    flat = pairs.flatten()
+    values = pa.StructArray.from_arrays(
+        [pc.list_element(flat, 0), pc.list_element(flat, 1)], fields=list(LEVEL)
+    )
+    return pa.ListArray.from_arrays(offsets, values, type=LEVELS)
 
 
-def _levels(sides: list[list[PriceLevel]]) -> pa.Array:
-    offsets = [0]
-    prices: list[str] = []
-    sizes: list[str] = []
-    for side in sides:
-        for price, size in side:
-            prices.append(str(price))
-            sizes.append(str(size))
-        offsets.append(len(prices))
-    values = pa.StructArray.from_arrays([_text(prices), _text(sizes)], fields=list(LEVEL))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=LEVELS)
-
-
-def _trade_columns(events: list[TradeEvent]) -> list[pa.Array]:
-    price = _text([str(e.price) for e in events])
-    size = _text([str(e.size) for e in events])
-    return [
-        _text([e.symbol_id for e in events]), _integers([e.sequence for e in events]),
-        _times([e.time_exchange for e in events]), _times([e.time_coinapi for e in events]),
-        _text([e.uuid for e in events]), price, size, _numbers(price), _numbers(size),
-        _text([e.taker_side for e in events]), _text([e.source for e in events]),
-        _times([e.received_at for e in events]),
-    ]  # fmt: skip
-
-
-def _quote_columns(events: list[QuoteEvent]) -> list[pa.Array]:
-    ask_price = _text([str(e.ask_price) for e in events])
-    ask_size = _text([str(e.ask_size) for e in events])
-    bid_price = _text([str(e.bid_price) for e in events])
-    bid_size = _text([str(e.bid_size) for e in events])
-    return [
-        _text([e.symbol_id for e in events]), _integers([e.sequence for e in events]),
-        _times([e.time_exchange for e in events]), _times([e.time_coinapi for e in events]),
-        ask_price, ask_size, bid_price, bid_size, _numbers(ask_price), _numbers(ask_size),
-        _numbers(bid_price), _numbers(bid_size), _text([e.source for e in events]),
-        _times([e.received_at for e in events]),
-    ]  # fmt: skip
-
-
-def _book_columns(events: list[BookEvent]) -> list[pa.Array]:
-    return [
-        _text([e.symbol_id for e in events]), _text([e.depth for e in events]),
-        _integers([e.sequence for e in events]), _times([e.time_exchange for e in events]),
-        pa.array([e.is_snapshot for e in events], pa.bool_()),
-        _levels([e.asks for e in events]), _levels([e.bids for e in events]),
-        _text([e.source for e in events]), _times([e.received_at for e in events]),
-    ]  # fmt: skip
-
-
-def _gap_columns(events: list[GapEvent]) -> list[pa.Array]:
-    return [
-        _text([e.id for e in events]), _text([e.data_type for e in events]),
-        _text([e.symbol_id for e in events]), _text([e.reason for e in events]),
-        _integers([e.missing for e in events]), _text([e.recovery for e in events]),
-        _text([e.status for e in events]), _integers([e.after_sequence for e in events]),
-        _integers([e.before_sequence for e in events]),
-        _times([e.window_start for e in events]), _times([e.window_end for e in events]),
-        _times([e.received_at for e in events]),
-    ]  # fmt: skip
-
-
-_COLUMNS: Final[dict[type, tuple[str, Callable[[Any], list[pa.Array]]]]] = {
-    TradeEvent: ("trade", _trade_columns),
-    QuoteEvent: ("quote", _quote_columns),
-    BookEvent: ("book", _book_columns),
-    GapEvent: ("gap", _gap_columns),
-}
+def _kind_rows(rows: pa.Table, kind: str) -> pa.RecordBatch:
+    """The rows of ``kind`` in the columns of its schema; a time Arrow cannot parse (more than
+    nine fractional digits, no date at all) raises ArrowInvalid, a ValueError."""
+    schema = SCHEMAS[kind]
+    columns = []
+    for field in schema:
+        if field.name.endswith("_f64"):
+            # The nearest double of the exact text (inf past float64's range).
+            column = rows.column(field.name.removesuffix("_f64")).cast(pa.float64())
+        elif field.type == TIME:
+            column = rows.column(field.name).cast(TIME)
+        elif field.type == LEVELS:
+            column = _levels(rows.column(field.name).combine_chunks())
+        else:
+            column = rows.column(field.name)
+        columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 @attrs.define(slots=True)
@@ -252,20 +224,28 @@ class ParquetSink:
                 "deleted a Parquet file a crash left unfinished: its rows were lost"
             )
 
-    def write_batch(self, events: list[Event]) -> None:
+    def encode_batch(self, events: list[Event]) -> bytes:
+        """The batch as JSON lines with exact numbers as text (the writer calls this on the
+        event loop; the worker thread then needs the GIL for little more than file calls)."""
+        return _encoder.encode_lines(events)
+
+    def write_encoded(self, data: bytes) -> None:
+        """Add an encoded batch, after writing what is due: a failure to write leaves the batch
+        out, so the writer's retry of it adds it once."""
         if self._unwritten:
-            self._write_unwritten()  # before anything new: a failure keeps the batch out
-        if events is not self._accepted:
-            self._buffer(events)
-            self._accepted = events
-        if self._rows >= self.roll_rows or self._roll_due():
+            self._write_unwritten()
+        if self._roll_due():
             self._roll()
+        self._buffer(data)
+
+    def write_batch(self, events: list[Event]) -> None:
+        self.write_encoded(self.encode_batch(events))
 
     def flush(self, everything: bool) -> None:
         """Write what is due (``everything``: the whole buffer, at shutdown)."""
         if self._unwritten:
             self._write_unwritten()
-        if self._rows and (everything or self._roll_due()):
+        if (everything and self._rows) or self._roll_due():
             self._roll()
 
     def close(self) -> None:
@@ -279,37 +259,47 @@ class ParquetSink:
 
     # -- buffering ----------------------------------------------------------------------------
 
-    def _buffer(self, events: list[Event]) -> None:
-        """Add the batch's rows, all or none (a value no column can hold raises ValueError)."""
-        by_type: dict[type, tuple[list[Event], list[int]]] = {}
-        for position, event in enumerate(events, self._ingested):
-            same, positions = by_type.setdefault(type(event), ([], []))
-            same.append(event)
-            positions.append(position)
-        converted = []
-        for event_type, (same, positions) in by_type.items():
-            kind, columns = _COLUMNS[event_type]
-            arrays = [*columns(same), _integers(positions)]
-            batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMAS[kind])
-            received = batch.column("received_at")
-            partitions = pc.binary_join_element_wise(
-                pc.strftime(received, format="%Y-%m-%d"), batch.column("symbol_id"), "/"
-            )
-            converted.append((kind, batch, partitions))
-        if not converted:
+    def _buffer(self, data: bytes) -> None:
+        """Add the rows of an encoded batch, all or none (a value no column can hold raises
+        ValueError before anything is kept)."""
+        # Arrow's JSON reader builds the columns without holding the GIL.
+        rows = pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=_PARSE)
+        if not rows.num_rows:
             return
+        rows = rows.append_column(
+            "ingest_seq",
+            pa.array(range(self._ingested, self._ingested + rows.num_rows), pa.int64()),
+        )
+        kinds = rows.column("kind")
+        converted = []
+        for kind in pc.unique(kinds).to_pylist():
+            if kind not in SCHEMAS:
+                raise ValueError(f"no Parquet schema for events of kind {kind!r}")
+            same = rows.filter(pc.equal(kinds, kind))
+            batch = _kind_rows(same, kind)
+            # received_at is coinfeed's own clock reading, "YYYY-MM-DDTHH:MM:SS...Z": its
+            # first ten characters are the UTC date (formatting the timestamps costs more).
+            day = pc.utf8_slice_codeunits(same.column("received_at"), 0, 10)
+            partitions = pc.binary_join_element_wise(day, same.column("symbol_id"), "/")
+            partitions = partitions.combine_chunks()
+            converted.append((kind, batch, partitions))
         if not self._rows:
             self._roll_started = time.monotonic()
-            self._roll_start_name = _start_name(converted[0][1].column("received_at")[0])
+            self._roll_start_name = _start_name(rows.column("received_at")[0].as_py())
         for kind, batch, partitions in converted:
             buffer = self._buffers.setdefault(kind, _Buffer())
             buffer.batches.append(batch)
             buffer.partitions.append(partitions)
             self._rows += batch.num_rows
-        self._ingested += len(events)
+        self._ingested += rows.num_rows
 
     def _roll_due(self) -> bool:
-        return bool(self._rows) and time.monotonic() - self._roll_started >= self.roll_seconds
+        if not self._rows:
+            return False
+        return (
+            self._rows >= self.roll_rows
+            or time.monotonic() - self._roll_started >= self.roll_seconds
+        )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -366,7 +356,8 @@ def _write_whole(part: _Part, tmp_dir: Path) -> None:
         raise
 
 
-def _start_name(received_at: pa.TimestampScalar) -> str:
-    ns = received_at.value
+def _start_name(received_at: str) -> str:
+    """``20261206T140312.123456000Z`` for the ``received_at`` text of a roll's first row."""
+    ns = pa.scalar(received_at).cast(TIME).value
     seconds, fraction = divmod(ns, 1_000_000_000)
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{fraction:09d}Z"

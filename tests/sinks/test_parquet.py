@@ -94,9 +94,9 @@ def test_files_appear_only_when_whole_and_roll_by_rows(tmp_path: Path) -> None:
     sink.write_batch([trade(n) for n in range(600)])
     assert files(tmp_path) == [], "rows wait in memory for their roll"
     sink.write_batch([trade(n) for n in range(600, 1200)])
+    sink.write_batch([trade(n) for n in range(1200, 1300)])  # the roll comes before it
     [first] = files(tmp_path)
     assert pq.read_metadata(first).num_rows == 1200
-    sink.write_batch([trade(n) for n in range(1200, 1300)])
     sink.flush(True)
     sink.close()
     assert len(files(tmp_path)) == 2
@@ -126,22 +126,23 @@ def test_a_failed_roll_is_retried_without_writing_anything_twice(
         calls["n"] += 1
         raise OSError(28, "No space left on device")
 
-    batch: list[Event] = [trade(n, symbol=f"S{n % 3}") for n in range(1000)]
+    sink.write_batch([trade(n, symbol=f"S{n % 3}") for n in range(1000)])  # a full roll
     monkeypatch.setattr(pq, "write_table", full_disk)
+    batch: list[Event] = [trade(n) for n in range(1000, 1010)]
     with pytest.raises(OSError, match="No space"):
-        sink.write_batch(batch)
+        sink.write_batch(batch)  # the roll before it fails: the batch is not taken in
     with pytest.raises(OSError, match="No space"):
         sink.write_batch(batch)  # the writer retries the same batch
-    with pytest.raises(OSError, match="No space"):
-        sink.write_batch([trade(5000)])  # a new batch waits behind the unwritten files
     assert list((tmp_path / TMP_DIR).iterdir()) == [], "no half file is left behind"
+    assert files(tmp_path) == []
     monkeypatch.setattr(pq, "write_table", real_write)
-    sink.write_batch(batch)  # the retry now goes through
-    sink.write_batch([trade(5000)])
+    sink.write_batch(batch)  # the retry now goes through, after the roll's files
+    assert len(files(tmp_path)) == 3
     sink.flush(True)
     sink.close()
     uuids = sql(f"SELECT uuid FROM read_parquet('{tmp_path}/**/*.parquet')")
-    assert len(uuids) == len(set(uuids)) == 1001
+    assert len(uuids) == len(set(uuids)) == 1010
+    assert calls["n"] == 2
 
 
 def test_a_value_no_column_can_hold_fails_the_batch_and_keeps_nothing_of_it(
