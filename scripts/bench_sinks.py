@@ -22,6 +22,14 @@ new rounds after about 40 s.
 
 ``--json`` alone prints one JSON object instead of the table; ``--json FILE`` prints the table
 and writes the JSON object to FILE.
+
+``--stream-rounds N`` adds the question "does the sink keep up with the feed": N rounds of
+``coinfeed run`` on bench.py's throughput stream (the peer benchmark's with ``--peer-dir`` or
+``COINFEED_PEER_BENCH``, else the built-in look-alike; served at full speed on loopback), each
+round once into ``jsonl:/dev/null`` and once into each of ``--stream-sinks`` (a fresh file or
+directory per run, order alternating), timed like bench.py's end-to-end figure; it prints the
+median frames/s, the median of the per-round ratios to ``jsonl:/dev/null``, and the frames the
+raw queue dropped in each run (0 means the sink kept up without a drop).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_throughput import PEER_DIR, prepare_stream, run_end_to_end
 from harness import free_port
 
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
@@ -225,6 +234,89 @@ def print_table(report: dict[str, Any]) -> None:
     )
 
 
+STREAM_BASELINE = "jsonl:/dev/null"
+
+
+def measure_stream(
+    rounds: int, sinks: list[str], peer_dir: Path | None, workdir: Path
+) -> dict[str, Any]:
+    """``coinfeed run`` on the throughput stream into each sink, ``rounds`` times (see the
+    module docstring): median frames/s, per-round ratios to the baseline, drops per run."""
+    stream = prepare_stream(200_000, workdir, peer_dir, "auto")
+    kinds = [STREAM_BASELINE, *sinks]
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    for number in range(rounds):
+        order = kinds if number % 2 == 0 else kinds[::-1]
+        for kind in order:
+            target = kind
+            if kind != STREAM_BASELINE:
+                scheme = kind.partition(":")[0]
+                target = f"{scheme}:{workdir / f'stream-{number}.{scheme}'}"
+            try:
+                runs[kind].append(run_end_to_end(stream, None, workdir, sink=target))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                runs[kind].append({"error": f"{type(exc).__name__}: {exc}"})
+            remove(Path(target.partition(":")[2]) if kind != STREAM_BASELINE else None)
+            print(f"  stream round {number + 1}/{rounds} {kind}: {_run_text(runs[kind][-1])}",
+                  file=sys.stderr)  # fmt: skip
+    rates = {
+        kind: [run["frames_per_s"] for run in values if "error" not in run]
+        for kind, values in runs.items()
+    }
+    ratios = {
+        kind: [
+            sink["frames_per_s"] / base["frames_per_s"]
+            for sink, base in zip(runs[kind], runs[STREAM_BASELINE], strict=True)
+            if "error" not in sink and "error" not in base
+        ]
+        for kind in sinks
+    }
+    return {
+        "source": stream["source"],
+        "frames": stream["frames"],
+        "rounds": rounds,
+        "frames_per_s": {k: round(statistics.median(v)) if v else None for k, v in rates.items()},
+        "ratio_to_baseline": {
+            k: round(statistics.median(v), 3) if v else None for k, v in ratios.items()
+        },
+        "frames_dropped": {k: [run.get("frames_dropped") for run in v] for k, v in runs.items()},
+        "errors": [run["error"] for values in runs.values() for run in values if "error" in run],
+    }
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    if "error" in run:
+        return str(run["error"])
+    return f"{run['frames_per_s']:,.0f} frames/s, {run['frames_dropped']:,.0f} dropped"
+
+
+def print_stream(report: dict[str, Any]) -> None:
+    print(
+        f"coinfeed run on the {report['source']} stream ({report['frames']:,} frames), "
+        f"median of {report['rounds']} rounds"
+    )
+    rows = [("sink", "frames/s", "ratio", "dropped per run")]
+    for kind, rate in report["frames_per_s"].items():
+        ratio = report["ratio_to_baseline"].get(kind)
+        drops = ", ".join(
+            f"{d:,.0f}" if d is not None else "-" for d in report["frames_dropped"][kind]
+        )
+        rows.append((
+            kind, "-" if rate is None else f"{rate:,}",
+            "x1.000" if kind == STREAM_BASELINE else "-" if ratio is None else f"x{ratio:.3f}",
+            drops,
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            row[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+        ]
+        print("  " + "   ".join(cells))
+    for error in report["errors"]:
+        print(f"  failed run: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per round")
@@ -238,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="alone: print one JSON object instead of the table; with FILE: write it there too",
     )
+    parser.add_argument("--stream-rounds", type=int, default=0, metavar="N",
+                        help="also run coinfeed on the throughput stream N times per sink "
+                             "(0: skip)")  # fmt: skip
+    parser.add_argument("--stream-sinks", default="parquet,sqlite", metavar="KIND,...",
+                        help="file sinks of --stream-rounds (default: parquet,sqlite)")  # fmt: skip
+    parser.add_argument("--peer-dir", type=Path, default=PEER_DIR,
+                        help="the peer benchmark's checkout, for its stream")  # fmt: skip
     args = parser.parse_args(argv)
     for name in ("events", "rounds", "batch"):
         if getattr(args, name) <= 0:
@@ -293,11 +392,17 @@ def main(argv: list[str] | None = None) -> int:
         "parquet_roll_rows": SinkOptions().parquet_roll_rows,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if args.stream_rounds > 0:
+        sinks = [f"{kind.strip()}:" for kind in args.stream_sinks.split(",") if kind.strip()]
+        with tempfile.TemporaryDirectory(prefix="bench-sinks-stream-") as tmp:
+            report["stream"] = measure_stream(args.stream_rounds, sinks, args.peer_dir, Path(tmp))
     text = json.dumps(report, indent=2)
     if args.json == "-":
         print(text)
         return 0
     print_table(report)
+    if "stream" in report:
+        print_stream(report["stream"])
     if args.json is not None:
         Path(args.json).write_text(text + "\n")
         print(f"wrote {args.json}")

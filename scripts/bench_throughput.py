@@ -263,15 +263,18 @@ def run_bare(stream: dict[str, Any], transport: str, workdir: Path) -> dict[str,
             "cpu_share": result["cpu_seconds"] / seconds}  # fmt: skip
 
 
-def run_end_to_end(stream: dict[str, Any], transport: str | None, workdir: Path) -> dict[str, Any]:
-    """One ``coinfeed run`` on the stream: frames/s from the hello to the N-th frame counted."""
+def run_end_to_end(
+    stream: dict[str, Any], transport: str | None, workdir: Path, sink: str = "jsonl:/dev/null"
+) -> dict[str, Any]:
+    """One ``coinfeed run`` on the stream into ``sink``: frames/s from the hello to the N-th
+    frame counted."""
     frames = stream["frames"]
     server, port = start_stream_server(stream, workdir / "server-e2e.log")
     http_port = free_port()
     args = [
         "--ws-url", f"ws://127.0.0.1:{port}/v1/", "--rest-url", "http://127.0.0.1:9",
         "--symbols", ",".join(stream["symbols"]), "--types", "trade,quote,book",
-        "--sink", "jsonl:/dev/null", "--http", f"127.0.0.1:{http_port}",
+        "--sink", sink, "--http", f"127.0.0.1:{http_port}",
         "--log-level", "WARNING", "--stats-interval", "3600",
     ]  # fmt: skip
     if transport is not None:
