@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -188,8 +189,13 @@ class ParquetSink:
     _files: int = 0
     _unwritten: list[_Part] = attrs.field(factory=list)
     """Files of the last roll still to write (a failure stopped it)."""
-    _accepted: list[Event] | None = None
-    """The last batch taken into the buffer: when its roll failed, the writer retries it."""
+    _rolling: ThreadPoolExecutor = attrs.field(
+        factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parquet-roll")
+    )
+    """Writes the files of a roll while new batches are buffered (a roll of many rows takes
+    long enough to fill the sink's channel and stall the processor)."""
+    _job: Future[None] | None = None
+    """The roll in flight; while it runs, only its thread touches ``_unwritten``."""
 
     @classmethod
     def open(
@@ -230,26 +236,31 @@ class ParquetSink:
         return _encoder.encode_lines(events)
 
     def write_encoded(self, data: bytes) -> None:
-        """Add an encoded batch, after writing what is due: a failure to write leaves the batch
-        out, so the writer's retry of it adds it once."""
-        if self._unwritten:
-            self._write_unwritten()
+        """Add an encoded batch, after starting the roll that is due: a roll that failed is
+        retried first, and its failure leaves the batch out, so the writer's retry of the
+        batch adds it once."""
+        self._settle(wait=False)
         if self._roll_due():
-            self._roll()
+            self._settle(wait=True)  # one roll in flight at most: memory stays bounded
+            self._start_roll()
         self._buffer(data)
 
     def write_batch(self, events: list[Event]) -> None:
         self.write_encoded(self.encode_batch(events))
 
     def flush(self, everything: bool) -> None:
-        """Write what is due (``everything``: the whole buffer, at shutdown)."""
-        if self._unwritten:
-            self._write_unwritten()
+        """Write what is due (``everything``: the whole buffer, at shutdown, and wait for it)."""
+        self._settle(wait=everything)
         if (everything and self._rows) or self._roll_due():
-            self._roll()
+            self._settle(wait=True)
+            self._start_roll()
+        self._settle(wait=everything)
 
     def close(self) -> None:
         if self._lock_fd >= 0:
+            if self._job is not None:
+                self._job.cancel()  # not started yet; a running roll finishes in its thread
+            self._rolling.shutdown(wait=False)
             if self._rows or self._unwritten:
                 logger.bind(sink=self.name, rows=self._rows + self._unwritten_rows()).error(
                     "Parquet sink closed with rows not written"
@@ -303,11 +314,28 @@ class ParquetSink:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _roll(self) -> None:
-        """Split the buffer into one file per partition and write them."""
+    def _settle(self, *, wait: bool) -> None:
+        """Finish with the roll in flight (when it is done, or ``wait``): raise its failure
+        (the files it did not write stay unwritten), and write unwritten files of an earlier
+        failure here, so a write that keeps failing fails every call."""
+        job = self._job
+        if job is not None:
+            if not wait and not job.done():
+                return
+            self._job = None
+            job.result()
+        self._write_unwritten()
+
+    def _start_roll(self) -> None:
+        """Hand the buffer to the rolling thread, which splits it into one file per partition
+        and writes them: the sink's writer goes on taking batches meanwhile."""
         self._rolls += 1
         name = f"part-{self._roll_start_name}-{self._rolls:06d}.parquet"
-        for kind, buffer in self._buffers.items():
+        buffers, self._buffers, self._rows = self._buffers, {}, 0
+        self._job = self._rolling.submit(self._roll, buffers, name)
+
+    def _roll(self, buffers: dict[str, _Buffer], name: str) -> None:
+        for kind, buffer in buffers.items():
             table = pa.Table.from_batches(buffer.batches, schema=SCHEMAS[kind])
             keys = pa.chunked_array(buffer.partitions, pa.string()).combine_chunks()
             codes = keys.dictionary_encode()
@@ -325,8 +353,6 @@ class ParquetSink:
                 part = _Part(folder / name, table.slice(start, end - start), f"{self._files}.tmp")
                 self._unwritten.append(part)
                 start = end
-        self._buffers = {}
-        self._rows = 0
         self._write_unwritten()
 
     def _write_unwritten(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def parquet_sink(directory: Path, **options: object) -> ParquetSink:
 
 def files(directory: Path) -> list[Path]:
     return sorted(directory.glob("kind=*/date=*/symbol_id=*/*.parquet"))
+
+
+def eventually(condition: Callable[[], bool], what: str, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {limit} s"
+        time.sleep(0.01)
 
 
 def sql(query: str) -> list[tuple[object, ...]]:
@@ -94,7 +102,8 @@ def test_files_appear_only_when_whole_and_roll_by_rows(tmp_path: Path) -> None:
     sink.write_batch([trade(n) for n in range(600)])
     assert files(tmp_path) == [], "rows wait in memory for their roll"
     sink.write_batch([trade(n) for n in range(600, 1200)])
-    sink.write_batch([trade(n) for n in range(1200, 1300)])  # the roll comes before it
+    sink.write_batch([trade(n) for n in range(1200, 1300)])  # the roll starts before it
+    eventually(lambda: len(files(tmp_path)) == 1, "the roll's file")
     [first] = files(tmp_path)
     assert pq.read_metadata(first).num_rows == 1200
     sink.flush(True)
@@ -111,7 +120,7 @@ def test_a_roll_is_due_after_roll_seconds_even_when_no_events_come(tmp_path: Pat
     assert files(tmp_path) == []
     time.sleep(0.08)
     sink.flush(False)
-    assert len(files(tmp_path)) == 1
+    eventually(lambda: len(files(tmp_path)) == 1, "the roll's file")
     sink.close()
 
 
@@ -128,11 +137,14 @@ def test_a_failed_roll_is_retried_without_writing_anything_twice(
 
     sink.write_batch([trade(n, symbol=f"S{n % 3}") for n in range(1000)])  # a full roll
     monkeypatch.setattr(pq, "write_table", full_disk)
-    batch: list[Event] = [trade(n) for n in range(1000, 1010)]
+    sink.write_batch([trade(1000)])  # starts the roll, in its own thread
+    eventually(lambda: calls["n"] == 1, "the roll's first write")
+    time.sleep(0.1)
+    batch: list[Event] = [trade(n) for n in range(1001, 1010)]
     with pytest.raises(OSError, match="No space"):
-        sink.write_batch(batch)  # the roll before it fails: the batch is not taken in
+        sink.write_batch(batch)  # the failed roll is reported: the batch is not taken in
     with pytest.raises(OSError, match="No space"):
-        sink.write_batch(batch)  # the writer retries the same batch
+        sink.write_batch(batch)  # the writer retries the same batch; the roll is retried first
     assert list((tmp_path / TMP_DIR).iterdir()) == [], "no half file is left behind"
     assert files(tmp_path) == []
     monkeypatch.setattr(pq, "write_table", real_write)
