@@ -184,7 +184,12 @@ class ParquetSink:
     _roll_start_name: str = ""
     """``<start>`` of the file names of the current roll."""
     _ingested: int = 0
-    """``ingest_seq`` of the next event."""
+    """``ingest_seq`` of the next event: how many events this sink has taken in."""
+    events_on_disk: int = 0
+    """How many of the events taken in are in renamed files (the writer holds the restart
+    checkpoint back to them: a kill loses the buffer, and the restart must backfill it)."""
+    _rolled_upto: int = 0
+    """Events taken in before the roll in flight started."""
     _rolls: int = 0
     _files: int = 0
     _unwritten: list[_Part] = attrs.field(factory=list)
@@ -229,6 +234,11 @@ class ParquetSink:
             logger.bind(sink=self.name, file=leftover.name, bytes=size).warning(
                 "deleted a Parquet file a crash left unfinished: its rows were lost"
             )
+
+    @property
+    def events_taken(self) -> int:
+        """How many events this sink has taken in (buffered or on disk)."""
+        return self._ingested
 
     def encode_batch(self, events: list[Event]) -> bytes:
         """The batch as JSON lines with exact numbers as text (the writer calls this on the
@@ -325,6 +335,7 @@ class ParquetSink:
             self._job = None
             job.result()
         self._write_unwritten()
+        self.events_on_disk = self._rolled_upto
 
     def _start_roll(self) -> None:
         """Hand the buffer to the rolling thread, which splits it into one file per partition
@@ -332,6 +343,7 @@ class ParquetSink:
         self._rolls += 1
         name = f"part-{self._roll_start_name}-{self._rolls:06d}.parquet"
         buffers, self._buffers, self._rows = self._buffers, {}, 0
+        self._rolled_upto = self._ingested
         self._job = self._rolling.submit(self._roll, buffers, name)
 
     def _roll(self, buffers: dict[str, _Buffer], name: str) -> None:

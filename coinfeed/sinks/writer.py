@@ -183,7 +183,10 @@ class SinkWriter:
     """Whether a large hand-off is written as batches of ``max_batch``; the recording's writer
     takes each hand-off whole, so a segment never ends inside a record."""
     written_number: int = attrs.field(default=0, init=False)
-    """The number of the last batch this sink has written (or set aside events of)."""
+    """The number of the last batch this sink has written (or set aside events of); for a sink
+    that buffers, the last one whose events are all on disk (the restart checkpoint's bound)."""
+    _buffered: deque[tuple[int, int]] = attrs.field(factory=deque, init=False)
+    """(batch number, the sink's ``events_taken`` after it) of batches not on disk yet."""
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _writing_since: float | None = attrs.field(default=None, init=False)
     _progress_at: float = attrs.field(default=0.0, init=False)
@@ -224,12 +227,24 @@ class SinkWriter:
                     self.channel.release(len(events))
                 self._writing_since = None
                 self._progress_at = trio.current_time()
-                self.written_number = number
+                self._written(number)
         finally:
             if not abandoned:
                 with trio.move_on_after(1.0, shield=True):
                     await self._call(self.sink.close)
                 logger.bind(sink=self.sink.name).debug("sink closed")
+
+    def _written(self, number: int) -> None:
+        """Batch ``number`` is written; a sink that buffers (``events_on_disk``) has it on disk
+        only once its count of events on disk reaches what it had taken in after it."""
+        on_disk = getattr(self.sink, "events_on_disk", None)
+        if on_disk is None:
+            self.written_number = number
+            return
+        if number:
+            self._buffered.append((number, self.sink.events_taken))  # type: ignore[attr-defined]
+        while self._buffered and self._buffered[0][1] <= on_disk:
+            self.written_number = self._buffered.popleft()[0]
 
     def held(self) -> int:
         """Events this sink holds: waiting in its channel or being written."""
@@ -385,6 +400,7 @@ class SinkWriter:
             if self.status.sink_failures.pop(name, None) is not None:
                 logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
             self._progress_at = trio.current_time()
+            self._written(0)  # a roll that ended may have put more batches on disk
             return
 
     def _report_rejected(self, rejected: list[tuple[Event, Exception]]) -> None:

@@ -241,3 +241,28 @@ def test_the_time_columns_are_nanosecond_exact(tmp_path: Path) -> None:
     sink.close()
     [(nanos,)] = sql(f"SELECT epoch_ns(time_exchange) FROM read_parquet('{tmp_path}/**/*.parquet')")
     assert nanos % 1_000_000_000 == 123_456_700
+
+
+async def test_the_restart_checkpoint_counts_only_batches_that_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    # A kill loses the buffer: a batch the checkpoint counted as written would never be
+    # backfilled after the restart.
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000, parquet_roll_seconds=3600)
+    writer = SinkWriter(
+        sink, EventChannel(5000), ServiceStatus(), SinkCounters(), max_batch=5000,
+        flush_interval=0.01,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send([trade(n) for n in range(600)], 1)
+        await writer.channel.send([trade(n) for n in range(600, 1200)], 2)
+        await wait_for(lambda: writer.channel.statistics().depth == 0, 2, "both taken")
+        assert files(tmp_path) == []
+        assert writer.written_number == 0, "in memory only: not written for the checkpoint"
+        await writer.channel.send([trade(1200)], 3)  # the roll of batches 1 and 2 starts
+        await wait_for(lambda: len(files(tmp_path)) == 1, 5, "the roll's file")
+        await writer.channel.send([trade(1201)], 4)  # the next write sees the roll done
+        await wait_for(lambda: writer.written_number == 2, 2, "batches 1 and 2 on disk")
+        writer.channel.close()
+    assert writer.written_number == 4, "the shutdown flush writes the rest"
