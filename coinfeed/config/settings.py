@@ -121,10 +121,10 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("jsonl_fsync", p.choice(JSONL_FSYNC, str.lower), "never",
        "JSON Lines durability: never (page cache) or batch (fsync after each batch)", "WHEN"),
     _S("parquet_roll_seconds", p.seconds(), 60.0,
-       "seconds a Parquet sink buffers rows before writing its files (what a kill -9 can lose)",
-       "S"),
+       "seconds of events a Parquet sink spools before converting them into files", "S"),
     _S("parquet_roll_rows", p.integer(1000), 200_000,
-       "rows a Parquet sink buffers at most before writing its files", "N"),
+       "events a Parquet sink spools at most before converting them (bounds the memory a "
+       "conversion takes)", "N"),
     _S("redis_maxlen", p.integer(1), 100_000,
        "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
     _S("redis_ca_file", p.optional(p.readable_file), None,

@@ -31,9 +31,9 @@ class Sink(Protocol):
     ``flush(everything)`` and ``flush_every``: the writer calls ``flush(False)`` after
     ``flush_every`` seconds without events, so what is due gets written on a quiet feed, and
     ``flush(True)`` once its channel has closed and is drained, before ``close``; a failing
-    flush is retried and reported like a failing write. Such a sink also counts
-    ``events_taken`` and ``events_on_disk``: the writer counts a batch as written for the
-    restart checkpoint only once the sink has it on disk.
+    flush is retried and reported like a failing write. Such a sink may count
+    ``events_set_aside``: events it took in and found it cannot store later (the writer counts
+    them as rejected).
     """
 
     name: str

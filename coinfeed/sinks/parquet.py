@@ -7,17 +7,19 @@ schema per kind (:data:`SCHEMAS`), zstd-compressed. ``date`` is the UTC date of 
 partition sort in the order their rows arrived, and rows in a file keep that order.
 
 How this works: the writer encodes each batch on the event loop as JSON lines with exact
-numbers as text (``encode_batch``, msgspec); in the worker thread Arrow's JSON reader turns them
-into columns without holding the GIL, and the rows are kept in memory (a value a column cannot
-hold, such as a time Arrow cannot parse, raises ``ValueError`` before anything of the batch is
-kept, so the writer sets that one event aside). When ``roll_seconds`` have passed since the
-oldest buffered row, or ``roll_rows`` rows are buffered, the buffer is *rolled*: split by
-partition, each part written to a temporary file under ``DIR/.coinfeed-tmp``, fsynced and
-renamed into its partition, so a reader sees a file whole or not at all. The roll comes before a
-new batch is taken in, so a failure to write leaves that batch out and the writer's retry of it
-adds it once; parts that could not be written are written first by the next call. What a
-``kill -9`` loses is the buffer, at most one roll interval; ``flush(everything=True)`` at
-shutdown writes it all.
+numbers as text (``encode_batch``, msgspec), and the worker thread appends them to a *spool*
+file, ``DIR/.coinfeed-spool/spool-<n>-<first ingest_seq>.jsonl``: as cheap as the JSON Lines
+sink, and on disk, so a ``kill -9`` loses nothing of what it took (the next start converts what
+a dead process left). When ``roll_seconds`` have passed since the spool's first line, or it
+holds ``roll_rows`` lines, the spool is *rolled*: the sink's own thread reads it with Arrow's
+JSON reader (no GIL held), converts it to each kind's schema, splits it by partition, writes
+each part to a temporary file under ``DIR/.coinfeed-tmp``, fsyncs it and renames it into its
+partition (a reader sees a file whole or not at all), then deletes the spool. Part names are
+fixed by the spool's content, so converting a spool again after a crash replaces its files
+with the same ones, never adds a copy. One roll is in flight at most; a roll's failure is
+raised by the next call before it takes in its batch, so the writer's retry adds the batch
+once. A line Arrow cannot convert (a time it cannot parse, an integer past int64) is found by
+halving and set aside (``events_set_aside``, logged); the rest of the spool is written.
 
 Prices and sizes are the exact text CoinAPI sent (``str(Decimal)``, as in the JSON Lines sink)
 plus a float64 ``*_f64`` column for arithmetic; book levels are ``list<struct<price, size>>`` of
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -44,10 +46,14 @@ from loguru import logger
 from coinfeed.core.events import Event
 from coinfeed.dirlock import LockError, lock_in
 from coinfeed.sinks.base import SinkSpecError
+from coinfeed.sinks.jsonl import JsonlSink
 
 LOCK_NAME: Final = ".coinfeed-parquet.lock"
 TMP_DIR: Final = ".coinfeed-tmp"
 """Files being written; a crash leaves them here, and the next open deletes them."""
+SPOOL_DIR: Final = ".coinfeed-spool"
+"""Events taken in and not converted yet, as JSON lines (converted by the next start after a
+crash)."""
 COMPRESSION: Final = "zstd"
 
 TIME: Final = pa.timestamp("ns", tz="UTC")
@@ -89,8 +95,6 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 with the file name it orders rows across kinds (a book's gap events among its updates)."""
 
 
-_EXACT_TEXT: Final = ("price", "size", "ask_price", "ask_size", "bid_price", "bid_size")
-_TIMES: Final = ("time_exchange", "time_coinapi", "received_at", "window_start", "window_end")
 _encoder: Final = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -152,21 +156,30 @@ class _Part:
     path: Path
     """The final name."""
     rows: pa.Table
-    tmp_name: str
-    """Its name in the temporary directory while it is written."""
 
 
 @attrs.define(slots=True)
-class _Buffer:
-    """The rows of one kind since the last roll, and each row's partition (``date/symbol``)."""
+class _Spool:
+    """A spool file: JSON lines of events taken in, numbered, with the first's ``ingest_seq``."""
 
-    batches: list[pa.RecordBatch] = attrs.field(factory=list)
-    partitions: list[pa.Array] = attrs.field(factory=list)
+    path: Path
+    number: int
+    first_seq: int
+    lines: int = 0
+    started: float = 0.0
+    """``time.monotonic()`` of its first line."""
+
+    @classmethod
+    def parse(cls, path: Path) -> _Spool | None:
+        _, number, first_seq = path.stem.split("-") if path.stem.count("-") == 2 else ("", "", "")
+        if not (path.suffix == ".jsonl" and number.isdigit() and first_seq.isdigit()):
+            return None
+        return cls(path, int(number), int(first_seq))
 
 
 @attrs.define(slots=True, eq=False)
 class ParquetSink:
-    """Buffers events as Arrow columns and writes whole files per partition and roll."""
+    """Spools events as JSON lines and converts each spool into whole Parquet files."""
 
     name: str
     directory: Path
@@ -177,30 +190,23 @@ class ParquetSink:
     """How often the writer calls :meth:`flush` while no events arrive, so a quiet feed still
     rolls on time."""
     _lock_fd: int = -1
-    _buffers: dict[str, _Buffer] = attrs.field(factory=dict)
-    _rows: int = 0
-    _roll_started: float = 0.0
-    """``time.monotonic()`` when the oldest buffered row arrived."""
-    _roll_start_name: str = ""
-    """``<start>`` of the file names of the current roll."""
-    _ingested: int = 0
-    """``ingest_seq`` of the next event: how many events this sink has taken in."""
-    events_on_disk: int = 0
-    """How many of the events taken in are in renamed files (the writer holds the restart
-    checkpoint back to them: a kill loses the buffer, and the restart must backfill it)."""
-    _rolled_upto: int = 0
-    """Events taken in before the roll in flight started."""
-    _rolls: int = 0
-    _files: int = 0
-    _unwritten: list[_Part] = attrs.field(factory=list)
-    """Files of the last roll still to write (a failure stopped it)."""
+    _spool: _Spool | None = None
+    _spool_file: JsonlSink | None = None
+    _spools: int = 0
+    """Number of the last spool file started."""
+    _taken: int = 0
+    events_set_aside: int = 0
+    """Lines a roll could not convert (the writer counts them as rejected)."""
+    _leftovers: list[_Spool] = attrs.field(factory=list)
+    """Spools a previous process left, converted by the first roll."""
     _rolling: ThreadPoolExecutor = attrs.field(
         factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parquet-roll")
     )
-    """Writes the files of a roll while new batches are buffered (a roll of many rows takes
-    long enough to fill the sink's channel and stall the processor)."""
+    """Converts spools while new batches are spooled."""
     _job: Future[None] | None = None
-    """The roll in flight; while it runs, only its thread touches ``_unwritten``."""
+    _pending: list[_Spool] = attrs.field(factory=list)
+    """Spools handed to the rolling thread and not converted yet (only it touches them while a
+    roll runs)."""
 
     @classmethod
     def open(
@@ -219,138 +225,148 @@ class ParquetSink:
         sink = cls(f"parquet:{target}", directory, roll_seconds, roll_rows, lock_fd=lock_fd)
         try:
             sink._remove_unfinished()
+            sink._find_leftovers()
         except OSError:
             os.close(lock_fd)
             raise
         return sink
 
     def _remove_unfinished(self) -> None:
-        """Delete the temporary files a crash left: their rows are lost (no footer)."""
+        """Delete the temporary files a crash left (their spool is still there)."""
         tmp = self.directory / TMP_DIR
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():
-            size = leftover.stat().st_size
             leftover.unlink()
-            logger.bind(sink=self.name, file=leftover.name, bytes=size).warning(
-                "deleted a Parquet file a crash left unfinished: its rows were lost"
-            )
 
-    @property
-    def events_taken(self) -> int:
-        """How many events this sink has taken in (buffered or on disk)."""
-        return self._ingested
+    def _find_leftovers(self) -> None:
+        spool_dir = self.directory / SPOOL_DIR
+        spool_dir.mkdir(exist_ok=True)
+        found = sorted(
+            (spool for path in spool_dir.iterdir() if (spool := _Spool.parse(path))),
+            key=lambda spool: spool.number,
+        )
+        if found:
+            logger.bind(sink=self.name, spools=len(found)).warning(
+                "converting the spool files a previous run left (it did not stop cleanly)"
+            )
+            self._pending.extend(found)
+            self._spools = found[-1].number
+            self._job = self._rolling.submit(self._convert_pending)
+
+    # -- taking events in ---------------------------------------------------------------------
 
     def encode_batch(self, events: list[Event]) -> bytes:
         """The batch as JSON lines with exact numbers as text (the writer calls this on the
-        event loop; the worker thread then needs the GIL for little more than file calls)."""
+        event loop; the worker thread then only appends the bytes to the spool)."""
         return _encoder.encode_lines(events)
 
     def write_encoded(self, data: bytes) -> None:
-        """Add an encoded batch, after starting the roll that is due: a roll that failed is
-        retried first, and its failure leaves the batch out, so the writer's retry of the
-        batch adds it once."""
+        """Append an encoded batch to the spool, after starting the roll that is due. A failed
+        roll or append raises before the batch is taken in (the spool is cut back to its last
+        whole batch), so the writer's retry adds it once."""
         self._settle(wait=False)
         if self._roll_due():
-            self._settle(wait=True)  # one roll in flight at most: memory stays bounded
+            self._settle(wait=True)  # one roll in flight at most
             self._start_roll()
-        self._buffer(data)
+        if self._spool_file is None:
+            self._spools += 1
+            path = self.directory / SPOOL_DIR / f"spool-{self._spools:06d}-{self._taken}.jsonl"
+            self._spool = _Spool(path, self._spools, self._taken, started=time.monotonic())
+            self._spool_file = JsonlSink.open(str(path))
+        assert self._spool is not None
+        self._spool_file.write_encoded(data)
+        lines = data.count(b"\n")
+        self._spool.lines += lines
+        self._taken += lines
 
     def write_batch(self, events: list[Event]) -> None:
         self.write_encoded(self.encode_batch(events))
 
     def flush(self, everything: bool) -> None:
-        """Write what is due (``everything``: the whole buffer, at shutdown, and wait for it)."""
+        """Roll what is due (``everything``: the whole spool, at shutdown, and wait for it)."""
         self._settle(wait=everything)
-        if (everything and self._rows) or self._roll_due():
+        if (everything and self._spool is not None) or self._roll_due():
             self._settle(wait=True)
             self._start_roll()
         self._settle(wait=everything)
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            if self._job is not None:
-                self._job.cancel()  # not started yet; a running roll finishes in its thread
-            self._rolling.shutdown(wait=False)
-            if self._rows or self._unwritten:
-                logger.bind(sink=self.name, rows=self._rows + self._unwritten_rows()).error(
-                    "Parquet sink closed with rows not written"
-                )
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-    # -- buffering ----------------------------------------------------------------------------
-
-    def _buffer(self, data: bytes) -> None:
-        """Add the rows of an encoded batch, all or none (a value no column can hold raises
-        ValueError before anything is kept)."""
-        # Arrow's JSON reader builds the columns without holding the GIL.
-        rows = pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=_PARSE)
-        if not rows.num_rows:
+        if self._lock_fd < 0:
             return
-        rows = rows.append_column(
-            "ingest_seq",
-            pa.array(range(self._ingested, self._ingested + rows.num_rows), pa.int64()),
-        )
-        kinds = rows.column("kind")
-        converted = []
-        for kind in pc.unique(kinds).to_pylist():
-            if kind not in SCHEMAS:
-                raise ValueError(f"no Parquet schema for events of kind {kind!r}")
-            same = rows.filter(pc.equal(kinds, kind))
-            batch = _kind_rows(same, kind)
-            # received_at is coinfeed's own clock reading, "YYYY-MM-DDTHH:MM:SS...Z": its
-            # first ten characters are the UTC date (formatting the timestamps costs more).
-            day = pc.utf8_slice_codeunits(same.column("received_at"), 0, 10)
-            partitions = pc.binary_join_element_wise(day, same.column("symbol_id"), "/")
-            partitions = partitions.combine_chunks()
-            converted.append((kind, batch, partitions))
-        if not self._rows:
-            self._roll_started = time.monotonic()
-            self._roll_start_name = _start_name(rows.column("received_at")[0].as_py())
-        for kind, batch, partitions in converted:
-            buffer = self._buffers.setdefault(kind, _Buffer())
-            buffer.batches.append(batch)
-            buffer.partitions.append(partitions)
-            self._rows += batch.num_rows
-        self._ingested += rows.num_rows
+        if self._job is not None and not self._job.cancel():
+            # Running: let it finish before the lock goes, or the next process could convert
+            # the same spool at the same time. Its failure leaves the spool for the next start.
+            wait([self._job])
+        self._rolling.shutdown(wait=False)
+        if self._spool_file is not None:
+            self._spool_file.close()
+        if self._spool is not None or self._pending:
+            logger.bind(sink=self.name).warning(
+                "Parquet sink closed with spooled events not converted: the next start "
+                "converts them"
+            )
+        os.close(self._lock_fd)
+        self._lock_fd = -1
 
     def _roll_due(self) -> bool:
-        if not self._rows:
+        spool = self._spool
+        if spool is None or not spool.lines:
             return False
         return (
-            self._rows >= self.roll_rows
-            or time.monotonic() - self._roll_started >= self.roll_seconds
+            spool.lines >= self.roll_rows or time.monotonic() - spool.started >= self.roll_seconds
         )
 
-    # -- writing ------------------------------------------------------------------------------
+    # -- rolling ------------------------------------------------------------------------------
 
     def _settle(self, *, wait: bool) -> None:
-        """Finish with the roll in flight (when it is done, or ``wait``): raise its failure
-        (the files it did not write stay unwritten), and write unwritten files of an earlier
-        failure here, so a write that keeps failing fails every call."""
+        """Finish with the roll in flight (when it is done, or ``wait``) and raise its failure;
+        with none in flight, convert spools an earlier failure left, so a write that keeps
+        failing fails every call."""
         job = self._job
         if job is not None:
             if not wait and not job.done():
                 return
             self._job = None
             job.result()
-        self._write_unwritten()
-        self.events_on_disk = self._rolled_upto
+        self._convert_pending()
 
     def _start_roll(self) -> None:
-        """Hand the buffer to the rolling thread, which splits it into one file per partition
-        and writes them: the sink's writer goes on taking batches meanwhile."""
-        self._rolls += 1
-        name = f"part-{self._roll_start_name}-{self._rolls:06d}.parquet"
-        buffers, self._buffers, self._rows = self._buffers, {}, 0
-        self._rolled_upto = self._ingested
-        self._job = self._rolling.submit(self._roll, buffers, name)
+        """Close the spool and hand it to the rolling thread: the writer goes on meanwhile."""
+        assert self._spool is not None and self._spool_file is not None
+        self._spool_file.close()
+        self._pending.append(self._spool)
+        self._spool, self._spool_file = None, None
+        self._job = self._rolling.submit(self._convert_pending)
 
-    def _roll(self, buffers: dict[str, _Buffer], name: str) -> None:
-        for kind, buffer in buffers.items():
-            table = pa.Table.from_batches(buffer.batches, schema=SCHEMAS[kind])
-            keys = pa.chunked_array(buffer.partitions, pa.string()).combine_chunks()
-            codes = keys.dictionary_encode()
+    def _convert_pending(self) -> None:
+        while self._pending:
+            spool = self._pending[0]
+            for part in self._parts(spool):
+                _write_whole(part, self.directory / TMP_DIR)
+            spool.path.unlink()
+            self._pending.pop(0)
+
+    def _parts(self, spool: _Spool) -> list[_Part]:
+        """The spool's rows, one part per kind and partition, named by the spool."""
+        lines = spool.path.read_bytes().splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):
+            lines.pop()  # torn by a crash in the middle of an append: never taken in
+        converted = self._convert(lines, spool.first_seq)
+        if not converted:
+            return []
+        first = min(
+            (batch for _, batch, _ in converted), key=lambda b: b.column("ingest_seq")[0].as_py()
+        )
+        name = f"part-{_start_name(first.column('received_at')[0])}-{spool.number:06d}.parquet"
+        by_kind: dict[str, tuple[list[pa.RecordBatch], list[pa.Array]]] = {}
+        for kind, batch, partitions in converted:
+            batches, keys = by_kind.setdefault(kind, ([], []))
+            batches.append(batch)
+            keys.append(partitions)
+        parts = []
+        for kind, (batches, keys) in by_kind.items():
+            table = pa.Table.from_batches(batches, schema=SCHEMAS[kind])
+            codes = pa.chunked_array(keys, pa.string()).combine_chunks().dictionary_encode()
             order = pc.sort_indices(codes.indices)  # stable: rows keep their order
             table = table.take(order)
             runs = pc.run_end_encode(codes.indices.take(order))
@@ -361,25 +377,56 @@ class ParquetSink:
                     self.directory / f"kind={kind}" / f"date={date}"
                     / f"symbol_id={quote(symbol_id, safe='')}"
                 )  # fmt: skip
-                self._files += 1
-                part = _Part(folder / name, table.slice(start, end - start), f"{self._files}.tmp")
-                self._unwritten.append(part)
+                parts.append(_Part(folder / name, table.slice(start, end - start)))
                 start = end
-        self._write_unwritten()
+        return parts
 
-    def _write_unwritten(self) -> None:
-        while self._unwritten:
-            part = self._unwritten[0]
-            _write_whole(part, self.directory / TMP_DIR)
-            self._unwritten.pop(0)
+    def _convert(
+        self, lines: list[bytes], first_seq: int
+    ) -> list[tuple[str, pa.RecordBatch, pa.Array]]:
+        """``lines`` as (kind, rows, partition of each row); a line that cannot be converted is
+        found by halving and set aside."""
+        try:
+            return _converted(b"".join(lines), first_seq)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            if len(lines) == 1:
+                self.events_set_aside += 1
+                logger.bind(sink=self.name, error=str(exc), line=lines[0][:300]).error(
+                    "event set aside: the Parquet sink cannot store it"
+                )
+                return []
+        half = len(lines) // 2
+        return [
+            *self._convert(lines[:half], first_seq),
+            *self._convert(lines[half:], first_seq + half),
+        ]
 
-    def _unwritten_rows(self) -> int:
-        return sum(part.rows.num_rows for part in self._unwritten)
+
+def _converted(data: bytes, first_seq: int) -> list[tuple[str, pa.RecordBatch, pa.Array]]:
+    rows = pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=_PARSE)
+    if not rows.num_rows:
+        return []
+    seqs = pa.array(range(first_seq, first_seq + rows.num_rows), pa.int64())
+    rows = rows.append_column("ingest_seq", seqs)
+    kinds = rows.column("kind")
+    converted = []
+    for kind in pc.unique(kinds).to_pylist():
+        if kind not in SCHEMAS:
+            raise ValueError(f"no Parquet schema for events of kind {kind!r}")
+        same = rows.filter(pc.equal(kinds, kind))
+        batch = _kind_rows(same, kind)
+        # received_at is coinfeed's own clock reading, "YYYY-MM-DDTHH:MM:SS...Z": its first
+        # ten characters are the UTC date (formatting the timestamps costs more).
+        day = pc.utf8_slice_codeunits(same.column("received_at"), 0, 10)
+        partitions = pc.binary_join_element_wise(day, same.column("symbol_id"), "/")
+        converted.append((kind, batch, partitions.combine_chunks()))
+    return converted
 
 
 def _write_whole(part: _Part, tmp_dir: Path) -> None:
-    """Write ``part`` to a temporary file, fsync it, and rename it into its partition."""
-    tmp = tmp_dir / part.tmp_name
+    """Write ``part`` to a temporary file, fsync it, and rename it into its partition
+    (replacing a file of the same name: the same rows, converted again after a crash)."""
+    tmp = tmp_dir / f"{part.path.parent.name}-{part.path.name}.tmp"
     try:
         pq.write_table(part.rows, tmp, compression=COMPRESSION)
         fd = os.open(tmp, os.O_RDONLY)
@@ -388,14 +435,13 @@ def _write_whole(part: _Part, tmp_dir: Path) -> None:
         finally:
             os.close(fd)
         part.path.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, part.path)
+        os.replace(tmp, part.path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _start_name(received_at: str) -> str:
-    """``20261206T140312.123456000Z`` for the ``received_at`` text of a roll's first row."""
-    ns = pa.scalar(received_at).cast(TIME).value
-    seconds, fraction = divmod(ns, 1_000_000_000)
+def _start_name(received_at: pa.TimestampScalar) -> str:
+    """``20261206T140312.123456000Z`` for the ``received_at`` of a roll's first row."""
+    seconds, fraction = divmod(received_at.value, 1_000_000_000)
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{fraction:09d}Z"

@@ -183,10 +183,9 @@ class SinkWriter:
     """Whether a large hand-off is written as batches of ``max_batch``; the recording's writer
     takes each hand-off whole, so a segment never ends inside a record."""
     written_number: int = attrs.field(default=0, init=False)
-    """The number of the last batch this sink has written (or set aside events of); for a sink
-    that buffers, the last one whose events are all on disk (the restart checkpoint's bound)."""
-    _buffered: deque[tuple[int, int]] = attrs.field(factory=deque, init=False)
-    """(batch number, the sink's ``events_taken`` after it) of batches not on disk yet."""
+    """The number of the last batch this sink has written (or set aside events of)."""
+    _set_aside: int = attrs.field(default=0, init=False)
+    """The sink's ``events_set_aside`` already counted as rejected."""
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _writing_since: float | None = attrs.field(default=None, init=False)
     _progress_at: float = attrs.field(default=0.0, init=False)
@@ -235,16 +234,18 @@ class SinkWriter:
                 logger.bind(sink=self.sink.name).debug("sink closed")
 
     def _written(self, number: int) -> None:
-        """Batch ``number`` is written; a sink that buffers (``events_on_disk``) has it on disk
-        only once its count of events on disk reaches what it had taken in after it."""
-        on_disk = getattr(self.sink, "events_on_disk", None)
-        if on_disk is None:
-            self.written_number = number
-            return
+        """Batch ``number`` is written (0: a flush). Events a sink set aside after taking
+        them in (``events_set_aside``: Parquet finds them when it converts its spool) are
+        counted as rejected, not written."""
         if number:
-            self._buffered.append((number, self.sink.events_taken))  # type: ignore[attr-defined]
-        while self._buffered and self._buffered[0][1] <= on_disk:
-            self.written_number = self._buffered.popleft()[0]
+            self.written_number = number
+        set_aside = getattr(self.sink, "events_set_aside", 0)
+        if set_aside > self._set_aside:
+            name = self.sink.name
+            new = set_aside - self._set_aside
+            self.counters.rejected[name] = self.counters.rejected.get(name, 0) + new
+            self.counters.events[name] = self.counters.events.get(name, 0) - new
+            self._set_aside = set_aside
 
     def held(self) -> int:
         """Events this sink holds: waiting in its channel or being written."""
@@ -400,7 +401,7 @@ class SinkWriter:
             if self.status.sink_failures.pop(name, None) is not None:
                 logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
             self._progress_at = trio.current_time()
-            self._written(0)  # a roll that ended may have put more batches on disk
+            self._written(0)  # a roll may have set events aside
             return
 
     def _report_rejected(self, rejected: list[tuple[Event, Exception]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import trio
 
 from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, encode_lines
 from coinfeed.sinks import SinkOptions, SinkSpecError, open_sink, parse_sink_spec
-from coinfeed.sinks.parquet import TMP_DIR, ParquetSink
+from coinfeed.sinks.parquet import SPOOL_DIR, TMP_DIR, ParquetSink
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.helpers import book, gap, quote, trade, wait_for
@@ -157,19 +158,17 @@ def test_a_failed_roll_is_retried_without_writing_anything_twice(
     assert calls["n"] == 2
 
 
-def test_a_value_no_column_can_hold_fails_the_batch_and_keeps_nothing_of_it(
-    tmp_path: Path,
-) -> None:
+def test_a_value_no_column_can_hold_is_set_aside_and_the_rest_written(tmp_path: Path) -> None:
     sink = parquet_sink(tmp_path)
     hostile = QuoteEvent(**{**_fields(quote(2)), "time_exchange": "yesterday"})
-    with pytest.raises(ValueError, match="yesterday"):
-        sink.write_batch([quote(1), hostile, trade(3)])
-    sink.write_batch([quote(1), trade(3)])
+    sink.write_batch([quote(1), hostile, trade(3)])
     sink.flush(True)
     sink.close()
-    assert sql(
+    assert sink.events_set_aside == 1
+    counted = sql(
         f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet', union_by_name = true)"
-    ) == [(2,)]
+    )
+    assert counted == [(2,)]
 
 
 def _fields(event: Event) -> dict[str, object]:
@@ -243,26 +242,40 @@ def test_the_time_columns_are_nanosecond_exact(tmp_path: Path) -> None:
     assert nanos % 1_000_000_000 == 123_456_700
 
 
-async def test_the_restart_checkpoint_counts_only_batches_that_are_on_disk(
-    tmp_path: Path,
-) -> None:
-    # A kill loses the buffer: a batch the checkpoint counted as written would never be
-    # backfilled after the restart.
-    sink = parquet_sink(tmp_path, parquet_roll_rows=1000, parquet_roll_seconds=3600)
-    writer = SinkWriter(
-        sink, EventChannel(5000), ServiceStatus(), SinkCounters(), max_batch=5000,
-        flush_interval=0.01,
-    )  # fmt: skip
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.run)
-        await writer.channel.send([trade(n) for n in range(600)], 1)
-        await writer.channel.send([trade(n) for n in range(600, 1200)], 2)
-        await wait_for(lambda: writer.channel.statistics().depth == 0, 2, "both taken")
-        assert files(tmp_path) == []
-        assert writer.written_number == 0, "in memory only: not written for the checkpoint"
-        await writer.channel.send([trade(1200)], 3)  # the roll of batches 1 and 2 starts
-        await wait_for(lambda: len(files(tmp_path)) == 1, 5, "the roll's file")
-        await writer.channel.send([trade(1201)], 4)  # the next write sees the roll done
-        await wait_for(lambda: writer.written_number == 2, 2, "batches 1 and 2 on disk")
-        writer.channel.close()
-    assert writer.written_number == 4, "the shutdown flush writes the rest"
+def test_what_a_killed_process_spooled_is_converted_by_the_next_start(tmp_path: Path) -> None:
+    # A kill -9 skips flush and close: the events are in the spool file, on disk.
+    killed = parquet_sink(tmp_path, parquet_roll_seconds=3600)
+    killed.write_batch([trade(n) for n in range(500)])
+    killed.write_batch([book(1, snapshot=True), gap()])
+    os.close(killed._lock_fd)  # the kernel releases a dead process's lock
+    with (tmp_path / SPOOL_DIR / "spool-000001-0.jsonl").open("ab") as spool:
+        spool.write(b'{"kind":"trade","symbol_id":"BITSTAMP_SPOT_BTC_')  # torn by the kill
+    assert files(tmp_path) == []
+    again = parquet_sink(tmp_path)
+    eventually(lambda: len(files(tmp_path)) == 3, "the leftover spool's files")
+    again.write_batch([trade(500)])
+    again.flush(True)
+    again.close()
+    assert sql(
+        f"SELECT count(DISTINCT uuid) FROM read_parquet('{tmp_path}/kind=trade/**/*.parquet')"
+    ) == [(501,)]
+    assert list((tmp_path / SPOOL_DIR).iterdir()) == []
+
+
+def test_converting_a_spool_again_replaces_its_files_with_the_same(tmp_path: Path) -> None:
+    # A crash between renaming a roll's files and deleting its spool: the next start converts
+    # the spool again, and its files get the same names.
+    sink = parquet_sink(tmp_path)
+    sink.write_batch([trade(n, symbol=f"S{n % 2}") for n in range(10)])
+    spool = next((tmp_path / SPOOL_DIR).iterdir())
+    kept = spool.read_bytes()
+    sink.flush(True)
+    sink.close()
+    before = files(tmp_path)
+    spool.write_bytes(kept)
+    again = parquet_sink(tmp_path)  # converts the spool in its rolling thread
+    again.flush(True)
+    again.close()
+    assert not spool.exists()
+    assert files(tmp_path) == before
+    assert sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet')") == [(10,)]
