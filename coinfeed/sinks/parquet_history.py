@@ -206,10 +206,15 @@ def _iso(moment: datetime) -> str:
 
 def render(book: BookAt) -> str:
     """The book as a table: asks above (best last), bids below (best first)."""
+    sequence = "-" if book.sequence is None else book.sequence
+    changed = _iso(book.updated_at) if book.updated_at else "never"
     lines = [
-        f"{book.symbol_id} at {_iso(book.at)}: {book.state.value}, sequence {book.sequence}, "
-        f"last change {_iso(book.updated_at) if book.updated_at else 'never'}",
+        f"{book.symbol_id} at {_iso(book.at)}: {book.state.value}, sequence {sequence}, "
+        f"last change {changed}",
     ]
+    if not book.asks and not book.bids:
+        lines.append("(no levels)")
+        return "\n".join(lines)
     width = max((len(str(p)) for p, _ in [*book.asks, *book.bids]), default=5)
     lines.append(f"{'side':<4}  {'price':>{width}}  size")
     lines.extend(f"{'ask':<4}  {p!s:>{width}}  {s}" for p, s in reversed(book.asks))
