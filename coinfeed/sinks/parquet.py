@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -197,8 +197,6 @@ class ParquetSink:
     _taken: int = 0
     events_set_aside: int = 0
     """Lines a roll could not convert (the writer counts them as rejected)."""
-    _leftovers: list[_Spool] = attrs.field(factory=list)
-    """Spools a previous process left, converted by the first roll."""
     _rolling: ThreadPoolExecutor = attrs.field(
         factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parquet-roll")
     )
@@ -295,8 +293,8 @@ class ParquetSink:
             return
         if self._job is not None and not self._job.cancel():
             # Running: let it finish before the lock goes, or the next process could convert
-            # the same spool at the same time. Its failure leaves the spool for the next start.
-            wait([self._job])
+            # the same spool at the same time.
+            self._job.exception()  # waits for it; a failure is the next start's to redo
         self._rolling.shutdown(wait=False)
         if self._spool_file is not None:
             self._spool_file.close()
