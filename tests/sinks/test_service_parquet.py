@@ -11,12 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import httpx
 import trio
 
-from coinfeed.config import Settings
+from coinfeed.config import ListenAddress, Settings
 from coinfeed.core.book import BookState
+from coinfeed.observability.http import MAX_BOOK_DEPTH
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks.parquet_history import book_at
@@ -66,15 +69,17 @@ async def test_duckdb_reads_every_trade_of_the_run_once_with_the_same_digits(
     assert sum(1 for e in events if e["kind"] == "gap") > 0, "the gaps profile makes gaps"
 
 
-async def test_the_book_rebuilt_at_the_last_event_is_the_services_book_after_gaps(
+async def test_the_book_rebuilt_at_the_last_event_is_what_api_books_showed_after_gaps(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     history = tmp_path / "history"
+    shown: dict[str, dict[str, Any]] = {}
     async with open_simulator(SimulatorConfig(rate=2000, seed=8, faults="gaps")) as sim:
         settings = make_settings(
             ws_url=sim.ws_url, rest_url=sim.rest_url, symbols=SYMBOLS, types=("trade", "book"),
             sinks=(f"parquet:{history}",), stale_after=2.0, recovery_pause=0.02,
             sink_flush_interval=0.1, parquet_roll_seconds=0.3,
+            http=ListenAddress("127.0.0.1", 0),
         )  # fmt: skip
         service = Service.build(settings, handle_signals=False)
         books = service.processor.books
@@ -93,8 +98,12 @@ async def test_the_book_rebuilt_at_the_last_event_is_the_services_book_after_gap
                 5,
                 "every event handed to the sink",
             )
+            assert service.http_url is not None
+            async with httpx.AsyncClient(base_url=service.http_url) as client:
+                for symbol in SYMBOLS:
+                    answer = await client.get(f"/api/books/{symbol}?depth={MAX_BOOK_DEPTH}")
+                    shown[symbol] = json.loads(answer.text, parse_float=str, parse_int=str)
             service.status.request_shutdown("test over")
-    assert all_synced()
     [(last,)] = duckdb.sql(f"SELECT max(received_at) FROM {parquet(history, 'book')}").fetchall()
     assert isinstance(last, datetime)
     resynced = duckdb.sql(
@@ -103,16 +112,16 @@ async def test_the_book_rebuilt_at_the_last_event_is_the_services_book_after_gap
     ).fetchall()[0][0]
     assert resynced > 0, "the run should have resynced books"
     for symbol in SYMBOLS:
+        api = shown[symbol]
+        assert api["state"] == "synced" and api["asks"] and api["bids"], symbol
         live = books.get(symbol)
-        assert live is not None
-        rebuilt = book_at(history, symbol, last)
-        assert rebuilt.state is BookState.SYNCED
-        assert rebuilt.sequence == live.sequence, symbol
-        expected = live.top(live.level_count)
-        assert (rebuilt.asks, rebuilt.bids) == expected, symbol
-        assert [[str(p), str(s)] for p, s in rebuilt.asks] == [
-            [str(p), str(s)] for p, s in expected[0]
-        ], "the same digits"
+        assert live is not None and len(api["asks"]) + len(api["bids"]) == live.level_count
+        rebuilt = book_at(history, symbol, last).as_json()
+        # The API's numbers parsed as their text: the sequence too.
+        assert (rebuilt["state"], str(rebuilt["sequence"])) == ("synced", api["sequence"]), symbol
+        # Every level, with the same digits (/api/books writes prices as JSON numbers).
+        assert rebuilt["asks"] == api["asks"], symbol
+        assert rebuilt["bids"] == api["bids"], symbol
     # The command prints the same book.
     done = await trio.run_process(
         [sys.executable, "-m", "coinfeed", "book", str(history), SYMBOLS[0], "--at",
@@ -120,14 +129,14 @@ async def test_the_book_rebuilt_at_the_last_event_is_the_services_book_after_gap
         capture_stdout=True, capture_stderr=True, env=child_environment(), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
-    shown = json.loads(done.stdout)
-    live = books.get(SYMBOLS[0])
-    assert live is not None
-    asks, bids = live.top(5)
-    assert shown["state"] == "synced" and shown["sequence"] == live.sequence
-    assert shown["asks"] == [[str(p), str(s)] for p, s in asks]
-    assert shown["bids"] == [[str(p), str(s)] for p, s in bids]
-    assert [Decimal(p) for p, _ in shown["asks"]] == sorted(Decimal(p) for p, _ in shown["asks"])
+    printed = json.loads(done.stdout)
+    api = shown[SYMBOLS[0]]
+    assert printed["state"] == "synced" and str(printed["sequence"]) == api["sequence"]
+    assert printed["asks"] == api["asks"][:5]
+    assert printed["bids"] == api["bids"][:5]
+    assert [Decimal(p) for p, _ in printed["asks"]] == sorted(
+        Decimal(p) for p, _ in printed["asks"]
+    )
 
 
 async def test_kill_9_leaves_only_whole_files_that_duckdb_reads(tmp_path: Path) -> None:
