@@ -22,6 +22,7 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
+from coinfeed.core.book import BookState
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
@@ -144,6 +145,24 @@ async def serving_fake_feed(
         async with httpx.AsyncClient(base_url=service.http_url) as client:
             yield service, client
         service.status.request_shutdown("test over")
+
+
+async def settle(sim: Simulator, service: Service) -> None:
+    """End a run with faults in a quiet state: faults off, every book of :data:`SYMBOLS`
+    synced again, the market paused and every event handed to the sinks."""
+    books = service.processor.books
+    sim.faults.set_profile("none")
+    await wait_for(
+        lambda: all(s is BookState.SYNCED for s in books.states_of(SYMBOLS).values()),
+        10,
+        "every book synced again",
+    )
+    sim.pause_market()
+    await wait_for(
+        lambda: all(q.depth == 0 for q in service.queue_statistics().values()),
+        5,
+        "every event handed to the sinks",
+    )
 
 
 def truth_uuids(sim: Simulator) -> set[str]:

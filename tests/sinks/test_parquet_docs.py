@@ -27,7 +27,7 @@ from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks.parquet import LEVELS, SCHEMAS, TIME
 from coinfeed.sinks.parquet_history import BookAt, book_at, render
-from tests.helpers import SYM, SYMBOLS, wait_for
+from tests.helpers import SYM, SYMBOLS, settle
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sinks.md"
 HEADING = "## Parquet (`parquet:DIR`)"
@@ -129,21 +129,10 @@ async def run_service(make_settings: Callable[..., Settings], directory: Path) -
         )  # fmt: skip
         service = Service.build(settings, handle_signals=False)
         books = service.processor.books
-
-        def all_synced() -> bool:
-            return all(s is BookState.SYNCED for s in books.states_of(SYMBOLS).values())
-
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             await trio.sleep(1.5)  # 1 % of the frames skipped: backfills, resyncs, REST views
-            sim.faults.set_profile("none")
-            await wait_for(all_synced, 10, "every book synced again")
-            sim.pause_market()
-            await wait_for(
-                lambda: all(q.depth == 0 for q in service.queue_statistics().values()),
-                5,
-                "every event handed to the sinks",
-            )
+            await settle(sim, service)
             live = books.get(SYM)
             assert live is not None
             asks, bids = live.top(live.level_count)

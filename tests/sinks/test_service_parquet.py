@@ -18,13 +18,12 @@ import httpx
 import trio
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.core.book import BookState
 from coinfeed.observability.http import MAX_BOOK_DEPTH
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks.parquet_history import book_at
 from tests.coinfeed_process import child_environment
-from tests.helpers import SYMBOLS, wait_for
+from tests.helpers import SYMBOLS, settle, wait_for
 
 
 def jsonl_events(path: Path) -> list[dict[str, object]]:
@@ -83,21 +82,10 @@ async def test_the_book_rebuilt_at_the_last_event_is_what_api_books_showed_after
         )  # fmt: skip
         service = Service.build(settings, handle_signals=False)
         books = service.processor.books
-
-        def all_synced() -> bool:
-            return all(s is BookState.SYNCED for s in books.states_of(SYMBOLS).values())
-
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             await trio.sleep(3.0)  # 1 % of the frames skipped: book gaps and resyncs
-            sim.faults.set_profile("none")
-            await wait_for(all_synced, 10, "every book synced again")
-            sim.pause_market()
-            await wait_for(
-                lambda: all(q.depth == 0 for q in service.queue_statistics().values()),
-                5,
-                "every event handed to the sink",
-            )
+            await settle(sim, service)
             assert service.http_url is not None
             async with httpx.AsyncClient(base_url=service.http_url) as client:
                 for symbol in SYMBOLS:
