@@ -3,8 +3,8 @@
 Layout: ``DIR/kind=<kind>/date=<YYYY-MM-DD>/symbol_id=<id>/part-<start>-<n>.parquet``, one
 schema per kind (:data:`SCHEMAS`), zstd-compressed. ``date`` is the UTC date of ``received_at``;
 ``<start>`` is the ``received_at`` of the first event of the roll the file belongs to
-(``20261206T140312.123456000Z``) and ``<n>`` numbers this process's rolls, so the names of one
-partition sort in the order their rows arrived, and rows in a file keep that order.
+(``20261206T140312.123456000Z``) and ``<n>`` is the number of the roll's spool, so the names of
+one partition sort in the order their rows arrived, and rows in a file keep that order.
 
 How this works: the writer encodes each batch on the event loop as JSON lines with exact
 numbers as text (``encode_batch``, msgspec), and the worker thread appends them to a *spool*
@@ -357,10 +357,14 @@ class ParquetSink:
 
     def _parts(self, spool: _Spool) -> list[_Part]:
         """The spool's rows, one part per kind and partition, named by the spool."""
-        lines = spool.path.read_bytes().splitlines(keepends=True)
-        if lines and not lines[-1].endswith(b"\n"):
-            lines.pop()  # torn by a crash in the middle of an append: never taken in
-        converted = self._convert(lines, spool.first_seq)
+        data = spool.path.read_bytes()
+        # A last line torn by a crash in the middle of an append was never taken in.
+        data = data[: data.rfind(b"\n") + 1]
+        try:
+            converted = _converted(data, spool.first_seq)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+            # Split into lines only now: a list of 200,000 lines costs more than the spool.
+            converted = self._convert(data.splitlines(keepends=True), spool.first_seq)
         if not converted:
             return []
         first = min(
@@ -395,6 +399,8 @@ class ParquetSink:
     ) -> list[tuple[str, pa.RecordBatch, pa.Array]]:
         """``lines`` as (kind, rows, partition of each row); a line that cannot be converted is
         found by halving and set aside."""
+        if not lines:
+            return []
         try:
             return _converted(b"".join(lines), first_seq)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
@@ -412,6 +418,8 @@ class ParquetSink:
 
 
 def _converted(data: bytes, first_seq: int) -> list[tuple[str, pa.RecordBatch, pa.Array]]:
+    if not data:
+        return []
     rows = pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=_PARSE)
     if not rows.num_rows:
         return []

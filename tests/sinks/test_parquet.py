@@ -279,3 +279,21 @@ def test_converting_a_spool_again_replaces_its_files_with_the_same(tmp_path: Pat
     assert not spool.exists()
     assert files(tmp_path) == before
     assert sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet')") == [(10,)]
+
+
+def test_a_spool_whose_only_append_failed_rolls_to_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = parquet_sink(tmp_path)
+
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch([trade(1)])
+    monkeypatch.undo()
+    sink.flush(True)  # an empty spool: nothing to convert, and it goes
+    sink.close()
+    assert files(tmp_path) == []
+    assert list((tmp_path / SPOOL_DIR).iterdir()) == []
