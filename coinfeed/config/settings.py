@@ -122,7 +122,7 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "JSON Lines durability: never (page cache) or batch (fsync after each batch)", "WHEN"),
     _S("parquet_roll_seconds", p.seconds(), 60.0,
        "seconds of events a Parquet sink spools before converting them into files", "S"),
-    _S("parquet_roll_rows", p.integer(1000), 200_000,
+    _S("parquet_roll_rows", p.integer(1000), 50_000,
        "events a Parquet sink spools at most before converting them (bounds the memory a "
        "conversion takes)", "N"),
     _S("redis_maxlen", p.integer(1), 100_000,

@@ -110,7 +110,7 @@ class SinkOptions:
     jsonl_fsync: str = "never"
     """``never`` or ``batch``: fsync a JSON Lines file after each batch."""
     parquet_roll_seconds: float = 60.0
-    parquet_roll_rows: int = 200_000
+    parquet_roll_rows: int = 50_000
 
 
 DEFAULT_OPTIONS: Final = SinkOptions()

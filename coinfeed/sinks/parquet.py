@@ -48,6 +48,11 @@ from coinfeed.dirlock import LockError, lock_in
 from coinfeed.sinks.base import SinkSpecError
 from coinfeed.sinks.jsonl import JsonlSink
 
+# Arrow's buffers from malloc, not its bundled mimalloc: with the mmap threshold coinfeed run
+# pins (observability/process.py), a conversion's large buffers go back to the system when it
+# ends. With mimalloc, RSS stayed ~80 MB higher after three rolls of 100,000 events.
+pa.set_memory_pool(pa.system_memory_pool())
+
 LOCK_NAME: Final = ".coinfeed-parquet.lock"
 TMP_DIR: Final = ".coinfeed-tmp"
 """Files being written; a crash leaves them here, and the next open deletes them."""
@@ -127,7 +132,8 @@ def _wire_schema() -> pa.Schema:
 
 
 _WIRE: Final = _wire_schema()
-_READ: Final = pj.ReadOptions(use_threads=False, block_size=1 << 26)
+# Blocks of 1 MiB: the reader's working memory stays small, at no measurable cost in speed.
+_READ: Final = pj.ReadOptions(use_threads=False, block_size=1 << 20)
 _PARSE: Final = pj.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="ignore")
 
 
@@ -195,7 +201,7 @@ class ParquetSink:
     name: str
     directory: Path
     roll_seconds: float = 60.0
-    roll_rows: int = 200_000
+    roll_rows: int = 50_000
     blocking: bool = True
     flush_every: float = 1.0
     """How often the writer calls :meth:`flush` while no events arrive, so a quiet feed still
@@ -219,7 +225,7 @@ class ParquetSink:
 
     @classmethod
     def open(
-        cls, target: str, *, roll_seconds: float = 60.0, roll_rows: int = 200_000
+        cls, target: str, *, roll_seconds: float = 60.0, roll_rows: int = 50_000
     ) -> ParquetSink:
         directory = Path(target)
         try:
@@ -363,7 +369,7 @@ class ParquetSink:
         try:
             converted = _converted(data, spool.first_seq)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-            # Split into lines only now: a list of 200,000 lines costs more than the spool.
+            # Split into lines only now: a list of a spool's lines costs more than the spool.
             converted = self._convert(data.splitlines(keepends=True), spool.first_seq)
         if not converted:
             return []
