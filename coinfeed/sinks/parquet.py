@@ -16,10 +16,12 @@ JSON reader (no GIL held), converts it to each kind's schema, splits it by parti
 each part to a temporary file under ``DIR/.coinfeed-tmp``, fsyncs it and renames it into its
 partition (a reader sees a file whole or not at all), then deletes the spool. Part names are
 fixed by the spool's content, so converting a spool again after a crash replaces its files
-with the same ones, never adds a copy. One roll is in flight at most; a roll's failure is
-raised by the next call before it takes in its batch, so the writer's retry adds the batch
-once. A line Arrow cannot convert (a time it cannot parse, an integer past int64) is found by
-halving and set aside (``events_set_aside``, logged); the rest of the spool is written.
+with the same ones, never adds a copy. The rolling thread runs at a lower CPU priority and
+converts one spool at a time; more than :data:`SPOOLS_WAITING_MAX` closed spools waiting make
+the writer wait. A conversion's failure is raised by the next call before it takes in its
+batch, so the writer's retry adds the batch once. A line Arrow cannot convert (a time it cannot
+parse, an integer past int64) is found by halving and set aside (``events_set_aside``, logged);
+the rest of the spool is written.
 
 Prices and sizes are the exact text CoinAPI sent (``str(Decimal)``, as in the JSON Lines sink)
 plus a float64 ``*_f64`` column for arithmetic; book levels are ``list<struct<price, size>>`` of
@@ -28,8 +30,12 @@ exact text. Times are ``timestamp[ns, UTC]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
@@ -60,6 +66,9 @@ SPOOL_DIR: Final = ".coinfeed-spool"
 """Events taken in and not converted yet, as JSON lines (converted by the next start after a
 crash)."""
 COMPRESSION: Final = "zstd"
+SPOOLS_WAITING_MAX: Final = 4
+"""Closed spools that may wait for conversion before the writer waits for it (backpressure)."""
+ROLLING_NICE: Final = 10
 # Dictionary pages only for the columns of few distinct values, and min/max statistics only for
 # those a query filters on: on the benchmark mix a roll took about 20 % less time and its
 # files 27 % fewer bytes than with both on every column (docs/performance.md).
@@ -215,13 +224,17 @@ class ParquetSink:
     events_set_aside: int = 0
     """Lines a roll could not convert (the writer counts them as rejected)."""
     _rolling: ThreadPoolExecutor = attrs.field(
-        factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parquet-roll")
+        factory=lambda: ThreadPoolExecutor(
+            1, thread_name_prefix="parquet-roll", initializer=_yield_the_cpu
+        )
     )
     """Converts spools while new batches are spooled."""
     _job: Future[None] | None = None
-    _pending: list[_Spool] = attrs.field(factory=list)
-    """Spools handed to the rolling thread and not converted yet (only it touches them while a
-    roll runs)."""
+    _pending: deque[_Spool] = attrs.field(factory=deque)
+    """Spools closed and not converted yet, oldest first. While a conversion runs, only its
+    thread takes from the left, and only the writer's thread appends."""
+    _retry_here: bool = False
+    """A conversion failed: the next calls retry it themselves until it goes through."""
 
     @classmethod
     def open(
@@ -281,7 +294,6 @@ class ParquetSink:
         whole batch), so the writer's retry adds it once."""
         self._settle(wait=False)
         if self._roll_due():
-            self._settle(wait=True)  # one roll in flight at most
             self._start_roll()
         if self._spool_file is None:
             self._spools += 1
@@ -299,9 +311,8 @@ class ParquetSink:
 
     def flush(self, everything: bool) -> None:
         """Roll what is due (``everything``: the whole spool, at shutdown, and wait for it)."""
-        self._settle(wait=everything)
+        self._settle(wait=False)
         if (everything and self._spool is not None) or self._roll_due():
-            self._settle(wait=True)
             self._start_roll()
         self._settle(wait=everything)
 
@@ -334,24 +345,37 @@ class ParquetSink:
     # -- rolling ------------------------------------------------------------------------------
 
     def _settle(self, *, wait: bool) -> None:
-        """Finish with the roll in flight (when it is done, or ``wait``) and raise its failure;
-        with none in flight, convert spools an earlier failure left, so a write that keeps
-        failing fails every call."""
+        """Take the result of a conversion that ended (raising its failure) and start one for
+        spools that wait; with ``wait``, convert every spool before returning. After a failure
+        the conversion is retried here, in the caller's thread, so every write fails while it
+        keeps failing (the writer reports the sink and retries)."""
         job = self._job
         if job is not None:
             if not wait and not job.done():
                 return
             self._job = None
-            job.result()
-        self._convert_pending()
+            try:
+                job.result()
+            except Exception:
+                self._retry_here = True
+                raise
+        if self._retry_here or wait:
+            self._convert_pending()
+            self._retry_here = False
+        elif self._pending:
+            self._job = self._rolling.submit(self._convert_pending)
 
     def _start_roll(self) -> None:
-        """Close the spool and hand it to the rolling thread: the writer goes on meanwhile."""
+        """Close the spool and queue it for the rolling thread: the writer goes on meanwhile,
+        unless conversions fell more than :data:`SPOOLS_WAITING_MAX` spools behind."""
         assert self._spool is not None and self._spool_file is not None
         self._spool_file.close()
         self._pending.append(self._spool)
         self._spool, self._spool_file = None, None
-        self._job = self._rolling.submit(self._convert_pending)
+        if len(self._pending) > SPOOLS_WAITING_MAX:
+            self._settle(wait=True)  # backpressure: the spools on disk stay bounded
+        elif self._job is None and not self._retry_here:
+            self._job = self._rolling.submit(self._convert_pending)
 
     def _convert_pending(self) -> None:
         while self._pending:
@@ -359,7 +383,7 @@ class ParquetSink:
             for part in self._parts(spool):
                 _write_whole(part, self.directory / TMP_DIR)
             spool.path.unlink()
-            self._pending.pop(0)
+            self._pending.popleft()
 
     def _parts(self, spool: _Spool) -> list[_Part]:
         """The spool's rows, one part per kind and partition, named by the spool."""
@@ -444,6 +468,15 @@ def _converted(data: bytes, first_seq: int) -> list[tuple[str, pa.RecordBatch, p
         partitions = pc.binary_join_element_wise(day, same.column("symbol_id"), "/")
         converted.append((kind, batch, partitions.combine_chunks()))
     return converted
+
+
+def _yield_the_cpu() -> None:
+    """Run the rolling thread at a lower priority (Linux: the nice value is per thread): on a
+    busy machine a conversion waits for idle CPU instead of taking it from the event loop, and
+    the spools it has not reached wait on disk (docs/performance.md has the measurement)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ROLLING_NICE)
 
 
 def _write_whole(part: _Part, tmp_dir: Path) -> None:
