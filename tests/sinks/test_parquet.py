@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -17,7 +18,7 @@ import trio
 
 from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, encode_lines
 from coinfeed.sinks import SinkOptions, SinkSpecError, open_sink, parse_sink_spec
-from coinfeed.sinks.parquet import SPOOL_DIR, TMP_DIR, ParquetSink
+from coinfeed.sinks.parquet import SPOOL_DIR, SPOOLS_WAITING_MAX, TMP_DIR, ParquetSink
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.helpers import book, gap, quote, trade, wait_for
@@ -297,3 +298,27 @@ def test_a_spool_whose_only_append_failed_rolls_to_nothing(
     sink.close()
     assert files(tmp_path) == []
     assert list((tmp_path / SPOOL_DIR).iterdir()) == []
+
+
+def test_spools_waiting_for_a_slow_conversion_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000)
+    real_write = pq.write_table
+
+    def slow_disk(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.05)
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", slow_disk)
+    most = 0
+    for roll in range(12):
+        sink.write_batch([trade(n) for n in range(roll * 1000, roll * 1000 + 1000)])
+        most = max(most, len(list((tmp_path / SPOOL_DIR).iterdir())))
+    # The one being filled, and at most SPOOLS_WAITING_MAX closed ones: then the writer waits.
+    assert 3 <= most <= SPOOLS_WAITING_MAX + 1, "conversions lagged, within the bound"
+    sink.flush(True)
+    sink.close()
+    assert sql(f"SELECT count(DISTINCT uuid) FROM read_parquet('{tmp_path}/**/*.parquet')") == [
+        (12_000,)
+    ]
