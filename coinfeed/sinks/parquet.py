@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -223,13 +223,8 @@ class ParquetSink:
     _taken: int = 0
     events_set_aside: int = 0
     """Lines a roll could not convert (the writer counts them as rejected)."""
-    _rolling: ThreadPoolExecutor = attrs.field(
-        factory=lambda: ThreadPoolExecutor(
-            1, thread_name_prefix="parquet-roll", initializer=_yield_the_cpu
-        )
-    )
-    """Converts spools while new batches are spooled."""
     _job: Future[None] | None = None
+    """The conversion running in the rolling thread, if any."""
     _pending: deque[_Spool] = attrs.field(factory=deque)
     """Spools closed and not converted yet, oldest first. While a conversion runs, only its
     thread takes from the left, and only the writer's thread appends."""
@@ -279,7 +274,7 @@ class ParquetSink:
             )
             self._pending.extend(found)
             self._spools = found[-1].number
-            self._job = self._rolling.submit(self._convert_pending)
+            self._start_conversion()
 
     # -- taking events in ---------------------------------------------------------------------
 
@@ -295,12 +290,11 @@ class ParquetSink:
         self._settle(wait=False)
         if self._roll_due():
             self._start_roll()
-        if self._spool_file is None:
+        if self._spool is None or self._spool_file is None:
             self._spools += 1
             path = self.directory / SPOOL_DIR / f"spool-{self._spools:06d}-{self._taken}.jsonl"
-            self._spool = _Spool(path, self._spools, self._taken, started=time.monotonic())
             self._spool_file = JsonlSink.open(str(path))
-        assert self._spool is not None
+            self._spool = _Spool(path, self._spools, self._taken, started=time.monotonic())
         self._spool_file.write_encoded(data)
         lines = data.count(b"\n")
         self._spool.lines += lines
@@ -323,7 +317,6 @@ class ParquetSink:
             # Running: let it finish before the lock goes, or the next process could convert
             # the same spool at the same time.
             self._job.exception()  # waits for it; a failure is the next start's to redo
-        self._rolling.shutdown(wait=False)
         if self._spool_file is not None:
             self._spool_file.close()
         if self._spool is not None or self._pending:
@@ -363,7 +356,7 @@ class ParquetSink:
             self._convert_pending()
             self._retry_here = False
         elif self._pending:
-            self._job = self._rolling.submit(self._convert_pending)
+            self._start_conversion()
 
     def _start_roll(self) -> None:
         """Close the spool and queue it for the rolling thread: the writer goes on meanwhile,
@@ -375,7 +368,26 @@ class ParquetSink:
         if len(self._pending) > SPOOLS_WAITING_MAX:
             self._settle(wait=True)  # backpressure: the spools on disk stay bounded
         elif self._job is None and not self._retry_here:
-            self._job = self._rolling.submit(self._convert_pending)
+            self._start_conversion()
+
+    def _start_conversion(self) -> None:
+        """Convert the waiting spools in a new rolling thread. A daemon thread, not an
+        executor's: a conversion stuck on a dead disk must not keep the process from exiting."""
+        job: Future[None] = Future()
+
+        def run() -> None:
+            if not job.set_running_or_notify_cancel():
+                return  # cancelled by close before it started
+            _yield_the_cpu()
+            try:
+                self._convert_pending()
+            except BaseException as exc:
+                job.set_exception(exc)
+            else:
+                job.set_result(None)
+
+        self._job = job
+        threading.Thread(target=run, name=f"parquet-roll {self.name}", daemon=True).start()
 
     def _convert_pending(self) -> None:
         while self._pending:
@@ -471,9 +483,9 @@ def _converted(data: bytes, first_seq: int) -> list[tuple[str, pa.RecordBatch, p
 
 
 def _yield_the_cpu() -> None:
-    """Run the rolling thread at a lower priority (Linux: the nice value is per thread): on a
-    busy machine a conversion waits for idle CPU instead of taking it from the event loop, and
-    the spools it has not reached wait on disk (docs/performance.md has the measurement)."""
+    """Run the calling (rolling) thread at a lower priority (Linux: the nice value is per
+    thread): on a busy machine a conversion waits for idle CPU instead of taking it from the
+    event loop, and the spools it has not reached wait on disk (docs/performance.md)."""
     if sys.platform == "linux":
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ROLLING_NICE)

@@ -18,6 +18,7 @@ import trio
 
 from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, encode_lines
 from coinfeed.sinks import SinkOptions, SinkSpecError, open_sink, parse_sink_spec
+from coinfeed.sinks.jsonl import JsonlSink
 from coinfeed.sinks.parquet import SPOOL_DIR, SPOOLS_WAITING_MAX, TMP_DIR, ParquetSink
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
@@ -322,3 +323,23 @@ def test_spools_waiting_for_a_slow_conversion_stay_bounded(
     assert sql(f"SELECT count(DISTINCT uuid) FROM read_parquet('{tmp_path}/**/*.parquet')") == [
         (12_000,)
     ]
+
+
+def test_a_spool_that_cannot_be_created_fails_the_write_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = parquet_sink(tmp_path)
+    real_open = JsonlSink.open
+
+    def no_inodes(*args: Any, **kwargs: Any) -> JsonlSink:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JsonlSink, "open", no_inodes)
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch([trade(1)])
+    sink.flush(True)  # nothing was taken in: nothing to roll
+    monkeypatch.setattr(JsonlSink, "open", real_open)
+    sink.write_batch([trade(1)])  # the writer's retry
+    sink.flush(True)
+    sink.close()
+    assert sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet')") == [(1,)]
