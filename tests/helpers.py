@@ -6,12 +6,15 @@ Tests import from here (or get fixtures from a ``conftest.py``), never from anot
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,8 +25,9 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.core.book import BookState
+from coinfeed.core.book import BookState, OrderBook
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
+from coinfeed.core.protocol import Level
 from coinfeed.service import Service
 from coinfeed.simulator import Simulator, SimulatorConfig, open_simulator
 from tests.fakes import FakeTransport, FakeWebSocket
@@ -163,6 +167,27 @@ async def settle(sim: Simulator, service: Service) -> None:
         5,
         "every event handed to the sinks",
     )
+
+
+def book_from_sqlite(path: Path, symbol: str) -> OrderBook:
+    """``symbol``'s WS ``book`` rows of the SQLite sink's ``book_updates`` applied in id order
+    (a second reader: WAL lets it read while the sink writes)."""
+    book = OrderBook(symbol)
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute(
+            "SELECT is_snapshot, sequence, asks, bids FROM book_updates"
+            " WHERE symbol_id = ? AND depth = 'book' AND source = 'ws' ORDER BY id",
+            (symbol,),
+        ).fetchall()
+    conn.close()
+    for is_snapshot, sequence, asks, bids in stored:
+        ask_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(asks)]
+        bid_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(bids)]
+        if is_snapshot:
+            book.apply_snapshot(ask_levels, bid_levels, sequence)
+        else:
+            book.apply_update(ask_levels, bid_levels, sequence)
+    return book
 
 
 def truth_uuids(sim: Simulator) -> set[str]:

@@ -3,21 +3,18 @@ the books rebuilt from ``book_updates`` are the service's own."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from coinfeed.config import Settings
-from coinfeed.core.book import BookState, OrderBook, PriceSize
-from coinfeed.core.protocol import Level
+from coinfeed.core.book import BookState, PriceSize
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.helpers import SYMBOLS, truth_uuids, wait_for
+from tests.helpers import SYMBOLS, book_from_sqlite, truth_uuids, wait_for
 
 
 def stored_trades(path: Path) -> list[str]:
@@ -71,24 +68,6 @@ def query(path: Path, sql: str, *params: object) -> list[Any]:
         found = conn.execute(sql, params).fetchall()
     conn.close()
     return found
-
-
-def rebuilt_top(path: Path, symbol: str) -> tuple[list[PriceSize], list[PriceSize]]:
-    """``symbol``'s WS ``book`` rows of ``book_updates`` applied in id order: every level."""
-    book = OrderBook(symbol)
-    for is_snapshot, sequence, asks, bids in query(
-        path,
-        "SELECT is_snapshot, sequence, asks, bids FROM book_updates"
-        " WHERE symbol_id = ? AND depth = 'book' AND source = 'ws' ORDER BY id",
-        symbol,
-    ):
-        ask_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(asks)]
-        bid_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(bids)]
-        if is_snapshot:
-            book.apply_snapshot(ask_levels, bid_levels, sequence)
-        else:
-            book.apply_update(ask_levels, bid_levels, sequence)
-    return book.top(10_000)
 
 
 def as_text(top: tuple[list[PriceSize], list[PriceSize]]) -> tuple[list[tuple[str, str]], ...]:
@@ -147,7 +126,7 @@ async def test_the_books_rebuilt_from_book_updates_are_the_services_books(
         assert live is not None and live.state is BookState.SYNCED
         expected = live.top(10_000)
         assert expected[0] and expected[1], f"{symbol}: the simulated book should have levels"
-        rebuilt = rebuilt_top(path, symbol)
+        rebuilt = book_from_sqlite(path, symbol).top(10_000)
         assert rebuilt == expected, symbol
         assert as_text(rebuilt) == as_text(expected), symbol
     deltas = query(path, "SELECT count(*) FROM book_updates WHERE is_snapshot = 0")[0][0]

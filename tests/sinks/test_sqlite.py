@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from coinfeed.core.book import OrderBook
 from coinfeed.core.events import BookDepth, BookEvent, Source
-from coinfeed.core.protocol import Level
 from coinfeed.sinks import SinkSpecError, open_sink
 from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
-from tests.helpers import AT, SYM, book, gap, quote, trade
+from tests.helpers import AT, SYM, book, book_from_sqlite, gap, quote, trade
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -103,23 +101,8 @@ def book_event(
 
 
 def rebuilt_book(path: Path, symbol: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """``symbol``'s WS ``book`` rows of ``book_updates`` applied in id order; levels as text."""
-    order_book = OrderBook(symbol)
-    with sqlite3.connect(path) as conn:
-        stored = conn.execute(
-            "SELECT is_snapshot, sequence, asks, bids FROM book_updates"
-            " WHERE symbol_id = ? AND depth = 'book' AND source = 'ws' ORDER BY id",
-            (symbol,),
-        ).fetchall()
-    conn.close()
-    for is_snapshot, sequence, asks, bids in stored:
-        ask_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(asks)]
-        bid_levels = [Level(Decimal(p), Decimal(s)) for p, s in json.loads(bids)]
-        if is_snapshot:
-            order_book.apply_snapshot(ask_levels, bid_levels, sequence)
-        else:
-            order_book.apply_update(ask_levels, bid_levels, sequence)
-    top_asks, top_bids = order_book.top(10_000)
+    """``symbol``'s book rebuilt from ``book_updates``, every level as text."""
+    top_asks, top_bids = book_from_sqlite(path, symbol).top(10_000)
     return [(str(p), str(s)) for p, s in top_asks], [(str(p), str(s)) for p, s in top_bids]
 
 
