@@ -32,6 +32,7 @@ from coinfeed.core.book import BookState, OrderBook, PriceSize
 _BOOK_COLUMNS = ["depth", "sequence", "is_snapshot", "asks", "bids", "source", "received_at",
                  "ingest_seq"]  # fmt: skip
 _GAP_COLUMNS = ["data_type", "reason", "status", "received_at", "ingest_seq"]
+_SNAPSHOT_PROBE = ["depth", "is_snapshot", "source", "received_at"]
 
 
 class HistoryError(Exception):
@@ -85,11 +86,14 @@ def book_at(directory: Path, symbol_id: str, at: datetime, depth: int | None = N
         if table is not None and _has_snapshot_before(table, limit):
             first = index
             break
-    dates = book_dates[first:]
+    start = book_dates[first]
+    # Gap events too from that date on, also of days without book rows (a reconnect).
+    gap_dates = _dates(directory / "kind=gap", symbol_id, at.date())
+    reads = [("book", day, _BOOK_COLUMNS) for day in book_dates[first:]]
+    reads += [("gap", day, _GAP_COLUMNS) for day in gap_dates if day >= start]
     rows = [
         table.filter(pc.less_equal(table["received_at"], limit))
-        for kind, columns in (("book", _BOOK_COLUMNS), ("gap", _GAP_COLUMNS))
-        for day in dates
+        for kind, day, columns in reads
         if (table := _read(directory, kind, day, symbol_id, columns, tagged=kind)) is not None
     ]
     book = OrderBook(symbol_id)
@@ -99,9 +103,6 @@ def book_at(directory: Path, symbol_id: str, at: datetime, depth: int | None = N
             updated_at = row["received_at"]
     asks, bids = book.top(depth if depth is not None else book.level_count)
     return BookAt(symbol_id, at, book.state, book.sequence, updated_at, asks, bids)
-
-
-_SNAPSHOT_PROBE = ["depth", "is_snapshot", "source", "received_at"]
 
 
 def _has_snapshot_before(table: pa.Table, limit: pa.Scalar) -> bool:

@@ -108,3 +108,16 @@ def test_the_command_prints_the_book_as_a_table(history: Path) -> None:
     assert [line.split() for line in lines[2:]] == [
         ["ask", "102", "1"], ["ask", "101.75", "0.5"], ["bid", "99.0", "3"],
     ]  # fmt: skip
+
+
+def test_a_reconnect_on_a_day_without_book_rows_still_empties_the_book(tmp_path: Path) -> None:
+    next_day = GapEvent(
+        data_type="book", symbol_id=SYM, reason="reconnect", missing=None,
+        recovery="resubscribe", status="pending", received_at="2026-12-07T00:00:01.000000Z",
+    )  # fmt: skip
+    sink = open_sink(f"parquet:{tmp_path}")
+    sink.write_batch([book(1, 10, snapshot=True, asks=[("101.5", "2")]), next_day])
+    sink.flush(True)  # type: ignore[attr-defined]
+    sink.close()
+    after = book_at(tmp_path, SYM, datetime(2026, 12, 7, 0, 0, 2, tzinfo=UTC))
+    assert (after.state, after.asks) == (BookState.NO_SNAPSHOT, [])
