@@ -175,6 +175,12 @@ def _kind_rows(rows: pa.Table, kind: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+class ConversionError(OSError):
+    """Converting a spool failed (the cause is chained). An OSError whatever the cause, so the
+    writer retries the batch and reports the sink failing: a conversion that fails must never
+    make it set the new batch's events aside as unstorable."""
+
+
 @attrs.define(slots=True)
 class _Part:
     """One file of a roll: the rows of one partition, to be written whole."""
@@ -349,11 +355,15 @@ class ParquetSink:
             self._job = None
             try:
                 job.result()
-            except Exception:
+            except Exception as exc:
                 self._retry_here = True
-                raise
+                raise ConversionError(f"converting a spool failed: {exc}") from exc
         if self._retry_here or wait:
-            self._convert_pending()
+            try:
+                self._convert_pending()
+            except Exception as exc:
+                self._retry_here = True
+                raise ConversionError(f"converting a spool failed: {exc}") from exc
             self._retry_here = False
         elif self._pending:
             self._start_conversion()

@@ -343,3 +343,35 @@ def test_a_spool_that_cannot_be_created_fails_the_write_and_nothing_else(
     sink.flush(True)
     sink.close()
     assert sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet')") == [(1,)]
+
+
+async def test_a_conversion_bug_is_retried_and_reported_never_sets_events_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = parquet_sink(tmp_path, parquet_roll_rows=1000)
+    status, counters = ServiceStatus(), SinkCounters()
+    writer = SinkWriter(sink, EventChannel(5000), status, counters, max_batch=5000)
+    real_write = pq.write_table
+
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        raise ValueError("a bug in the conversion, not in an event")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send([trade(n) for n in range(1000)], 1)
+        await writer.channel.send([trade(1000)], 2)  # the roll (it fails) starts before it
+        await wait_for(lambda: bool(calls), 5, "the roll failed")
+        await trio.sleep(0.05)
+        await writer.channel.send([trade(1001)], 3)  # its write meets the failure
+        await wait_for(lambda: bool(status.sink_failures), 5, "the sink reported failing")
+        monkeypatch.setattr(pq, "write_table", real_write)
+        await wait_for(lambda: not status.sink_failures, 10, "the sink recovered")
+        writer.channel.close()
+    assert counters.rejected.get(sink.name, 0) == 0
+    assert sql(f"SELECT count(DISTINCT uuid) FROM read_parquet('{tmp_path}/**/*.parquet')") == [
+        (1002,)
+    ]
