@@ -5,7 +5,8 @@ Prints, side by side, events/s for ``jsonl`` to a file, ``sqlite``, ``parquet`` 
 after), next to the baseline measured in the same run, ``jsonl`` to /dev/null, as a ratio; and
 for the sinks that write files, bytes on disk per event. Each rate is the median of several
 rounds; each round writes the same events in batches of ``--batch`` (the default
-``sink_batch_size``) to a fresh file/database/directory/Redis, then ``flush(True)`` for a sink
+``sink_batch_size``) to a fresh file/database/directory/Redis (after one untimed warm-up round
+of the first sink), then ``flush(True)`` for a sink
 that buffers (Parquet writes its files then: the timing includes them), then ``close``. The
 open is not timed. Bytes on disk, measured after ``close`` (median over rounds, over the events
 of a round): the JSON Lines file; the SQLite database plus its ``-wal`` if one is left; the
@@ -237,12 +238,15 @@ def print_table(report: dict[str, Any]) -> None:
 STREAM_BASELINE = "jsonl:/dev/null"
 
 
+STREAM_SINKS = ("jsonl", "sqlite", "parquet")
+
+
 def measure_stream(
-    rounds: int, sinks: list[str], peer_dir: Path | None, workdir: Path
+    rounds: int, sinks: list[str], frames: int, peer_dir: Path | None, workdir: Path
 ) -> dict[str, Any]:
     """``coinfeed run`` on the throughput stream into each sink, ``rounds`` times (see the
     module docstring): median frames/s, per-round ratios to the baseline, drops per run."""
-    stream = prepare_stream(200_000, workdir, peer_dir, "auto")
+    stream = prepare_stream(frames, workdir, peer_dir, "auto")
     kinds = [STREAM_BASELINE, *sinks]
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for number in range(rounds):
@@ -250,8 +254,7 @@ def measure_stream(
         for kind in order:
             target = kind
             if kind != STREAM_BASELINE:
-                scheme = kind.partition(":")[0]
-                target = f"{scheme}:{workdir / f'stream-{number}.{scheme}'}"
+                target = f"{kind}:{workdir / f'stream-{number}.{kind}'}"
             try:
                 runs[kind].append(run_end_to_end(stream, None, workdir, sink=target))
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -335,12 +338,18 @@ def main(argv: list[str] | None = None) -> int:
                              "(0: skip)")  # fmt: skip
     parser.add_argument("--stream-sinks", default="parquet,sqlite", metavar="KIND,...",
                         help="file sinks of --stream-rounds (default: parquet,sqlite)")  # fmt: skip
+    parser.add_argument("--stream-frames", type=int, default=200_000, metavar="N",
+                        help="frames of the stream (default: 200000, as the peer)")  # fmt: skip
     parser.add_argument("--peer-dir", type=Path, default=PEER_DIR,
                         help="the peer benchmark's checkout, for its stream")  # fmt: skip
     args = parser.parse_args(argv)
-    for name in ("events", "rounds", "batch"):
+    for name in ("events", "rounds", "batch", "stream_frames"):
         if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be above 0, got {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name)}")
+    stream_sinks = [kind.strip() for kind in args.stream_sinks.split(",") if kind.strip()]
+    unknown = [kind for kind in stream_sinks if kind not in STREAM_SINKS]
+    if unknown or not stream_sinks:
+        parser.error(f"--stream-sinks takes some of {', '.join(STREAM_SINKS)}, got {unknown}")
     events = make_events(args.events)
     started = time.monotonic()
     rates: dict[str, list[float]] = {kind: [] for kind in SINKS}
@@ -396,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
     }
     if args.stream_rounds > 0:
-        sinks = [f"{kind.strip()}:" for kind in args.stream_sinks.split(",") if kind.strip()]
         with tempfile.TemporaryDirectory(prefix="bench-sinks-stream-") as tmp:
-            report["stream"] = measure_stream(args.stream_rounds, sinks, args.peer_dir, Path(tmp))
+            report["stream"] = measure_stream(
+                args.stream_rounds, stream_sinks, args.stream_frames, args.peer_dir, Path(tmp)
+            )
     text = json.dumps(report, indent=2)
     if args.json == "-":
         print(text)

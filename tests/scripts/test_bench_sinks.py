@@ -57,3 +57,23 @@ def test_bench_sinks_json_alone_prints_only_the_json_object() -> None:
     report = json.loads(run_bench("--json").stdout)
     assert report["events_per_s"]["parquet"] > 0
     assert report["bytes_per_event"]["parquet"] > 0
+
+
+def test_bench_sinks_stream_rounds_run_coinfeed_into_each_file_sink(tmp_path: Path) -> None:
+    out = tmp_path / "bench-sinks.json"
+    run_bench("--stream-rounds", "1", "--stream-frames", "20000", "--stream-sinks",
+              "parquet,jsonl", "--json", str(out))  # fmt: skip
+    stream = json.loads(out.read_text())["stream"]
+    assert stream["frames"] == 20_000 and stream["errors"] == []
+    assert set(stream["frames_per_s"]) == {"jsonl:/dev/null", "parquet", "jsonl"}
+    assert all(rate > 0 for rate in stream["frames_per_s"].values()), stream
+    assert all(len(drops) == 1 for drops in stream["frames_dropped"].values()), stream
+
+
+def test_bench_sinks_refuses_an_unknown_stream_sink() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sinks.py"), "--stream-sinks", "csv"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--stream-sinks takes some of jsonl, sqlite, parquet" in done.stderr
