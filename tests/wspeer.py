@@ -11,8 +11,9 @@ import hashlib
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext, suppress
 from functools import partial
+from pathlib import Path
 
 import attrs
 import trio
@@ -214,3 +215,16 @@ async def receive_until_closed(ws: WebSocket) -> tuple[list[bytes], TransportClo
                 received += as_bytes(await ws.receive_batch())
             except TransportClosed as closed:
                 return received, closed
+
+
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """The peer's TLS side for ``serving(..., ssl_context=...)``: it serves ``certificate``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+async def refuse_quietly(peer: Peer) -> None:
+    """The server's side of a TLS handshake the client gives up."""
+    with suppress(trio.BrokenResourceError, AssertionError):  # refused, or EOF
+        await peer.read_request()

@@ -14,15 +14,7 @@ from loguru import logger
 from coinfeed.config import TRANSPORTS, Settings
 from coinfeed.service import Service
 from tests.helpers import MemorySink, wait_for
-from tests.transport.test_transport_faults import (
-    Peer,
-    certificate,
-    refuse_quietly,
-    server_context,
-    serving,
-)
-
-__all__ = ["certificate"]  # a fixture, used by name
+from tests.wspeer import LIMIT, Peer, refuse_quietly, server_context, serving
 
 pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
@@ -43,7 +35,9 @@ async def test_a_certificate_problem_is_logged_with_its_cause_and_retried(
         )
     )
     try:
-        async with serving(refuse_quietly, ssl_context=server_context(certificate)) as server:
+        async with serving(
+            refuse_quietly, ssl_context=server_context(certificate), script_limit=LIMIT
+        ) as server:
             settings = make_settings(
                 ws_url=server.url_for("wss"), transport=transport, backoff_max=0.2
             )
@@ -67,7 +61,9 @@ async def test_the_ca_the_operator_names_is_trusted(
     trust: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with serving(accept_and_listen, ssl_context=server_context(certificate)) as server:
+    async with serving(
+        accept_and_listen, ssl_context=server_context(certificate), script_limit=LIMIT
+    ) as server:
         overrides: dict[str, object] = {"ws_url": server.url_for("wss"), "transport": transport}
         if trust == "ca_file":
             overrides["ca_file"] = str(certificate[0])

@@ -18,7 +18,6 @@ from websockets.frames import Close, Opcode
 
 from coinfeed.transport import CLOSE_TIMEOUT, TransportClosed, TransportError
 from coinfeed.transport.direct import MIN_READ_BYTES, DirectTransport, DirectWebSocket
-from tests.pki import Pki
 from tests.wspeer import (
     LIMIT,
     Peer,
@@ -26,6 +25,7 @@ from tests.wspeer import (
     close_frame,
     frame,
     receive_until_closed,
+    server_context,
     serving,
     text,
 )
@@ -657,19 +657,6 @@ async def test_a_burst_is_read_in_small_bites_when_there_is_little_room() -> Non
 
 
 # --- wss:// ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, made by the openssl CLI."""
-    pair = Pki.in_directory(tmp_path_factory.mktemp("tls"), "wss://").self_signed("127.0.0.1")
-    return pair.cert, pair.key
-
-
-def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
 
 
 async def test_wss_round_trip_with_a_trusted_certificate(certificate: tuple[Path, Path]) -> None:

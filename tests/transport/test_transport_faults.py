@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -41,6 +40,8 @@ from tests.wspeer import (
     close_frame,
     frame,
     receive_until_closed,
+    refuse_quietly,
+    server_context,
     text,
 )
 
@@ -198,34 +199,15 @@ def make_certificate(directory: Path, name: str, alt_names: str) -> tuple[Path, 
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Self-signed, for 127.0.0.1 and localhost."""
-    directory = tmp_path_factory.mktemp("tls")
-    return make_certificate(directory, "loopback", "IP:127.0.0.1,DNS:localhost")
-
-
-@pytest.fixture(scope="module")
 def other_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Self-signed, for another host name only."""
     directory = tmp_path_factory.mktemp("tls")
     return make_certificate(directory, "other", "DNS:other.example")
 
 
-def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
-
-
 def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     """A client context that trusts ``certificate`` (and nothing else)."""
     return ssl.create_default_context(cafile=str(certificate[0]))
-
-
-async def refuse_quietly(peer: Peer) -> None:
-    """The server's side of a TLS handshake the client gives up."""
-    with suppress(trio.BrokenResourceError, AssertionError):  # refused, or EOF
-        await peer.read_request()
 
 
 async def test_tls_with_a_self_signed_certificate(
