@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -18,18 +19,26 @@ pytestmark = pytest.mark.slow  # runs a script end to end
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_soak(
+    out: Path, *args: str, expect: int = 0, timeout: float = 90
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``scripts/soak.py ARGS --out OUT``: its run (exit code ``expect``) and report.json."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == expect, done.stdout + done.stderr[-3000:]
+    return done, json.loads((out / "report.json").read_text())
+
+
 def test_short_soak_with_gaps_passes_and_writes_report_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "soak"
     # 20 s is all warm-up for RSS (the trade de-dup set is still filling), so the RSS bound is
     # relaxed here; every other criterion is the real one.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "20", "--rate", "1000",
-         "--faults", "gaps", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    done, report = run_soak(
+        out, "--duration", "20", "--rate", "1000", "--faults", "gaps", "--interval", "2",
+        "--margin", "8", "--rss-bound", "1000",
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
     names = {c["name"] for c in report["criteria"]}
     assert {"clean exit on SIGTERM", "completeness", "no duplicate trades"} <= names
@@ -47,14 +56,10 @@ def test_short_soak_with_gaps_passes_and_writes_report_and_plot(tmp_path: Path) 
 
 def test_chaos_soak_with_a_sigkill_and_restart_in_the_middle_is_complete(tmp_path: Path) -> None:
     out = tmp_path / "soak"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "24", "--rate", "1000",
-         "--faults", "chaos", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
-         "--kill-restart", "--down", "4", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    _, report = run_soak(
+        out, "--duration", "24", "--rate", "1000", "--faults", "chaos", "--interval", "2",
+        "--margin", "8", "--rss-bound", "1000", "--kill-restart", "--down", "4", timeout=120,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["restart"]["down_s"] == 4
     comp = report["completeness"]
     assert comp["expected"] > 1000 and not comp["missing_unreported_symbols"]
@@ -68,13 +73,10 @@ def test_chaos_soak_with_a_sigkill_and_restart_in_the_middle_is_complete(tmp_pat
 def test_soak_fails_when_a_criterion_fails(tmp_path: Path) -> None:
     # A negative RSS bound cannot be met: the verdict must be FAIL with exit code 1.
     out = tmp_path / "soak"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "4", "--faults",
-         "none", "--interval", "1", "--margin", "2", "--rss-bound", "-1000", "--out", str(out)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    done, report = run_soak(
+        out, "--duration", "4", "--faults", "none", "--interval", "1", "--margin", "2",
+        "--rss-bound", "-1000", expect=1, timeout=60,
     )  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
     failed = [c["name"] for c in report["criteria"] if not c["ok"]]
     assert failed == ["RSS slope after warm-up, net of the bounded de-dup set (MB / 10 min)"]
     assert "coinfeed soak: FAIL" in done.stdout
@@ -85,15 +87,11 @@ def test_soak_with_recording_rotates_deletes_and_replays_what_is_left(tmp_path: 
     # retention deletes segments within the 20 s; what is left (a run entered part way, with
     # book resyncs recorded under the gaps profile) must list and replay.
     out = tmp_path / "soak"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--duration", "20", "--rate", "1000",
-         "--faults", "gaps", "--interval", "2", "--margin", "8", "--rss-bound", "1000",
-         "--record", "--record-segment-seconds", "2", "--record-retention", "256KiB",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=150, cwd=ROOT,
+    done, report = run_soak(
+        out, "--duration", "20", "--rate", "1000", "--faults", "gaps", "--interval", "2",
+        "--margin", "8", "--rss-bound", "1000", "--record", "--record-segment-seconds", "2",
+        "--record-retention", "256KiB", timeout=150,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
     recording_criteria = [c for c in report["criteria"] if c["name"].startswith("recording:")]
     assert len(recording_criteria) == 4 and all(c["ok"] for c in recording_criteria)
