@@ -369,40 +369,42 @@ class SinkWriter:
                     continue
                 counted = self._count(batches, counted, written[0])
                 attempt += 1
-                self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
-                self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
-                delay = full_jitter(attempt + 1, base=0.1, cap=self.retry_max, rng=self._rng)
-                logger.bind(sink=name, attempt=attempt, error=str(exc)).error("sink write failed")
-                await trio.sleep(delay)
+                await self._failed(exc, attempt, "sink write failed")
                 continue
             self._count(batches, counted, written[0])
             self._report_rejected(isolation.rejected)
-            if self.status.sink_failures.pop(name, None) is not None:
-                logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
+            self._succeeded(attempt)
             return
 
     async def _flush(self, flush: Callable[[bool], None], *, everything: bool) -> None:
         """Let a sink that buffers write what is due (``everything`` once the channel closed),
         retried with backoff and reported like a failing write."""
-        name = self.sink.name
         attempt = 0
         while True:
             try:
                 await self._call(flush, everything)
             except Exception as exc:  # reported and retried, like a failing write
                 attempt += 1
-                self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
-                self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
-                logger.bind(sink=name, attempt=attempt, error=str(exc)).error("sink flush failed")
-                await trio.sleep(
-                    full_jitter(attempt + 1, base=0.1, cap=self.retry_max, rng=self._rng)
-                )
+                await self._failed(exc, attempt, "sink flush failed")
                 continue
-            if self.status.sink_failures.pop(name, None) is not None:
-                logger.bind(sink=name, attempts=attempt + 1).info("sink recovered")
+            self._succeeded(attempt)
             self._progress_at = trio.current_time()
             self._written(0)  # a roll may have set events aside
             return
+
+    async def _failed(self, exc: Exception, attempt: int, what: str) -> None:
+        """Report failed ``attempt`` (counted, on /ready, logged), then wait its backoff."""
+        name = self.sink.name
+        self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
+        self.status.sink_failures[name] = f"{type(exc).__name__}: {exc}"
+        logger.bind(sink=name, attempt=attempt, error=str(exc)).error(what)
+        await trio.sleep(full_jitter(attempt + 1, base=0.1, cap=self.retry_max, rng=self._rng))
+
+    def _succeeded(self, failed_attempts: int) -> None:
+        """A write or flush went through after ``failed_attempts`` failures."""
+        name = self.sink.name
+        if self.status.sink_failures.pop(name, None) is not None:
+            logger.bind(sink=name, attempts=failed_attempts + 1).info("sink recovered")
 
     def _report_rejected(self, rejected: list[tuple[Event, Exception]]) -> None:
         if not rejected:
