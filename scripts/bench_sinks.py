@@ -166,22 +166,23 @@ def disk_bytes(kind: str, path: Path | None) -> int | None:
         files = [path, path.with_name(path.name + "-wal")]
         return sum(file.stat().st_size for file in files if file.exists())
     if kind == "parquet":
-        return sum(
-            file.stat().st_size
-            for file in path.rglob("*.parquet")
-            if PARQUET_TMP_DIR not in file.relative_to(path).parts
-        )
+        return sum(file.stat().st_size for file in parquet_files(path))
     return path.stat().st_size
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    """The Parquet sink's finished files under ``directory`` (not its temporaries)."""
+    return [
+        file
+        for file in directory.rglob("*.parquet")
+        if PARQUET_TMP_DIR not in file.relative_to(directory).parts
+    ]
 
 
 def check_parquet_rows(directory: Path | None, expected: int) -> None:
     """Stop the bench if the Parquet files do not hold every event of the round."""
     assert directory is not None
-    rows = sum(
-        pq.read_metadata(file).num_rows
-        for file in directory.rglob("*.parquet")
-        if PARQUET_TMP_DIR not in file.relative_to(directory).parts
-    )
+    rows = sum(pq.read_metadata(file).num_rows for file in parquet_files(directory))
     if rows != expected:
         raise SystemExit(f"bench_sinks: the Parquet files hold {rows} rows, not {expected}")
 
