@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from coinfeed.core.protocol import BookUpdate, Level, Quote, TopOfBook, Trade
+from coinfeed.core.protocol import BookUpdate, Exrate, Level, Ohlcv, Quote, TopOfBook, Trade
 from coinfeed.core.rest_protocol import RestBook, RestTrade
 
 Source = Literal["ws", "rest"]
@@ -83,7 +83,93 @@ class GapEvent(msgspec.Struct, tag_field="kind", tag="gap", kw_only=True, frozen
     window_end: str | None = None
 
 
-Event = TradeEvent | QuoteEvent | BookEvent | GapEvent
+class BarEvent(msgspec.Struct, tag_field="kind", tag="bar", kw_only=True, frozen=True, gc=False):
+    """A bar built by coinfeed from the trades it delivered (``--bars``).
+
+    ``revision`` counts re-emissions of one bar (a late trade, a gap's outcome): a consumer that
+    keeps the highest revision per (symbol, period, start) has the final bar. ``complete`` is
+    false while trades of the period may be missing (a pending or unrecovered trade gap, or a
+    period that began before coinfeed had every trade of the symbol)."""
+
+    symbol_id: str
+    period_id: str
+    time_period_start: str
+    time_period_end: str
+    time_open: str
+    time_close: str
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades_count: int
+    revision: int
+    complete: bool
+    received_at: str
+
+
+class BookTopEvent(
+    msgspec.Struct, tag_field="kind", tag="book_top", kw_only=True, frozen=True, gc=False
+):
+    """The top ``depth`` levels of a synced book at ``time``, one of a regular series
+    (``--book-snapshots``): what ``/api/books`` answered at that moment."""
+
+    symbol_id: str
+    depth: int
+    time: str
+    sequence: int | None
+    asks: list[PriceLevel]
+    bids: list[PriceLevel]
+    received_at: str
+
+
+class OhlcvEvent(
+    msgspec.Struct, tag_field="kind", tag="ohlcv", kw_only=True, frozen=True, gc=False
+):
+    """CoinAPI's own bar (the ``ohlcv`` stream), as sent: repeated while the period is open,
+    the last one per (symbol, period, start) is final."""
+
+    symbol_id: str
+    sequence: int
+    period_id: str | None
+    time_period_start: str
+    time_period_end: str
+    time_open: str | None
+    time_close: str | None
+    price_open: Decimal | None
+    price_high: Decimal | None
+    price_low: Decimal | None
+    price_close: Decimal | None
+    volume_traded: Decimal
+    trades_count: int
+    received_at: str
+
+
+class ExrateEvent(
+    msgspec.Struct, tag_field="kind", tag="exrate", kw_only=True, frozen=True, gc=False
+):
+    """CoinAPI's VWAP-24H exchange rate of an asset pair (the ``exrate`` stream; no sequence).
+    ``symbol_id`` is the pair as ``BASE/QUOTE``, so every event kind has one."""
+
+    symbol_id: str
+    asset_id_base: str
+    asset_id_quote: str
+    rate_type: str | None
+    time: str
+    rate: Decimal
+    received_at: str
+
+
+Event = (
+    TradeEvent
+    | QuoteEvent
+    | BookEvent
+    | GapEvent
+    | BarEvent
+    | BookTopEvent
+    | OhlcvEvent
+    | ExrateEvent
+)
 
 _encoder: Final = msgspec.json.Encoder(decimal_format="number")
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
@@ -201,5 +287,41 @@ def book_from_rest(msg: RestBook, received_at: str) -> BookEvent:
         asks=_pairs(msg.asks),
         bids=_pairs(msg.bids),
         source="rest",
+        received_at=received_at,
+    )
+
+
+def ohlcv_from_ws(msg: Ohlcv, received_at: str) -> OhlcvEvent:
+    return OhlcvEvent(
+        symbol_id=msg.symbol_id,
+        sequence=msg.sequence,
+        period_id=msg.period_id,
+        time_period_start=msg.time_period_start,
+        time_period_end=msg.time_period_end,
+        time_open=msg.time_open,
+        time_close=msg.time_close,
+        price_open=msg.price_open,
+        price_high=msg.price_high,
+        price_low=msg.price_low,
+        price_close=msg.price_close,
+        volume_traded=msg.volume_traded,
+        trades_count=msg.trades_count,
+        received_at=received_at,
+    )
+
+
+def asset_pair(base: str, quote: str) -> str:
+    """An exchange rate's ``symbol_id``: ``BTC/USD`` (CoinAPI's asset filter spells pairs so)."""
+    return f"{base}/{quote}"
+
+
+def exrate_from_ws(msg: Exrate, received_at: str) -> ExrateEvent:
+    return ExrateEvent(
+        symbol_id=asset_pair(msg.asset_id_base, msg.asset_id_quote),
+        asset_id_base=msg.asset_id_base,
+        asset_id_quote=msg.asset_id_quote,
+        rate_type=msg.rate_type,
+        time=msg.time,
+        rate=msg.rate,
         received_at=received_at,
     )

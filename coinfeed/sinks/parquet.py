@@ -49,7 +49,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 from loguru import logger
 
-from coinfeed.core.events import Event
+from coinfeed.core.events import BookTopEvent, Event
 from coinfeed.dirlock import LockError, lock_in
 from coinfeed.sinks.base import SinkSpecError
 from coinfeed.sinks.jsonl import JsonlSink
@@ -73,12 +73,8 @@ ROLLING_NICE: Final = 10
 # those a query filters on: on the benchmark mix a roll took about 20 % less time and its
 # files 27 % fewer bytes than with both on every column (docs/performance.md).
 DICTIONARY_COLUMNS: Final = frozenset(
-    {"symbol_id", "source", "depth", "taker_side", "data_type", "reason", "recovery", "status"}
-)
-STATISTICS_COLUMNS: Final = frozenset(
-    {"symbol_id", "sequence", "time_exchange", "time_coinapi", "received_at", "ingest_seq",
-     "window_start", "window_end", "price_f64", "size_f64", "ask_price_f64", "ask_size_f64",
-     "bid_price_f64", "bid_size_f64"}
+    {"symbol_id", "source", "depth", "taker_side", "data_type", "reason", "recovery", "status",
+     "period_id", "asset_id_base", "asset_id_quote", "rate_type"}
 )  # fmt: skip
 
 TIME: Final = pa.timestamp("ns", tz="UTC")
@@ -114,29 +110,75 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
         ("before_sequence", pa.int64()), ("window_start", TIME), ("window_end", TIME),
         ("received_at", TIME), ("ingest_seq", pa.int64()),
     ]),
+    "bar": pa.schema([
+        ("symbol_id", pa.string()), ("period_id", pa.string()), ("time_period_start", TIME),
+        ("time_period_end", TIME), ("time_open", TIME), ("time_close", TIME),
+        ("open", pa.string()), ("high", pa.string()), ("low", pa.string()),
+        ("close", pa.string()), ("volume", pa.string()), ("open_f64", pa.float64()),
+        ("high_f64", pa.float64()), ("low_f64", pa.float64()), ("close_f64", pa.float64()),
+        ("volume_f64", pa.float64()), ("trades_count", pa.int64()), ("revision", pa.int64()),
+        ("complete", pa.bool_()), ("received_at", TIME), ("ingest_seq", pa.int64()),
+    ]),
+    "book_top": pa.schema([
+        ("symbol_id", pa.string()), ("depth", pa.int64()), ("time", TIME),
+        ("sequence", pa.int64()), ("asks", LEVELS), ("bids", LEVELS), ("received_at", TIME),
+        ("ingest_seq", pa.int64()),
+    ]),
+    "ohlcv": pa.schema([
+        ("symbol_id", pa.string()), ("sequence", pa.int64()), ("period_id", pa.string()),
+        ("time_period_start", TIME), ("time_period_end", TIME), ("time_open", TIME),
+        ("time_close", TIME), ("price_open", pa.string()), ("price_high", pa.string()),
+        ("price_low", pa.string()), ("price_close", pa.string()),
+        ("volume_traded", pa.string()), ("price_open_f64", pa.float64()),
+        ("price_high_f64", pa.float64()), ("price_low_f64", pa.float64()),
+        ("price_close_f64", pa.float64()), ("volume_traded_f64", pa.float64()),
+        ("trades_count", pa.int64()), ("received_at", TIME), ("ingest_seq", pa.int64()),
+    ]),
+    "exrate": pa.schema([
+        ("symbol_id", pa.string()), ("asset_id_base", pa.string()),
+        ("asset_id_quote", pa.string()), ("rate_type", pa.string()), ("time", TIME),
+        ("rate", pa.string()), ("rate_f64", pa.float64()), ("received_at", TIME),
+        ("ingest_seq", pa.int64()),
+    ]),
 }  # fmt: skip
 """The columns of each kind's files (the ``kind`` and ``date`` columns come from the path).
 ``ingest_seq`` counts the events this sink took, all kinds together, from 0 in each process run:
 with the file name it orders rows across kinds (a book's gap events among its updates)."""
+
+STATISTICS_COLUMNS: Final = frozenset(
+    {"symbol_id", "sequence", "ingest_seq"}
+    | {field.name for schema in SCHEMAS.values() for field in schema
+       if field.type == TIME or field.name.endswith("_f64")}
+)  # fmt: skip
+"""The columns with min/max statistics: what queries filter on, the symbol, sequences, every
+time and every float twin."""
+
+_SPOOLED_AS_TEXT: Final = frozenset({"depth"})
+"""Fields two kinds give different JSON types (a book's ``depth`` is ``"book5"``, a book_top's
+``10``): Arrow's JSON reader takes one type per field, so the spool holds them as text
+(:meth:`ParquetSink.encode_batch`) and the conversion casts them to the kind's column."""
 
 
 _encoder: Final = msgspec.json.Encoder(decimal_format="string")
 
 
 def _wire_schema() -> pa.Schema:
-    """Every field of every kind as the sink's JSON lines hold it: text for exact numbers and
-    times (converted after reading), levels as ``[[price, size], ...]``."""
+    """Every field of every kind as the sink's JSON lines hold it: text for exact numbers, times
+    and :data:`_SPOOLED_AS_TEXT` (converted after reading), levels as ``[[price, size], ...]``."""
     fields: dict[str, pa.DataType] = {"kind": pa.string()}
     for schema in SCHEMAS.values():
         for field in schema:
             if field.name == "ingest_seq" or field.name.endswith("_f64"):
                 continue
             wire = field.type
-            if field.type == TIME:
+            if field.type == TIME or field.name in _SPOOLED_AS_TEXT:
                 wire = pa.string()
             elif field.type == LEVELS:
                 wire = pa.list_(pa.list_(pa.string()))
-            fields.setdefault(field.name, wire)
+            if fields.setdefault(field.name, wire) != wire:
+                raise TypeError(
+                    f"kinds disagree on the JSON type of {field.name!r}: add it to _SPOOLED_AS_TEXT"
+                )
     return pa.schema(list(fields.items()))
 
 
@@ -165,8 +207,8 @@ def _kind_rows(rows: pa.Table, kind: str) -> pa.RecordBatch:
         if field.name.endswith("_f64"):
             # The nearest double of the exact text (inf past float64's range).
             column = rows.column(field.name.removesuffix("_f64")).cast(pa.float64())
-        elif field.type == TIME:
-            column = rows.column(field.name).cast(TIME)
+        elif field.type == TIME or field.name in _SPOOLED_AS_TEXT:
+            column = rows.column(field.name).cast(field.type)
         elif field.type == LEVELS:
             column = _levels(rows.column(field.name).combine_chunks())
         else:
@@ -287,7 +329,12 @@ class ParquetSink:
     def encode_batch(self, events: list[Event]) -> bytes:
         """The batch as JSON lines with exact numbers as text (the writer calls this on the
         event loop; the worker thread then only appends the bytes to the spool)."""
-        return _encoder.encode_lines(events)
+        # A book_top's depth as text (_SPOOLED_AS_TEXT); every other event as it is.
+        spooled = [
+            msgspec.structs.replace(e, depth=str(e.depth)) if type(e) is BookTopEvent else e
+            for e in events
+        ]
+        return _encoder.encode_lines(spooled)
 
     def write_encoded(self, data: bytes) -> None:
         """Append an encoded batch to the spool, after starting the roll that is due. A failed

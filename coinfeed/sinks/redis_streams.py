@@ -33,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from coinfeed.core.events import Event, GapEvent, encode_event
+from coinfeed.core.events import Event, encode_event
 from coinfeed.logs import redact
 
 STREAM_PREFIX: Final = "coinfeed"
@@ -44,9 +44,9 @@ CONNECT_TIMEOUT: Final = 2.0
 
 
 def stream_key(event: Event) -> str:
-    """``coinfeed:<kind>:<symbol_id>``, e.g. ``coinfeed:trade:BITSTAMP_SPOT_BTC_USD``."""
-    kind = "gap" if isinstance(event, GapEvent) else event.__struct_config__.tag
-    return f"{STREAM_PREFIX}:{kind}:{event.symbol_id}"
+    """``coinfeed:<kind>:<symbol_id>``, e.g. ``coinfeed:trade:BITSTAMP_SPOT_BTC_USD``, or
+    ``coinfeed:exrate:BTC/USD`` for a rate (keys are binary-safe: the ``/`` needs no escape)."""
+    return f"{STREAM_PREFIX}:{event.__struct_config__.tag}:{event.symbol_id}"
 
 
 def _parse_id(raw: object) -> tuple[int, int]:

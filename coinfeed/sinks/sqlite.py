@@ -14,6 +14,12 @@ events that are snapshots (``is_snapshot``: WS snapshots after each (re)subscrib
 views, and every ``book5/20/50`` message). A file from before schema version 4 gets an empty
 ``book_updates``: its past deltas were never stored.
 
+Bars are kept, not appended: ``bars`` holds one row per (symbol, period, start), replaced only by
+a higher revision, or by a complete bar of the same revision (:data:`_UPSERT_BAR`), so a stale
+revision written later (after a restart, or a replay) never undoes the final bar. ``ohlcv`` holds
+CoinAPI's latest update of each bar: the later message replaces the earlier. ``book_tops`` and
+``exrates`` are appended, every event a row.
+
 Threads: the writer calls ``write_batch`` and ``close`` from trio worker threads, one call at a
 time, so the connection is opened with ``check_same_thread=False`` and is never used by two
 threads at once.
@@ -23,12 +29,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from decimal import Decimal
 from typing import Final
 
 import attrs
 import msgspec
 
-from coinfeed.core.events import BookEvent, Event, GapEvent, PriceLevel, QuoteEvent, TradeEvent
+from coinfeed.core.events import (
+    BarEvent,
+    BookEvent,
+    BookTopEvent,
+    Event,
+    ExrateEvent,
+    GapEvent,
+    OhlcvEvent,
+    PriceLevel,
+    QuoteEvent,
+    TradeEvent,
+)
 from coinfeed.sinks.base import SinkSpecError
 
 # Each step is applied once, in order, in its own transaction; never edit a released step,
@@ -78,6 +96,37 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             source TEXT NOT NULL, received_at TEXT NOT NULL)""",
         "CREATE INDEX book_updates_symbol_time ON book_updates (symbol_id, time_exchange)",
     ),
+    (  # 5: coinfeed's bars, the regular top-of-book series, CoinAPI's bars and exchange rates
+        """CREATE TABLE bars (
+            symbol_id TEXT NOT NULL, period_id TEXT NOT NULL, time_period_start TEXT NOT NULL,
+            time_period_end TEXT NOT NULL, time_open TEXT NOT NULL, time_close TEXT NOT NULL,
+            open TEXT NOT NULL, high TEXT NOT NULL, low TEXT NOT NULL, close TEXT NOT NULL,
+            volume TEXT NOT NULL, trades_count INTEGER NOT NULL, revision INTEGER NOT NULL,
+            complete INTEGER NOT NULL, received_at TEXT NOT NULL,
+            PRIMARY KEY (symbol_id, period_id, time_period_start))""",
+        """CREATE TABLE book_tops (
+            id INTEGER PRIMARY KEY, symbol_id TEXT NOT NULL, depth INTEGER NOT NULL,
+            time TEXT NOT NULL, sequence INTEGER, asks TEXT NOT NULL, bids TEXT NOT NULL,
+            received_at TEXT NOT NULL)""",
+        "CREATE INDEX book_tops_symbol_time ON book_tops (symbol_id, time)",
+        """CREATE TABLE ohlcv (
+            symbol_id TEXT NOT NULL, sequence INTEGER NOT NULL, period_id TEXT,
+            time_period_start TEXT NOT NULL, time_period_end TEXT NOT NULL,
+            time_open TEXT, time_close TEXT, price_open TEXT, price_high TEXT, price_low TEXT,
+            price_close TEXT, volume_traded TEXT NOT NULL, trades_count INTEGER NOT NULL,
+            received_at TEXT NOT NULL)""",
+        # NULLs never conflict in a UNIQUE index, so a bar without period_id is keyed as '';
+        # its end then tells a 1MIN bar from a 1HRS one that starts at the same time (for a
+        # named period the end follows from the start). Symbol and start lead, so the index
+        # also serves a symbol's time-range reads.
+        """CREATE UNIQUE INDEX ohlcv_bar
+            ON ohlcv (symbol_id, time_period_start, ifnull(period_id, ''), time_period_end)""",
+        """CREATE TABLE exrates (
+            id INTEGER PRIMARY KEY, symbol_id TEXT NOT NULL, asset_id_base TEXT NOT NULL,
+            asset_id_quote TEXT NOT NULL, rate_type TEXT, time TEXT NOT NULL,
+            rate TEXT NOT NULL, received_at TEXT NOT NULL)""",
+        "CREATE INDEX exrates_symbol_time ON exrates (symbol_id, time)",
+    ),
 )
 
 _INSERT_TRADE: Final = (
@@ -101,6 +150,48 @@ _INSERT_GAP: Final = (
     " gap_id, after_sequence, before_sequence, window_start, window_end)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_BOOK_TOP: Final = (
+    "INSERT INTO book_tops (symbol_id, depth, time, sequence, asks, bids, received_at)"
+    " VALUES (?,?,?,?,?,?,?)"
+)
+_INSERT_EXRATE: Final = (
+    "INSERT INTO exrates (symbol_id, asset_id_base, asset_id_quote, rate_type, time, rate,"
+    " received_at) VALUES (?,?,?,?,?,?,?)"
+)
+
+
+def _upsert(table: str, columns: str, key: str, *, when: str = "") -> str:
+    """An ``INSERT`` of one row of ``columns`` (comma-separated) that overwrites the row with the
+    same ``key`` instead, when there is one (and only if ``when`` holds for it)."""
+    names = [name.strip() for name in columns.split(",")]
+    overwrite = ", ".join(f"{name} = excluded.{name}" for name in names)
+    condition = f" WHERE {when}" if when else ""
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT ({key}) DO UPDATE SET {overwrite}{condition}"
+    )
+
+
+_UPSERT_BAR: Final = _upsert(
+    "bars",
+    "symbol_id, period_id, time_period_start, time_period_end, time_open, time_close, open, high,"
+    " low, close, volume, trades_count, revision, complete, received_at",
+    key="symbol_id, period_id, time_period_start",
+    # The highest revision is the final bar. An equal revision with other content comes from
+    # another process (each numbers a bar's re-emissions on its own): a complete bar beats an
+    # incomplete one, else the stored row stays, so a replayed bar changes nothing.
+    when="(excluded.revision, excluded.complete) > (bars.revision, bars.complete)",
+)
+"""Keeps the row of the highest (``revision``, ``complete``) of each bar."""
+_UPSERT_OHLCV: Final = _upsert(
+    "ohlcv",
+    "symbol_id, sequence, period_id, time_period_start, time_period_end, time_open, time_close,"
+    " price_open, price_high, price_low, price_close, volume_traded, trades_count, received_at",
+    key="symbol_id, time_period_start, ifnull(period_id, ''), time_period_end",  # ohlcv_bar
+)
+"""The later update of a CoinAPI bar replaces the earlier (arrival order: CoinAPI's sequence
+restarts with each connection, so it cannot say which is newer)."""
+
 _levels_encoder: Final = msgspec.json.Encoder(decimal_format="string")
 
 Row = tuple[object, ...]
@@ -192,6 +283,11 @@ def _levels(levels: list[PriceLevel]) -> str:
     return _levels_encoder.encode(levels).decode()
 
 
+def _text(value: Decimal | None) -> str | None:
+    """Exact text of a nullable number (CoinAPI's bar of a period without trades has none)."""
+    return None if value is None else str(value)
+
+
 def _trade_row(e: TradeEvent) -> Row:
     return (e.uuid, e.symbol_id, e.sequence, e.time_exchange, e.time_coinapi,
             str(e.price), str(e.size), e.taker_side, e.source, e.received_at)  # fmt: skip
@@ -210,6 +306,29 @@ def _book_update_row(e: BookEvent, asks: str, bids: str) -> Row:
 
 def _book_snapshot_row(e: BookEvent, asks: str, bids: str) -> Row:
     return (e.symbol_id, e.depth, e.sequence, e.time_exchange, asks, bids, e.source,
+            e.received_at)  # fmt: skip
+
+
+def _bar_row(e: BarEvent) -> Row:
+    return (e.symbol_id, e.period_id, e.time_period_start, e.time_period_end, e.time_open,
+            e.time_close, str(e.open), str(e.high), str(e.low), str(e.close), str(e.volume),
+            e.trades_count, e.revision, int(e.complete), e.received_at)  # fmt: skip
+
+
+def _book_top_row(e: BookTopEvent) -> Row:
+    return (e.symbol_id, e.depth, e.time, e.sequence, _levels(e.asks), _levels(e.bids),
+            e.received_at)  # fmt: skip
+
+
+def _ohlcv_row(e: OhlcvEvent) -> Row:
+    return (e.symbol_id, e.sequence, e.period_id, e.time_period_start, e.time_period_end,
+            e.time_open, e.time_close, _text(e.price_open), _text(e.price_high),
+            _text(e.price_low), _text(e.price_close), str(e.volume_traded), e.trades_count,
+            e.received_at)  # fmt: skip
+
+
+def _exrate_row(e: ExrateEvent) -> Row:
+    return (e.symbol_id, e.asset_id_base, e.asset_id_quote, e.rate_type, e.time, str(e.rate),
             e.received_at)  # fmt: skip
 
 
@@ -237,6 +356,10 @@ class SqliteSink:
         books: list[Row] = []
         book_updates: list[Row] = []
         gaps: list[Row] = []
+        bars: list[Row] = []
+        book_tops: list[Row] = []
+        ohlcvs: list[Row] = []
+        exrates: list[Row] = []
         for e in events:
             if isinstance(e, TradeEvent):
                 trades.append(_trade_row(e))
@@ -251,6 +374,14 @@ class SqliteSink:
                 gaps.append((e.data_type, e.symbol_id, e.reason, e.missing, e.recovery,
                              e.status, e.received_at, e.id, e.after_sequence,
                              e.before_sequence, e.window_start, e.window_end))  # fmt: skip
+            elif isinstance(e, BarEvent):
+                bars.append(_bar_row(e))
+            elif isinstance(e, BookTopEvent):
+                book_tops.append(_book_top_row(e))
+            elif isinstance(e, OhlcvEvent):
+                ohlcvs.append(_ohlcv_row(e))
+            elif isinstance(e, ExrateEvent):
+                exrates.append(_exrate_row(e))
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -260,6 +391,12 @@ class SqliteSink:
                 (_INSERT_BOOK, books),
                 (_INSERT_BOOK_UPDATE, book_updates),
                 (_INSERT_GAP, gaps),
+                # executemany runs the rows in order: of two updates of one bar in a batch,
+                # the later is applied last, as if it had come in the next batch.
+                (_UPSERT_BAR, bars),
+                (_INSERT_BOOK_TOP, book_tops),
+                (_UPSERT_OHLCV, ohlcvs),
+                (_INSERT_EXRATE, exrates),
             ):
                 if rows:
                     conn.executemany(sql, rows)

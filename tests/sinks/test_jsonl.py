@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from coinfeed.core.events import Event, decode_event, encode_event, encode_lines
 from coinfeed.sinks.jsonl import JsonlSink
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.helpers import trade
+from tests.sinks.kinds import one_of_each
 
 
 def lines_of(path: Path) -> list[dict[str, object]]:
@@ -171,3 +173,27 @@ def test_a_file_cut_by_someone_else_is_not_padded_when_a_write_fails(
     sink.close()
     assert b"\0" not in path.read_bytes()
     assert [e["sequence"] for e in lines_of(path)] == [3]
+
+
+@pytest.mark.parametrize("event", one_of_each(), ids=lambda e: e.__struct_config__.tag)
+def test_each_newer_kind_round_trips_with_its_digits(tmp_path: Path, event: Event) -> None:
+    line = encode_event(event)
+    decoded = decode_event(line)
+    assert decoded == event
+    # == compares Decimals by value (770.0 == 770.000000000): the bytes compare the digits.
+    assert encode_event(decoded) == line
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink.open(str(path))
+    sink.write_batch([decoded, decoded])
+    sink.close()
+    assert path.read_bytes() == line + b"\n" + line + b"\n"
+
+
+def test_the_numbers_of_the_newer_kinds_are_json_numbers_with_the_digits_sent() -> None:
+    text = encode_lines(one_of_each()).decode()
+    for written in ('"close":770.000000000,', '"low":5.0E-7,', '"high":1E+3,',
+                    '"volume":123456789012345678901234567890.5,', '"rate":65013.000000000,',
+                    '"price_close":5.0E-7,', '"price_close":null,', '"volume_traded":0E-8,',
+                    '"asks":[[101.50,2],[101.25,1E-9]]', '"depth":2,',
+                    '"symbol_id":"BTC/USD"'):  # fmt: skip
+        assert written in text, written

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trio
@@ -19,10 +20,19 @@ import trio
 from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, encode_lines
 from coinfeed.sinks import SinkOptions, SinkSpecError, open_sink, parse_sink_spec
 from coinfeed.sinks.jsonl import JsonlSink
-from coinfeed.sinks.parquet import SPOOL_DIR, SPOOLS_WAITING_MAX, TMP_DIR, ParquetSink
+from coinfeed.sinks.parquet import (
+    LEVELS,
+    SCHEMAS,
+    SPOOL_DIR,
+    SPOOLS_WAITING_MAX,
+    TIME,
+    TMP_DIR,
+    ParquetSink,
+)
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkWriter
 from coinfeed.status import ServiceStatus
-from tests.helpers import book, gap, quote, trade, wait_for
+from tests.helpers import SYM, book, gap, quote, trade, wait_for
+from tests.sinks.kinds import PAIR, book_top, exrate, nanos, one_of_each
 
 AWKWARD_NUMBERS = ("770.000000000", "0.00000050", "1E+2", "123456789012345678901234567890.5",
                    "0.000000000000000000000000000001", "5")  # fmt: skip
@@ -98,6 +108,103 @@ def test_each_kind_has_typed_columns_in_a_hive_layout(tmp_path: Path) -> None:
     assert books[0][1] == [{"price": "101.50", "size": "2"}, {"price": "101.25", "size": "1E-9"}]
     assert books[0][2] == [{"price": "99.0", "size": "3.000"}]
     assert str(books[0][4]) == "2026-11-28"
+
+
+def stored_rows(path: Path) -> list[dict[str, Any]]:
+    """A file's rows, times as ns since the epoch."""
+    table = pq.read_table(path)
+    columns = [c.cast(pa.int64()) if c.type == TIME else c for c in table.columns]
+    return pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+
+
+def as_stored(event: Event, schema: pa.Schema) -> dict[str, Any]:
+    """The row docs/sinks.md promises for ``event``: numbers as ``str(Decimal)`` and their
+    nearest double, times in ns, levels as {price, size} text."""
+    row: dict[str, Any] = {}
+    for field in schema.remove(schema.get_field_index("ingest_seq")):
+        value = getattr(event, field.name.removesuffix("_f64"))
+        if value is None:
+            row[field.name] = None
+        elif field.name.endswith("_f64"):
+            row[field.name] = float(value)
+        elif field.type == TIME:
+            row[field.name] = nanos(value)
+        elif field.type == LEVELS:
+            row[field.name] = [{"price": str(p), "size": str(s)} for p, s in value]
+        else:
+            row[field.name] = str(value) if isinstance(value, Decimal) else value
+    return row
+
+
+def test_a_spool_of_every_kind_converts_each_to_its_schema_with_the_exact_digits(
+    tmp_path: Path,
+) -> None:
+    # book and book_top name a field depth, text in one and a number in the other.
+    newer = [*one_of_each(), book_top(None, time="2026-11-28T10:00:02Z"), exrate("1E-9")]
+    events = [trade(1), quote(1), book(1, snapshot=True), *newer, gap(), book(2, snapshot=False)]
+    sink = parquet_sink(tmp_path)
+    sink.write_batch(events)  # one spool
+    sink.flush(True)
+    sink.close()
+    assert sink.events_set_aside == 0
+    found = {path.relative_to(tmp_path).parts[:3]: path for path in files(tmp_path)}
+    assert sorted(found) == sorted(
+        [(f"kind={kind}", "date=2026-11-28", f"symbol_id={SYM}")
+         for kind in ("trade", "quote", "book", "gap", "bar", "book_top", "ohlcv")]
+        + [("kind=exrate", "date=2026-11-28", "symbol_id=BTC%2FUSD")]
+    )  # fmt: skip
+    for (kind_dir, _, _), path in found.items():
+        kind = kind_dir.removeprefix("kind=")
+        assert pq.read_schema(path) == SCHEMAS[kind], kind
+        rows = stored_rows(path)
+        of_kind = [e for e in events if e.__struct_config__.tag == kind]
+        assert [row.pop("ingest_seq") for row in rows] == [events.index(e) for e in of_kind]
+        assert rows == [as_stored(e, SCHEMAS[kind]) for e in of_kind], kind
+    # What as_stored stands for, spelled out once.
+    [bar_row] = stored_rows(found["kind=bar", "date=2026-11-28", f"symbol_id={SYM}"])
+    assert (bar_row["low"], bar_row["high"], bar_row["close"]) == (
+        "5.0E-7",
+        "1E+3",
+        "770.000000000",
+    )
+    assert bar_row["time_open"] % 1_000_000_000 == 123_456_700  # CoinAPI's 7 digits, in ns
+    tops = stored_rows(found["kind=book_top", "date=2026-11-28", f"symbol_id={SYM}"])
+    assert [(row["depth"], row["time"] % 10**9, row["sequence"]) for row in tops] == [
+        (2, 250_000, 42),
+        (2, 0, None),
+    ]
+    rates = stored_rows(found["kind=exrate", "date=2026-11-28", "symbol_id=BTC%2FUSD"])
+    assert [(row["symbol_id"], row["rate"], row["rate_f64"]) for row in rates] == [
+        (PAIR, "65013.000000000", 65013.0),
+        (PAIR, "1E-9", 1e-9),
+    ]
+
+
+def test_duckdb_reads_the_newer_kinds_with_hive_partitioning(tmp_path: Path) -> None:
+    sink = parquet_sink(tmp_path)
+    sink.write_batch(one_of_each())
+    sink.flush(True)
+    sink.close()
+    counted = sql(
+        f"SELECT kind, date, symbol_id, count(*) FROM read_parquet('{tmp_path}/**/*.parquet',"
+        " hive_partitioning = true, union_by_name = true) GROUP BY ALL ORDER BY ALL"
+    )
+    assert [(kind, str(day), symbol, n) for kind, day, symbol, n in counted] == [
+        ("bar", "2026-11-28", SYM, 1),
+        ("book_top", "2026-11-28", SYM, 1),
+        ("exrate", "2026-11-28", PAIR, 1),
+        ("ohlcv", "2026-11-28", SYM, 2),
+    ]
+    # The pair's partition is BTC%2FUSD on disk; a filter on the decoded id finds it.
+    assert sql(
+        f"SELECT rate, CAST(rate AS DECIMAL(38, 12)) FROM read_parquet("
+        f"'{tmp_path}/kind=exrate/**/*.parquet', hive_partitioning = true)"
+        f" WHERE symbol_id = '{PAIR}'"
+    ) == [("65013.000000000", Decimal("65013"))]
+    assert sql(
+        f"SELECT period_id, price_close, volume_traded FROM read_parquet("
+        f"'{tmp_path}/kind=ohlcv/**/*.parquet', hive_partitioning = true) ORDER BY sequence"
+    ) == [("1MIN", "5.0E-7", "12.50"), (None, None, "0E-8")]
 
 
 def test_files_appear_only_when_whole_and_roll_by_rows(tmp_path: Path) -> None:

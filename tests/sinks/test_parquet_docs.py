@@ -1,12 +1,14 @@
 """The Parquet section of docs/sinks.md: its column table is the code's schema, its ``coinfeed
 book`` output is what ``render`` prints, and every query example (its ```sql and ```python
 blocks), run on a real history, gives what the JSON Lines sink of the same run says, computed
-with Decimal."""
+with Decimal; the examples on bars, which the service run does not produce, give what the SQLite
+sink keeps of the same events."""
 
 from __future__ import annotations
 
 import math
 import re
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,6 +17,7 @@ from typing import Any
 
 import attrs
 import duckdb
+import msgspec
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -25,9 +28,11 @@ from coinfeed.core.book import BookState
 from coinfeed.core.events import BookEvent, Event, QuoteEvent, TradeEvent, decode_event
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from coinfeed.sinks.parquet import LEVELS, SCHEMAS, TIME
+from coinfeed.sinks.parquet import LEVELS, SCHEMAS, TIME, ParquetSink
 from coinfeed.sinks.parquet_history import BookAt, book_at, render
+from coinfeed.sinks.sqlite import SqliteSink
 from tests.helpers import SYM, SYMBOLS, settle
+from tests.sinks.kinds import MINUTE_END, bar, nanos, ohlcv
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sinks.md"
 HEADING = "## Parquet (`parquet:DIR`)"
@@ -35,6 +40,8 @@ DIRECTORY = "history"
 """The sink's DIR in the examples: they run in the directory that holds it."""
 DOC_AT = "2026-12-06 10:00:10Z"
 """T in the book example; the test puts its own instants in its place."""
+WRITTEN_HERE = ("kind=bar/", "kind=ohlcv/")
+"""The kinds of the examples that run on events a test writes: the service run makes none."""
 
 Rows = list[dict[str, Any]]
 
@@ -69,6 +76,10 @@ def examples() -> list[tuple[str, str]]:
     return [(lang, code) for lang, code in code_blocks(section()) if lang in ("sql", "python")]
 
 
+def reads_written_here(code: str) -> bool:
+    return any(kind in code for kind in WRITTEN_HERE)
+
+
 def test_the_column_table_is_the_schema_of_each_kind() -> None:
     text = section()
     assert f"time is `{TIME}`" in text
@@ -78,7 +89,7 @@ def test_the_column_table_is_the_schema_of_each_kind() -> None:
     documented = {}
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and re.fullmatch(r"`[a-z]+`", cells[0]):
+        if line.startswith("|") and re.fullmatch(r"`[a-z_]+`", cells[0]):
             columns = re.findall(r"`([a-z0-9_]+)` ([a-z0-9]+)", cells[1])
             documented[cells[0].strip("`")] = [(name, types[kind]) for name, kind in columns]
     assert documented == {
@@ -143,13 +154,6 @@ async def run_service(make_settings: Callable[..., Settings], directory: Path) -
 
 
 # -- what the events say (the references) ----------------------------------------------------
-
-
-def nanos(text: str) -> int:
-    """ISO 8601 UTC text with up to 9 fractional digits, as ns since the epoch."""
-    whole, _, fraction = text.removesuffix("Z").partition(".")
-    seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
-    return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
 
 
 def minute(text: str) -> datetime:
@@ -285,7 +289,7 @@ def run_example(language: str, code: str) -> Rows:
 async def test_every_query_example_gives_what_the_events_say(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    blocks = examples()
+    blocks = [(language, code) for language, code in examples() if not reads_written_here(code)]
     assert all(f"'{DIRECTORY}/" in code or f'"{DIRECTORY}/' in code for _, code in blocks)
     history = await run_service(make_settings, tmp_path)
     monkeypatch.chdir(tmp_path)  # the examples read the relative path history/
@@ -301,3 +305,90 @@ async def test_every_query_example_gives_what_the_events_say(
     assert {("python", check.__name__) for check in (check_vwap, check_ohlcv, check_spread)} <= (
         set(ran)
     )
+
+
+# -- bars: the examples against the SQLite sink's tables ------------------------------------
+
+
+NEXT_MINUTE = "2026-11-28T10:01:00.0000000Z"
+HOUR_END = "2026-11-28T11:00:00.0000000Z"
+
+
+def received(events: list[Event], at: str) -> list[Event]:
+    return [msgspec.structs.replace(event, received_at=at) for event in events]
+
+
+RUNS = (
+    received([
+        bar(0, complete=False, close="1"), bar(1, complete=False, close="2"), bar(2, close="3"),
+        bar(0, symbol="OTHER", close="10"),
+        bar(1, complete=False, start=NEXT_MINUTE, close="20"),
+        bar(1, start=NEXT_MINUTE, close="21"),  # equal revision: the complete one wins
+        ohlcv(1, close="1"), ohlcv(2, close="2"), ohlcv(3, period=None, close="5"),
+        ohlcv(4, period=None, end=HOUR_END, close="6"),
+    ], "2026-11-28T10:01:30.000001Z"),
+    # A restart, the next day: the new run numbers its re-emissions from 0 again, and CoinAPI's
+    # sequence starts again with the new connection.
+    received([
+        bar(0, close="9"),  # a lower revision
+        bar(2, complete=False, close="8"), bar(2, close="7"),  # equal, not better: passed over
+        bar(0, start=NEXT_MINUTE, close="30"),
+        bar(0, complete=False, start="2026-11-28T10:02:00.0000000Z", close="40"),
+        ohlcv(1, close="3"), ohlcv(2, period=None, close="7"),
+    ], "2026-11-29T00:00:00.5Z"),
+)  # fmt: skip
+"""Two runs of coinfeed writing bars and CoinAPI's bars into the same history and database."""
+
+
+def to_ns(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def test_the_final_bar_examples_keep_what_the_sqlite_sink_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = {kind: code for _, code in examples() for kind in WRITTEN_HERE if kind in code}
+    assert blocks.keys() == set(WRITTEN_HERE)
+    database = tmp_path / "feed.sqlite"
+    for events in RUNS:
+        history = ParquetSink.open(str(tmp_path / DIRECTORY))
+        history.write_batch(events)
+        history.flush(True)
+        history.close()
+        tables = SqliteSink.open(str(database))
+        tables.write_batch(events)
+        tables.close()
+    monkeypatch.chdir(tmp_path)
+    shown = duckdb.connect().sql(blocks["kind=bar/"])
+    bars = [
+        (row["symbol_id"], to_ns(row["time_period_start"]), row["close"], row["revision"],
+         row["complete"], row["open"], row["volume"])
+        for row in to_rows(shown.columns, shown.fetchall())
+    ]  # fmt: skip
+    assert [(symbol, close) for symbol, _, close, *_ in bars] == [
+        ("BITSTAMP_SPOT_BTC_USD", "3"), ("BITSTAMP_SPOT_BTC_USD", "21"),
+        ("BITSTAMP_SPOT_BTC_USD", "40"), ("OTHER", "10"),
+    ]  # fmt: skip
+    with sqlite3.connect(database) as conn:
+        kept = conn.execute(
+            "SELECT symbol_id, time_period_start, close, revision, complete, open, volume"
+            " FROM bars ORDER BY symbol_id, period_id, time_period_start"
+        ).fetchall()
+    conn.close()
+    assert bars == [(s, nanos(t), c, r, bool(k), o, v) for s, t, c, r, k, o, v in kept]
+    shown = duckdb.connect().sql(blocks["kind=ohlcv/"])
+    final = [
+        (row["period_id"], to_ns(row["time_period_end"]), row["price_close"], row["trades_count"])
+        for row in to_rows(shown.columns, shown.fetchall())
+    ]
+    assert set(final) == {
+        ("1MIN", nanos(MINUTE_END), "3", 1), (None, nanos(MINUTE_END), "7", 2),
+        (None, nanos(HOUR_END), "6", 4),
+    }  # fmt: skip
+    with sqlite3.connect(database) as conn:
+        kept = conn.execute(
+            "SELECT period_id, time_period_end, price_close, trades_count FROM ohlcv"
+        ).fetchall()
+    conn.close()
+    assert len(final) == 3
+    assert set(final) == {(p, nanos(e), c, n) for p, e, c, n in kept}

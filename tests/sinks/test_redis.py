@@ -12,12 +12,13 @@ import redis
 import trio
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.core.events import TradeEvent, decode_event
+from coinfeed.core.events import TradeEvent, decode_event, encode_event
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks import open_sink
 from coinfeed.sinks.redis_streams import RedisStreamSink
 from tests.helpers import SYM, book, gap, quote, trade, wait_for
+from tests.sinks.kinds import PAIR, one_of_each
 from tests.sinks.redisserver import RedisServer
 
 OTHER = "COINBASE_SPOT_ETH_USD"
@@ -46,6 +47,24 @@ def test_events_land_in_one_stream_per_kind_and_symbol(redis_server: RedisServer
         assert [decode_event(f[b"json"]) for _, f in client.xrange(f"coinfeed:gap:{SYM}")] == [
             events[4]
         ]
+
+
+def test_the_newer_kinds_land_in_their_streams_with_the_exact_digits(
+    redis_server: RedisServer,
+) -> None:
+    events = one_of_each()
+    sink = open_sink(redis_server.url)
+    sink.write_batch(events)
+    sink.close()
+    with redis_server.client() as client:
+        keys = sorted(k.decode() for k in client.keys("coinfeed:*"))
+        assert keys == [f"coinfeed:bar:{SYM}", f"coinfeed:book_top:{SYM}",
+                        f"coinfeed:exrate:{PAIR}", f"coinfeed:ohlcv:{SYM}"]  # fmt: skip
+        stored = [fields[b"json"] for key in keys for _, fields in client.xrange(key)]
+    # The jsonl sink's line, byte for byte (the digits too), in order within each stream.
+    assert sorted(stored) == sorted(encode_event(e) for e in events)
+    assert [decode_event(data) for data in stored] == [events[0], events[1], events[4],
+                                                      events[2], events[3]]  # fmt: skip
 
 
 def test_streams_are_trimmed_to_about_redis_maxlen(redis_server: RedisServer) -> None:

@@ -12,6 +12,7 @@ import redis
 from coinfeed.core.events import decode_event
 from coinfeed.sinks import SinkOptions, open_sink
 from tests.helpers import SYM, trade
+from tests.sinks.kinds import PAIR, exrate
 from tests.sinks.redisserver import RedisServer, TlsFiles
 
 PASSWORD = "s3cret"
@@ -56,6 +57,25 @@ def test_an_acl_user_writes_with_the_password_of_its_url(acl_server: RedisServer
     sink.write_batch([trade(1), trade(2)])
     sink.close()
     assert uuids_in(acl_server) == [trade(1).uuid, trade(2).uuid]
+
+
+def test_the_documented_least_privileges_cover_every_stream_key(acl_server: RedisServer) -> None:
+    # docs/sinks.md: `ACL SETUSER coinfeed on >PASSWORD ~coinfeed:* +xadd +xinfo +select`;
+    # an exchange rate's key holds its pair's "/" (coinfeed:exrate:BTC/USD).
+    with acl_server.client() as admin:
+        admin.acl_setuser(
+            "coinfeed", enabled=True, passwords=["+feed-pa55"], keys=["coinfeed:*"],
+            commands=["+xadd", "+xinfo", "+select"],
+        )  # fmt: skip
+    sink = open_sink(f"redis://coinfeed:feed-pa55@127.0.0.1:{acl_server.port}/1")
+    sink.write_batch([trade(1), exrate("1.50")])
+    sink.close()
+    with redis.Redis(
+        "127.0.0.1", acl_server.port, db=1, username="alice", password=PASSWORD
+    ) as admin:
+        [(_, fields)] = admin.xrange(f"coinfeed:exrate:{PAIR}")
+    assert decode_event(fields[b"json"]) == exrate("1.50")
+    assert b'"rate":1.50,' in fields[b"json"]
 
 
 def test_a_wrong_password_fails_the_write_without_showing_it(acl_server: RedisServer) -> None:

@@ -34,9 +34,13 @@ async def test_every_simulated_trade_is_in_the_table_exactly_once(
             stale_after=2.0, recovery_pause=0.02, sink_batch_size=200, sink_flush_interval=0.3,
         )  # fmt: skip
         service = Service.build(settings, handle_signals=False)
+        # Trades made before the hello reached the simulator were never owed to us.
+        sim.pause_market()
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             await wait_for(lambda: service.status.connected, 5, "connected")
+            await wait_for(lambda: sim.stats.scope_messages >= 1, 5, "the hello to arrive")
+            sim.resume_market()
             await trio.sleep(0.7)
             for symbol in SYMBOLS:  # holes that only a REST backfill can fill
                 sim.faults.skip_next("trade", symbol, 3)

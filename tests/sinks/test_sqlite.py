@@ -1,4 +1,5 @@
-"""The SQLite sink: exact decimals, no duplicate trades, migrations, durability under kill -9."""
+"""The SQLite sink: exact decimals, no duplicate trades, one final row per bar, migrations,
+durability under kill -9."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from coinfeed.core.events import BookDepth, BookEvent, Source
 from coinfeed.sinks import SinkSpecError, open_sink
 from coinfeed.sinks.sqlite import MIGRATIONS, SqliteSink, migrate, schema_version
 from tests.helpers import AT, SYM, book, book_from_sqlite, gap, quote, trade
+from tests.sinks.kinds import MINUTE_END, PAIR, RECEIVED, bar, book_top, exrate, ohlcv, one_of_each
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -160,6 +162,8 @@ def test_the_database_uses_wal_and_indexes_each_market_table(tmp_path: Path) -> 
     }
     for table in ("trades", "quotes", "book_snapshots", "book_updates"):
         assert (table, ("symbol_id", "time_exchange")) in indexed
+    assert ("book_tops", ("symbol_id", "time")) in indexed
+    assert ("exrates", ("symbol_id", "time")) in indexed
 
 
 def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -221,7 +225,7 @@ def test_a_version_3_database_gets_book_updates_and_keeps_its_rows(tmp_path: Pat
     sink.write_batch([book(5, snapshot=True), book(6, snapshot=False), book(7, snapshot=False)])
     sink.close()
     with sqlite3.connect(path) as conn:
-        assert schema_version(conn) == 4
+        assert schema_version(conn) == len(MIGRATIONS)
     conn.close()
     assert rows(path, "SELECT symbol_id, sequence, asks FROM book_snapshots ORDER BY id") == [
         ("S", 1, '[["2","1"]]'),
@@ -234,6 +238,138 @@ def test_a_version_3_database_gets_book_updates_and_keeps_its_rows(tmp_path: Pat
         (6, 0),
         (7, 0),
     ]
+
+
+def test_a_version_4_database_gets_the_newer_kinds_tables_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v4.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as conn:  # as coinfeed with 4 steps left it
+        assert migrate(conn, MIGRATIONS[:4]) == 4
+        conn.execute(
+            "INSERT INTO trades VALUES ('u-1', 'S', 1, 't', 't', '1.0', '2', 'BUY', 'ws', 'r')"
+        )
+    conn.close()
+    sink = open_sink(f"sqlite:{path}")
+    sink.write_batch([trade(2), *one_of_each()])
+    sink.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == 5 == len(MIGRATIONS)
+    conn.close()
+    assert rows(path, "SELECT uuid FROM trades ORDER BY uuid") == [
+        ("00000000-0000-4000-8000-000000000002",),
+        ("u-1",),
+    ]
+    counts = [rows(path, f"SELECT count(*) FROM {table}")[0][0]
+              for table in ("bars", "book_tops", "ohlcv", "exrates")]  # fmt: skip
+    assert counts == [1, 1, 2, 1]
+
+
+def test_the_newer_kinds_are_stored_with_the_exact_digits(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch(one_of_each())
+    sink.close()
+    assert rows(path, "SELECT * FROM bars") == [
+        (SYM, "1MIN", AT, MINUTE_END, "2026-11-28T10:00:00.1234567Z",
+         "2026-11-28T10:00:59.9999999Z", "769.50", "1E+3", "5.0E-7", "770.000000000",
+         "123456789012345678901234567890.5", 7, 0, 1, RECEIVED),
+    ]  # fmt: skip
+    assert rows(path, "SELECT * FROM book_tops") == [
+        (1, SYM, 2, "2026-11-28T10:00:01.000250Z", 42, '[["101.50","2"],["101.25","1E-9"]]',
+         '[["99.0","3.000"]]', RECEIVED),
+    ]  # fmt: skip
+    assert rows(path, "SELECT * FROM ohlcv ORDER BY sequence") == [
+        (SYM, 1, "1MIN", AT, MINUTE_END, AT, AT, "5.0E-7", "5.0E-7", "5.0E-7", "5.0E-7",
+         "12.50", 1, RECEIVED),
+        (SYM, 2, None, AT, MINUTE_END, None, None, None, None, None, None, "0E-8", 0, RECEIVED),
+    ]  # fmt: skip
+    assert rows(path, "SELECT * FROM exrates") == [
+        (1, PAIR, "BTC", "USD", "BASE_ALL_CROSSES_TO_REF", AT, "65013.000000000", RECEIVED),
+    ]
+    [(high, typed)] = rows(path, "SELECT high, typeof(high) FROM bars")
+    assert typed == "text" and Decimal(str(high)).as_tuple() == Decimal("1E+3").as_tuple()
+
+
+def stored_bar(path: Path) -> tuple[object, ...]:
+    [row] = rows(path, "SELECT revision, complete, close FROM bars")
+    return row
+
+
+def test_a_bar_keeps_its_highest_revision_whatever_comes_later(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([bar(0, complete=False, close="1"), bar(1, complete=False, close="2")])
+    assert stored_bar(path) == (1, 0, "2")
+    # Out of order within one batch: revision 3 stays, whatever follows it.
+    sink.write_batch([bar(3, close="4.0"), bar(2, close="3")])
+    assert stored_bar(path) == (3, 1, "4.0")
+    sink.close()
+    # A restart: the new run numbers the bar's re-emissions from 0 again; lower revisions and an
+    # incomplete one of the same revision do not undo the final bar.
+    again = SqliteSink.open(str(path))
+    again.write_batch([bar(0, close="9"), bar(3, complete=False, close="8")])
+    again.write_batch([bar(3, close="7")])  # equal revision, equally complete: the stored stays
+    assert stored_bar(path) == (3, 1, "4.0")
+    again.write_batch([bar(4, complete=False, close="5")])  # a higher revision always wins
+    assert stored_bar(path) == (4, 0, "5")
+    again.close()
+    assert rows(path, "SELECT count(*), max(trades_count) FROM bars") == [(1, 11)]
+
+
+def test_at_an_equal_revision_a_complete_bar_replaces_an_incomplete_one(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([bar(2, complete=False, close="1")])
+    sink.write_batch([bar(2, complete=True, close="1.5")])
+    assert stored_bar(path) == (2, 1, "1.5")
+    sink.close()
+
+
+def test_bars_of_other_periods_symbols_and_starts_are_rows_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([bar(5), bar(0, period="5MIN"), bar(0, symbol="OTHER"),
+                      bar(0, start="2026-11-28T10:01:00.0000000Z")])  # fmt: skip
+    sink.close()
+    assert rows(path, "SELECT count(*), max(revision) FROM bars") == [(4, 5)]
+
+
+def test_ohlcv_keeps_the_last_update_of_each_bar(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([ohlcv(7, close="1.0"), ohlcv(8, close="2.00")])
+    # A reconnect: CoinAPI's sequence starts again, and the later update still wins.
+    sink.write_batch([ohlcv(1, close="3.000")])
+    sink.close()
+    assert rows(path, "SELECT sequence, price_close, trades_count FROM ohlcv") == [(1, "3.000", 1)]
+
+
+def test_ohlcv_without_a_period_id_is_one_bar_per_start_and_end(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    hour_end = "2026-11-28T11:00:00.0000000Z"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([
+        ohlcv(1, period=None, close="1"), ohlcv(2, period=None, close="2"),  # one bar
+        ohlcv(3, period=None, end=hour_end, close="3"),  # starts there too, ends later
+        ohlcv(4, close="4"),  # the same times with a period_id: another bar
+    ])  # fmt: skip
+    sink.write_batch([ohlcv(5, period=None, end=hour_end, close="5")])
+    sink.close()
+    stored = rows(
+        path, "SELECT period_id, time_period_end, price_close FROM ohlcv ORDER BY sequence"
+    )
+    assert stored == [(None, MINUTE_END, "2"), ("1MIN", MINUTE_END, "4"), (None, hour_end, "5")]
+
+
+def test_book_tops_and_exrates_keep_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    sink = SqliteSink.open(str(path))
+    sink.write_batch([book_top(1), exrate("1.5"), book_top(2)])
+    sink.write_batch([book_top(2), exrate("1.5"), exrate("1.50")])  # repeats are rows too
+    sink.close()
+    assert rows(path, "SELECT sequence FROM book_tops ORDER BY id") == [(1,), (2,), (2,)]
+    assert rows(path, "SELECT rate FROM exrates ORDER BY id") == [("1.5",), ("1.5",), ("1.50",)]
 
 
 def test_a_database_from_a_newer_coinfeed_is_refused_with_a_clear_message(tmp_path: Path) -> None:
