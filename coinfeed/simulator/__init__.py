@@ -5,6 +5,7 @@ endpoints, driven by a seeded market, with fault injection and ground truth.
         ...  # connect to sim.ws_url / sim.rest_url; check against sim.truth
 """
 
+from coinfeed.simulator.clock import Latency
 from coinfeed.simulator.config import DEFAULT_SYMBOLS, SimulatorConfig, default_symbols
 from coinfeed.simulator.faults import (
     BUFFER_OVERFLOW_MESSAGE,
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_SYMBOLS",
     "PROFILES",
     "FaultProfile",
+    "Latency",
     "RestFaults",
     "SessionCounters",
     "Simulator",

@@ -41,6 +41,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated API keys to accept (default: accept any key)",
     )
+    parser.add_argument(
+        "--latency",
+        default=None,
+        metavar="EXCHANGE=SECONDS[/SECONDS],...",
+        help="per exchange, time_coinapi - time_exchange and (after the slash, default 0) how "
+        "long before sending time_coinapi is stamped, e.g. BITSTAMP=0.05/0.2",
+    )
+
+
+def parse_latency(raw: str) -> dict[str, tuple[float, float]]:
+    """``EXCHANGE=SECONDS[/SECONDS],…`` as ``{exchange: (to CoinAPI, to the client)}``.
+
+    Raises ``ValueError`` naming the option; the values are checked by :class:`SimulatorConfig`.
+    """
+    latency: dict[str, tuple[float, float]] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        exchange, _, seconds = (part.strip() for part in item.partition("="))
+        try:
+            values = [float(s) for s in seconds.split("/")]
+        except ValueError:
+            values = []
+        if not exchange or not 1 <= len(values) <= 2:
+            raise ValueError(f"latency: expected EXCHANGE=SECONDS[/SECONDS], got {item[:60]!r}")
+        if exchange in latency:
+            raise ValueError(f"latency: {exchange} given twice")
+        latency[exchange] = (values[0], values[1] if len(values) == 2 else 0.0)
+    return latency
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -51,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     else:
         symbols = tuple(s.strip() for s in raw.split(",") if s.strip())
     keys = None if args.keys is None else frozenset(k for k in args.keys.split(",") if k)
+    latency = {} if args.latency is None else parse_latency(args.latency)
     return SimulatorConfig(
         host=args.host,
         ws_port=args.port,
@@ -61,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         faults=args.faults,
         seed=args.seed,
         keys=keys,
+        latency=latency,
     )
 
 

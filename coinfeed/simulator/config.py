@@ -1,18 +1,20 @@
 """The simulator's settings: one frozen record, validated once, shared by every part.
 
 Defaults behave like CoinAPI (131,072-message send queue, heartbeats after 1 s of silence,
-10 hello/subscribe per 10 s); the rest (rate, symbols, seed, retention, fault profile) shapes
-the market and the misbehaviour.
+10 hello/subscribe per 10 s, OHLCV updates every 5 s, exchange rates every second); the rest
+(rate, symbols, seed, retention, latency, fault profile) shapes the market and the misbehaviour.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Literal
 
 import attrs
 
+from coinfeed.simulator.clock import Latency
 from coinfeed.simulator.faults import PROFILES, FaultProfile
 
 DEFAULT_SYMBOLS: tuple[str, ...] = (
@@ -34,6 +36,9 @@ DEFAULT_TRADE_RETENTION = 50_000
 About 260 bytes each (their REST JSON): 13 MB per symbol when full. At the default 2,000
 events/s over 6 symbols (100 trades/s per symbol) that is about 8 minutes of history."""
 
+MAX_LATENCY = 3_600.0
+"""Seconds; an injected latency beyond an hour is a typo, not a test."""
+
 HelloRateAction = Literal["count", "error"]
 
 
@@ -49,6 +54,19 @@ def _as_tuple(values: Iterable[str]) -> tuple[str, ...]:
 
 def _as_keys(values: Iterable[str] | None) -> frozenset[str] | None:
     return None if values is None else frozenset(values)
+
+
+def _as_latency(
+    values: Mapping[str, float | tuple[float, float]],
+) -> Mapping[str, Latency]:
+    """``{exchange: (to CoinAPI, to the client)}``; a bare number is (it, 0). Read-only."""
+    out: dict[str, Latency] = {}
+    for exchange, value in values.items():
+        pair = (value, 0.0) if isinstance(value, int | float) else tuple(value)
+        if len(pair) != 2:
+            raise ValueError(f"latency: {exchange}: expected (seconds, seconds), got {value!r}")
+        out[exchange] = Latency(float(pair[0]), float(pair[1]))
+    return MappingProxyType(out)
 
 
 def _resolve_faults(value: str | FaultProfile) -> FaultProfile:
@@ -100,6 +118,15 @@ class SimulatorConfig:
     rest_budget_window: float = 86_400.0
     faults: FaultProfile = attrs.field(default=PROFILES["none"], converter=_resolve_faults)
     """A :class:`FaultProfile` or a profile name (see ``faults.PROFILES``)."""
+    latency: Mapping[str, Latency] = attrs.field(factory=dict, converter=_as_latency, hash=False)
+    """Per exchange id, ``(exchange_to_coinapi, coinapi_to_client)`` seconds: the exchange's
+    ``time_coinapi`` is that much after its ``time_exchange``, and that much before the frame is
+    sent. Exchanges not named get ``time_exchange`` = production time, ``time_coinapi`` 0.5 ms
+    later."""
+    ohlcv_interim_interval: float = 5.0
+    """Seconds between updates of an open OHLCV bar that changed (the final one comes at close)."""
+    exrate_interval: float = 1.0
+    """Seconds between exchange rates of a subscribed pair."""
 
     def __attrs_post_init__(self) -> None:
         checks = [
@@ -116,7 +143,15 @@ class SimulatorConfig:
             ("hello_rate_action", self.hello_rate_action in ("count", "error"), "count|error"),
             ("trade_retention", self.trade_retention >= 1, "an integer >= 1"),
             ("rest_budget", self.rest_budget is None or self.rest_budget >= 1, "None or >= 1"),
+            ("ohlcv_interim_interval", self.ohlcv_interim_interval > 0, "seconds > 0"),
+            ("exrate_interval", self.exrate_interval > 0, "seconds > 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: invalid value; expected {expected}")
+        exchanges = {s.partition("_")[0] for s in self.symbols}
+        for exchange, latency in self.latency.items():
+            if exchange not in exchanges:
+                raise ValueError(f"latency: no symbol of exchange {exchange!r}")
+            if not all(0 <= s <= MAX_LATENCY for s in latency):  # NaN fails too
+                raise ValueError(f"latency: {exchange}: expected seconds in [0, {MAX_LATENCY:g}]")

@@ -6,22 +6,41 @@ encoded once (``frames.py``: trades recorded in the ground truth, frames only fo
 client wants), applies one-shot fault triggers, and routes the batch into every session, which
 splices in its own sequence numbers. The market runs whether or not anyone is
 connected, so what a disconnected client missed is in REST history.
+
+OHLCV bars and exchange rates are derived from the trades, and only while some session
+subscribed them: the hub tracks which (symbol, period)s and pairs are in any scope, has the
+encoder collect those symbols' trades, feeds them to the bars and rates after each batch, and
+on its own clocks closes bars whose period ended, sends interim bars and sends rates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
 
 import attrs
 import trio
 from loguru import logger
 
+from coinfeed.core.protocol import encode
 from coinfeed.simulator.config import SimulatorConfig
+from coinfeed.simulator.exrate import ExchangeRates
 from coinfeed.simulator.faults import BUFFER_OVERFLOW_MESSAGE, WsFaults, oversized_frame
-from coinfeed.simulator.frames import BOOK, BOOK5, BOOK20, BOOK50, TOP_DEPTH, FrameEncoder
+from coinfeed.simulator.frames import (
+    BOOK,
+    BOOK5,
+    BOOK20,
+    BOOK50,
+    EXRATE,
+    OHLCV,
+    TOP_DEPTH,
+    FrameEncoder,
+)
 from coinfeed.simulator.market import Market
-from coinfeed.simulator.scope import PRODUCED_TYPES
+from coinfeed.simulator.ohlcv import BarKey, BarUpdate, OhlcvBars
+from coinfeed.simulator.scope import PRODUCED_TYPES, symbol_pair
 from coinfeed.simulator.session import DUPLICATE, REORDER, SKIP, ClientSession, WireItem
 from coinfeed.simulator.truth import Truth
 
@@ -55,16 +74,35 @@ class Hub:
     demand: list[int] = attrs.field(init=False)
     """Per stream index, how many sessions want it (nothing is encoded for 0)."""
     frames: FrameEncoder = attrs.field(init=False)
+    pairs: list[tuple[str, str]] = attrs.field(init=False)
+    """The market's asset pairs (base, quote), by pair index."""
+    bars: OhlcvBars = attrs.field(init=False)
+    rates: ExchangeRates = attrs.field(init=False)
+    _bar_demand: Counter[BarKey] = attrs.field(factory=Counter)
+    _pair_demand: Counter[int] = attrs.field(factory=Counter)
+    _next_interim: float = 0.0
+    _next_rates: float = 0.0
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     _hello_times: dict[str, deque[float]] = attrs.field(factory=dict)
     _topn_versions: list[int] = attrs.field(init=False)
     _no_sessions: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        n = len(self.market.symbols)
+        symbols = self.market.symbols
+        n = len(symbols)
         self.demand = [0] * (n * len(PRODUCED_TYPES))
-        self.frames = FrameEncoder(self.market.symbols)
+        self.frames = FrameEncoder(symbols, self.config.latency)
         self._topn_versions = [-1] * n
+        symbols_of: dict[tuple[str, str], list[int]] = {}
+        for sym, symbol_id in enumerate(symbols):
+            pair = symbol_pair(symbol_id)
+            if pair is not None:
+                symbols_of.setdefault(pair, []).append(sym)
+        self.pairs = list(symbols_of)
+        self.bars = OhlcvBars(self.frames.exchange_offsets)
+        self.rates = ExchangeRates(
+            [tuple(syms) for syms in symbols_of.values()], self.config.trade_retention
+        )
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -87,6 +125,7 @@ class Hub:
     def close_session(self, session: ClientSession) -> None:
         """Forget a session: its streams stop counting as demand."""
         self.set_streams(session, set())
+        self._set_derived(session, frozenset(), frozenset(), frozenset())
         session.counters.discarded += len(session.queue) + len(session.held)
         session.queue.clear()
         session.held.clear()
@@ -101,6 +140,45 @@ class Hub:
             if self._no_sessions.is_set():
                 self._no_sessions = trio.Event()
             await self._no_sessions.wait()
+
+    def apply_scope(self, session: ClientSession) -> None:
+        """Route what ``session.scope`` now selects: streams, OHLCV bars and exchange rates."""
+        scope, nsym = session.scope, len(self.market.symbols)
+        self.set_streams(session, scope.streams(self.market.symbols))
+        periods = scope.period_ids()
+        bar_keys = frozenset(
+            (sym, period)
+            for sym in range(nsym)
+            if OHLCV * nsym + sym in session.wanted
+            for period in periods
+        )
+        self._set_derived(session, periods, bar_keys, scope.rate_pairs(self.pairs))
+
+    def _set_derived(
+        self,
+        session: ClientSession,
+        periods: frozenset[str],
+        bar_keys: frozenset[BarKey],
+        pairs: frozenset[int],
+    ) -> None:
+        """Count a session's bars and pairs as demand; bars and rates follow the demand."""
+        self._bar_demand.update(bar_keys - session.bar_keys)
+        self._bar_demand.subtract(session.bar_keys - bar_keys)
+        self._pair_demand.update(pairs - session.pairs)
+        self._pair_demand.subtract(session.pairs - pairs)
+        session.periods, session.bar_keys, session.pairs = periods, bar_keys, pairs
+        self._bar_demand = +self._bar_demand  # drop the keys nobody wants any more
+        self._pair_demand = +self._pair_demand
+        bar_keys, pairs = frozenset(self._bar_demand), frozenset(self._pair_demand)
+        if bar_keys == self.bars.tracked and pairs == self.rates.tracked:
+            return
+        history = self.truth.stamped_trades
+        self.bars.track(bar_keys, self.frames.stamp_now(), history)
+        self.rates.track(pairs, history)
+        self.frames.tapped = [
+            self.bars.watches(sym) or self.rates.watches(sym)
+            for sym in range(len(self.market.symbols))
+        ]
 
     def set_streams(self, session: ClientSession, wanted: set[int]) -> None:
         """Apply a scope change: streams added restart at sequence 1 (books with a snapshot)."""
@@ -163,6 +241,7 @@ class Hub:
             span = min(now - market_time, 2 * tick)
             market_time += span
             self._random_faults(now, span)
+            self._timed_bars_and_rates(now)  # paused or not: a quiet market still closes bars
             if self.paused:
                 continue
             want = cfg.rate * span + carry
@@ -189,15 +268,73 @@ class Hub:
             items, flagged = self._apply_one_shots(items)
         if items:
             self._fan_out(items, now, flagged)
+        if self.frames.stamped:
+            trades, self.frames.stamped = self.frames.stamped, []
+            self.rates.add(trades)
+            self._send_bars(self.bars.add(trades), now)
 
     def _fan_out(self, items: list[WireItem], now: float, flagged: bool) -> None:
         profile = self.faults.profile
         for session in list(self.sessions.values()):
-            was_closing = session.closing
-            session.deliver(items, now, profile, flagged)
-            if not was_closing and session.error_message == BUFFER_OVERFLOW_MESSAGE:
-                self.stats.buffer_overflows += 1
-                logger.warning("buffer overflow connection_id={}", session.connection_id)
+            with self._watching_overflow(session):
+                session.deliver(items, now, profile, flagged)
+
+    @contextlib.contextmanager
+    def _watching_overflow(self, session: ClientSession) -> Iterator[None]:
+        """Count and log the buffer overflow that routing into ``session`` may cause."""
+        was_closing = session.closing
+        yield
+        if not was_closing and session.error_message == BUFFER_OVERFLOW_MESSAGE:
+            self.stats.buffer_overflows += 1
+            logger.warning("buffer overflow connection_id={}", session.connection_id)
+
+    # -- OHLCV bars and exchange rates ---------------------------------------------------------
+
+    def _timed_bars_and_rates(self, now: float) -> None:
+        """Close the bars whose period ended, send interim bars and rates when due."""
+        if self.bars.tracked:
+            updates = self.bars.close_due(self.frames.stamp_now())
+            if now >= self._next_interim:
+                self._next_interim = now + self.config.ohlcv_interim_interval
+                updates += self.bars.changed()
+            self._send_bars(updates, now)
+        if self.rates.tracked and now >= self._next_rates:
+            self._next_rates = now + self.config.exrate_interval
+            self._send_rates(now)
+
+    def _send_bars(self, updates: list[BarUpdate], now: float) -> None:
+        """Record the final bars and route every bar to the sessions of its period."""
+        if not updates:
+            return
+        by_period: dict[str, list[WireItem]] = {}
+        for (sym, period), bar, final in updates:
+            record = self.frames.bar_record(sym, period, bar)
+            if final:
+                self.truth.record_bar((sym, period), record)
+            by_period.setdefault(period, []).append(self.frames.bar_item(sym, record))
+        flagged = False
+        if self.faults.has_one_shots:
+            for period, items in by_period.items():
+                by_period[period], flagged_here = self._apply_one_shots(items)
+                flagged = flagged or flagged_here
+        profile = self.faults.profile
+        for session in list(self.sessions.values()):
+            mine = [i for p, items in by_period.items() if p in session.periods for i in items]
+            if mine:
+                with self._watching_overflow(session):
+                    session.deliver(mine, now, profile, flagged)
+
+    def _send_rates(self, now: float) -> None:
+        """Compute every tracked pair's rate, record it and send it to the sessions of it."""
+        ticks = self.frames.stamp_now()
+        for pair, rate in self.rates.rates(ticks):
+            record = self.frames.exrate_record(*self.pairs[pair], rate, ticks)
+            self.truth.record_rate(record)
+            frame = encode(record)
+            for session in list(self.sessions.values()):
+                if pair in session.pairs:
+                    with self._watching_overflow(session):
+                        session.deliver_unsequenced(frame, EXRATE, now)
 
     def _apply_one_shots(self, items: list[WireItem]) -> tuple[list[WireItem], bool]:
         out, flagged = [], False

@@ -12,16 +12,21 @@ Timestamps are not chosen here: the caller stamps events with the wall clock.
 from __future__ import annotations
 
 import bisect
+import decimal
 import random
 import zlib
 from collections.abc import Container
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import attrs
 
 Pair = tuple[Decimal, Decimal]
 """(price, size) of one level."""
+
+EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+"""Decimal arithmetic that never rounds: sums of prices and sizes (volumes, VWAP notionals) are
+exact however many trades they add up (the default context keeps only 28 digits)."""
 
 TAKER_SIDES = ("BUY", "SELL", "BUY_ESTIMATED", "SELL_ESTIMATED", "UNKNOWN")
 _TAKER_CUTS = (0.45, 0.90, 0.94, 0.98)

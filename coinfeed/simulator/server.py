@@ -177,7 +177,7 @@ async def open_simulator(config: SimulatorConfig | None = None) -> AsyncIterator
         depth=cfg.book_depth,
         snapshot_every=cfg.snapshot_every,
     )
-    truth = Truth(market, cfg.trade_retention)
+    truth = Truth(market, cfg.trade_retention, cfg.latency)
     fault_rng = random.Random(f"faults-{cfg.seed}")
     hub = Hub(cfg, market, truth, WsFaults(cfg.faults, fault_rng))
     rest = RestApi(cfg, truth, RestFaults(cfg.faults, random.Random(f"rest-{cfg.seed}")))

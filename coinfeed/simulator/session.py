@@ -2,9 +2,12 @@
 
 How this works: the market task routes each batch of encoded frames into every session
 (:meth:`ClientSession.deliver`): a list lookup per frame says whether the stream is in scope and
-holds its last ``sequence``; the frame is the pre-encoded body with the number spliced in. The
-session's writer task (``ws.py``) drains the queue. Nothing here awaits except the ``wait_*``
-methods, so routing a batch is atomic with respect to scope changes.
+holds its last ``sequence``; the frame is the pre-encoded body with the number spliced in. OHLCV
+bars take the same way (the hub passes a session only the periods it subscribed; every period of
+a symbol shares its one stream); exchange rates, which have no sequence, are queued as they are
+(:meth:`ClientSession.deliver_unsequenced`). The session's writer task (``ws.py``) drains the
+queue. Nothing here awaits except the ``wait_*`` methods, so routing a batch is atomic with
+respect to scope changes.
 
 When the queue holds more than ``capacity`` messages the session fails like CoinAPI: what was
 buffered is dropped, the buffer-overflow ``error`` is sent, the connection closes.
@@ -27,6 +30,7 @@ from coinfeed.simulator.faults import (
     FaultProfile,
     malformed_frame,
 )
+from coinfeed.simulator.ohlcv import BarKey
 from coinfeed.simulator.scope import Scope
 from coinfeed.simulator.truth import SessionCounters
 
@@ -62,6 +66,12 @@ class ClientSession:
     abort_transport: Callable[[], None] = lambda: None
     scope: Scope = attrs.field(factory=Scope)
     wanted: set[int] = attrs.field(factory=set)
+    periods: frozenset[str] = frozenset()
+    """OHLCV periods in scope."""
+    bar_keys: frozenset[BarKey] = frozenset()
+    """(symbol index, period) of every OHLCV bar in scope."""
+    pairs: frozenset[int] = frozenset()
+    """Asset pair indexes whose exchange rates are in scope."""
     queue: deque[bytes] = attrs.field(factory=deque)
     held: dict[int, bytes] = attrs.field(factory=dict)
     heartbeat: bool = False
@@ -104,9 +114,20 @@ class ClientSession:
                     routes[sid] = seq
                     q.append(b"%b%d%b" % (prefix, seq, suffix))
                     sent[tix] += 1
-        if len(q) > self.capacity:
+        self._queued(now)
+
+    def deliver_unsequenced(self, frame: bytes, type_index: int, now: float) -> None:
+        """Queue a frame that has no sequence (``exrate``); while stalled it is just not sent."""
+        if self.closing or now < self.stall_until:
+            return
+        self.queue.append(frame)
+        self.counters.sent[type_index] += 1
+        self._queued(now)
+
+    def _queued(self, now: float) -> None:
+        if len(self.queue) > self.capacity:
             self.fail(BUFFER_OVERFLOW_MESSAGE, now=now)
-        elif q:
+        elif self.queue:
             self.wake()
 
     def _skip_all(self, items: list[WireItem]) -> None:

@@ -1,26 +1,35 @@
 """Ground truth: every trade the market produced (within retention), each book's true state,
-and what every connection was sent and skipped.
+the final OHLCV bars and the last exchange rates sent, and what every connection was sent and
+skipped.
 
 Trades are stored as their encoded REST JSON (lower-case uuid); their ``time_exchange`` string
 sorts like the time itself (fixed width, UTC), so REST history is a bisect and a join.
 Retention is a count per symbol (``trade_retention``, 50,000 by default, about 260 bytes per
 trade): beyond it the oldest trades are evicted, from REST history and from the truth alike.
+Bars exist only for the (symbol, period)s some connection subscribed, while it did; the last
+:data:`BARS_KEPT` of each are kept.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Mapping
 
 import attrs
 import msgspec
 
-from coinfeed.core.protocol import levels
+from coinfeed.core.protocol import Exrate, Ohlcv, levels
 from coinfeed.core.rest_protocol import LastTrade, RestBook, RestQuote, RestTrade
+from coinfeed.simulator.clock import Latency, StampedTrade, WireClock, stamp_offsets, ticks_of
 from coinfeed.simulator.market import Market
+from coinfeed.simulator.ohlcv import BarKey
+from coinfeed.simulator.scope import EXRATE_TYPE, PRODUCED_TYPES
 
-DATA_TYPES = ("trade", "quote", "book", "book5", "book20", "book50")
-"""The data types the simulator produces, in stream-index order."""
+DATA_TYPES = (*PRODUCED_TYPES, EXRATE_TYPE)
+"""The data types the simulator produces, in stream-index order (``exrate`` has no stream)."""
+BARS_KEPT = 10_000
+"""Final bars kept per (symbol, period): 2.8 hours of ``1SEC`` bars."""
 
 _trades_decoder = msgspec.json.Decoder(list[RestTrade])
 _trade_decoder = msgspec.json.Decoder(RestTrade)
@@ -67,6 +76,11 @@ class TradeLog:
         lo = bisect.bisect_left(self.bodies, start, lo=self._first(), key=key)
         hi = bisect.bisect_left(self.bodies, end, lo=lo, key=key)
         return self.bodies[lo : min(hi, lo + limit)]
+
+    def since(self, start: str) -> list[bytes]:
+        """Trades with ``time_exchange >= start``, oldest first."""
+        lo = bisect.bisect_left(self.bodies, start, lo=self._first(), key=self.time_of)
+        return self.bodies[lo:]
 
     def latest(self, limit: int) -> list[bytes]:
         """The newest ``limit`` trades, newest first."""
@@ -125,11 +139,14 @@ class SessionCounters:
 
 
 class TruthSnapshot(msgspec.Struct, kw_only=True):
-    """What ``GET /_sim/truth`` returns: trades and book per symbol, counters per connection."""
+    """What ``GET /_sim/truth`` returns: trades, book and final bars (by period) per symbol, the
+    last exchange rate per pair, counters per connection."""
 
     trades: dict[str, list[RestTrade]]
     trades_produced: dict[str, int]
     books: dict[str, RestBook]
+    ohlcv: dict[str, dict[str, list[Ohlcv]]]
+    exrates: list[Exrate]
     connections: list[msgspec.Raw]
     totals: msgspec.Raw
 
@@ -143,13 +160,20 @@ class Truth:
 
     market: Market
     retention: int
+    latency: Mapping[str, Latency] = attrs.field(factory=dict)
     logs: list[TradeLog] = attrs.field(init=False)
     index: dict[str, int] = attrs.field(init=False)
     book_time: list[str] = attrs.field(init=False)
+    """Per symbol, the ``time_exchange`` of its last book change."""
     quote_time: list[str] = attrs.field(init=False)
     last_trade: list[bytes | None] = attrs.field(init=False)
     connections: dict[int, SessionCounters] = attrs.field(factory=dict)
     _evicted: SessionCounters = attrs.field(factory=lambda: SessionCounters(-1))
+    _coinapi_lag: list[int] = attrs.field(init=False)
+    """Per symbol, ``time_coinapi - time_exchange`` in ticks (as its frames carry them)."""
+    _clock: WireClock = attrs.field(factory=WireClock)
+    _bars: dict[BarKey, deque[Ohlcv]] = attrs.field(factory=dict)
+    _rates: dict[tuple[str, str], Exrate] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         n = len(self.market.symbols)
@@ -158,6 +182,8 @@ class Truth:
         self.book_time = ["1970-01-01T00:00:00.0000000Z"] * n
         self.quote_time = list(self.book_time)
         self.last_trade = [None] * n
+        offsets = [stamp_offsets(s, self.latency) for s in self.market.symbols]
+        self._coinapi_lag = [o.coinapi - o.exchange for o in offsets]
 
     # -- in-process accessors -----------------------------------------------------------------
 
@@ -188,7 +214,7 @@ class Truth:
         return RestBook(
             symbol_id=symbol_id,
             time_exchange=t,
-            time_coinapi=t,
+            time_coinapi=self._coinapi_time(i, t),
             asks=levels(asks),
             bids=levels(bids),
         )
@@ -213,13 +239,35 @@ class Truth:
         return RestQuote(
             symbol_id=symbol_id,
             time_exchange=t,
-            time_coinapi=t,
+            time_coinapi=self._coinapi_time(i, t),
             ask_price=q.ask_price,
             ask_size=q.ask_size,
             bid_price=q.bid_price,
             bid_size=q.bid_size,
             last_trade=last,
         )
+
+    def ohlcv(self, symbol_id: str, period_id: str) -> list[Ohlcv]:
+        """The final bars sent for ``symbol_id`` and ``period_id``, oldest first.
+
+        Only while some connection subscribed them; ``sequence`` is 0 (numbers are per
+        connection). ``[]`` for an unknown id or period.
+        """
+        i = self.index.get(symbol_id)
+        return [] if i is None else list(self._bars.get((i, period_id), ()))
+
+    def exrate(self, base: str, quote: str) -> Exrate | None:
+        """The last exchange rate sent for ``base``/``quote`` (``None`` before the first)."""
+        return self._rates.get((base, quote))
+
+    def stamped_trades(self, sym: int, since: int) -> list[StampedTrade]:
+        """Retained trades of symbol index ``sym`` with ``time_exchange`` at or after tick
+        ``since``, oldest first (what bars and rates start from)."""
+        bodies = self.logs[sym].since(self._clock.format(since))
+        if not bodies:
+            return []
+        trades = _trades_decoder.decode(b"[" + b",".join(bodies) + b"]")
+        return [StampedTrade(sym, ticks_of(t.time_exchange), t.price, t.size) for t in trades]
 
     def totals(self) -> SessionCounters:
         """Counters summed over every connection so far (open and closed)."""
@@ -233,11 +281,17 @@ class Truth:
         """Everything at once (what ``/_sim/truth`` serves); unknown ids are left out."""
         ids = [s for s in (symbol_ids or self.symbols) if s in self.index]
         books = {s: b for s in ids if (b := self.book(s)) is not None}
+        ohlcv: dict[str, dict[str, list[Ohlcv]]] = {}
+        for (i, period), bars in self._bars.items():
+            if self.symbols[i] in ids:
+                ohlcv.setdefault(self.symbols[i], {})[period] = list(bars)
         enc = msgspec.json.encode
         return TruthSnapshot(
             trades={s: self.trades(s) for s in ids},
             trades_produced={s: self.trades_produced(s) for s in ids},
             books=books,
+            ohlcv=ohlcv,
+            exrates=list(self._rates.values()),
             connections=[msgspec.Raw(enc(c.to_dict())) for c in self.connections.values()],
             totals=msgspec.Raw(enc(self.totals().to_dict())),
         )
@@ -248,6 +302,20 @@ class Truth:
         """Store one produced trade's REST JSON."""
         self.logs[sym].append(body)
         self.last_trade[sym] = body
+
+    def record_bar(self, key: BarKey, bar: Ohlcv) -> None:
+        """Keep one final bar (the last :data:`BARS_KEPT` per symbol and period)."""
+        kept = self._bars.get(key)
+        if kept is None:
+            kept = self._bars[key] = deque(maxlen=BARS_KEPT)
+        kept.append(bar)
+
+    def record_rate(self, rate: Exrate) -> None:
+        """Keep the exchange rate just sent (the last one per pair)."""
+        self._rates[(rate.asset_id_base, rate.asset_id_quote)] = rate
+
+    def _coinapi_time(self, sym: int, time_exchange: str) -> str:
+        return self._clock.format(ticks_of(time_exchange) + self._coinapi_lag[sym])
 
     def open_connection(self, connection_id: int) -> SessionCounters:
         """Start counting for a new connection; keeps the last 1,000 closed ones in detail."""

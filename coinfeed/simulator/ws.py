@@ -272,7 +272,7 @@ class WsServer:
             s.heartbeat = message.heartbeat
         elif message.heartbeat:
             s.heartbeat = True
-        self.hub.set_streams(s, s.scope.streams(self.hub.market.symbols))
+        self.hub.apply_scope(s)
         self.hub.stats.scope_messages += 1
         s.wake()
 

@@ -28,12 +28,18 @@ def scope(
     kind: str = "hello",
     heartbeat: bool = False,
     apikey: str | None = None,
+    assets: Iterable[str] | None = None,
+    periods: Iterable[str] | None = None,
 ) -> str:
     """A hello/subscribe/unsubscribe message as JSON text (filters used as given)."""
     msg: dict[str, object] = {"type": kind, "heartbeat": heartbeat}
     msg["subscribe_data_type"] = list(types)
     if symbols is not None:
         msg["subscribe_filter_symbol_id"] = list(symbols)
+    if assets is not None:
+        msg["subscribe_filter_asset_id"] = list(assets)
+    if periods is not None:
+        msg["subscribe_filter_period_id"] = list(periods)
     if apikey is not None:
         msg["apikey"] = apikey
     return json.dumps(msg)
