@@ -27,14 +27,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import attrs
+import msgspec
 import trio
 from loguru import logger
 
 from coinfeed.core.backoff import full_jitter
 from coinfeed.core.controls import ConnectionLost, ConnectionOpened, Resubscribed
 from coinfeed.core.decoding import FrameDecoder, peek_frame
+from coinfeed.core.protocol import (
+    SYMBOL_SCOPED_TYPES,
+    ScopeMessage,
+    encode,
+    exrate_subscription,
+    scope_message,
+)
 from coinfeed.core.protocol import Error as ErrorFrame
-from coinfeed.core.protocol import ScopeMessage, encode, scope_message
 from coinfeed.framequeue import FrameQueue
 from coinfeed.logs import RateLimitedLog
 from coinfeed.status import Fatal, ServiceStatus
@@ -133,6 +140,9 @@ class Connection:
     backoff_base: float = 0.5
     healthy_after: float = 30.0
     apikey_in_hello: bool = False
+    ohlcv_periods: tuple[str, ...] = ()
+    exrate_pairs: tuple[str, ...] = ()
+    """Asset pairs for ``exrate`` (subscribed after the hello, by pair)."""
     scope_limit: ScopeRateLimit = attrs.field(factory=ScopeRateLimit)
     counters: ConnectionCounters = attrs.field(factory=ConnectionCounters)
     observe_reconnect: Callable[[float], None] = lambda _seconds: None
@@ -190,9 +200,22 @@ class Connection:
     def _headers(self) -> list[tuple[str, str]]:
         return [("X-CoinAPI-Key", self.api_key)] if self.api_key else []
 
-    def _hello(self) -> str:
+    def _scope_messages(self) -> list[str]:
+        """The hello, and the ``exrate`` subscription when asked for (see
+        :func:`exrate_subscription`). With ``exrate`` alone, its subscription is the hello."""
         apikey = self.api_key if self.apikey_in_hello else None
-        return _text(scope_message("hello", self.types, self.symbols, apikey=apikey))
+        messages = []
+        if SYMBOL_SCOPED_TYPES.intersection(self.types):
+            hello = scope_message(
+                "hello", self.types, self.symbols, apikey=apikey, periods=self.ohlcv_periods
+            )
+            messages.append(_text(hello))
+        if "exrate" in self.types and self.exrate_pairs:
+            exrate = exrate_subscription(self.exrate_pairs)
+            if not messages:
+                exrate = msgspec.structs.replace(exrate, type="hello", apikey=apikey)
+            messages.append(_text(exrate))
+        return messages
 
     async def _session(self, connection_id: int) -> _SessionEnd:
         self.status.connection_id = connection_id
@@ -218,8 +241,9 @@ class Connection:
                 ws = self._ws = await self.transport.connect(
                     nursery, self.url, headers=self._headers()
                 )
-                self.scope_limit.record(trio.current_time())
-                await self._send(ws, self._hello())
+                for message in self._scope_messages():
+                    self.scope_limit.record(trio.current_time())
+                    await self._send(ws, message)
         except trio.TooSlowError:
             return _SessionEnd("connect_timeout", healthy=False)
         except TransportError as exc:
@@ -324,7 +348,10 @@ class Connection:
                 self.queue.put_control_nowait(
                     Resubscribed(connection_id, frozenset(symbols), datetime.now(UTC))
                 )
-                await self._send(ws, _text(scope_message("subscribe", self.types, symbols)))
+                subscribe = scope_message(
+                    "subscribe", self.types, symbols, periods=self.ohlcv_periods
+                )
+                await self._send(ws, _text(subscribe))
             except TransportClosed:
                 return
             self.scope_limit.record(trio.current_time(), 2)

@@ -169,11 +169,15 @@ class GapLedger:
         out: list[Event],
         *,
         sequences: tuple[int | None, int | None] = (None, None),
+        status: GapStatus = "recovered",
     ) -> None:
-        """A quote or top-N book stream skipped: the next message repairs it by itself."""
+        """A quote or top-N book stream skipped: the next message repairs it by itself. An
+        ``ohlcv`` stream is ``unrecovered``: what was lost may be a period's last update."""
         self._count_gap(data_type)
         gap = self._new_gap(data_type, symbol_id, "sequence", missing, sequences)
-        out.append(self._event(gap, "none", "recovered"))
+        if status == "unrecovered":
+            self._count_recovery(data_type, "unrecovered")
+        out.append(self._event(gap, "none", status))
 
     def book_gap(
         self,

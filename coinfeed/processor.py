@@ -16,15 +16,17 @@ unsubscribe may still be in flight: a lower number on such a stream is taken as 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
 from loguru import logger
 
+from coinfeed.core.bars import BarBuilder, parse_period
 from coinfeed.core.book import Books, BookState
+from coinfeed.core.booktop import BookTops, parse_schedule
 from coinfeed.core.controls import (
     ConnectionLost,
     ConnectionOpened,
@@ -39,18 +41,39 @@ from coinfeed.core.decoding import FUTURE_TOLERANCE, FrameDecoder, InvalidFrame,
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import (
     Event,
+    GapStatus,
+    asset_pair,
     book_from_rest,
     book_from_ws,
     book_update_event,
+    exrate_from_ws,
+    ohlcv_from_ws,
     quote_from_ws,
     trade_from_ws,
     utc_now_iso,
 )
-from coinfeed.core.protocol import Book5, Book20, Book50, BookUpdate, Error, Quote, Reconnect, Trade
+from coinfeed.core.latency import LatencyStats
+from coinfeed.core.protocol import (
+    Book5,
+    Book20,
+    Book50,
+    BookUpdate,
+    Error,
+    Exrate,
+    Ohlcv,
+    Quote,
+    Reconnect,
+    Trade,
+)
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem
 from coinfeed.gaps import SKEW_MARGIN, GapLedger, RecoveryRequests, new_run_id, window_end
+from coinfeed.logs import RateLimitedLog
 from coinfeed.status import ServiceStatus
+
+CLOCK_SKEW_TOLERANCE = 0.5
+"""Seconds a frame may seem to arrive before CoinAPI stamped it before coinfeed warns that
+this machine's clock is behind (NTP)."""
 
 
 def _wire_type(record: object) -> str:
@@ -124,6 +147,11 @@ class Processor:
     run_id: str = attrs.field(factory=new_run_id)
     """Prefix of this run's gap ids (a replay passes the recorded one)."""
     recorder: InputRecorder | None = None
+    bars: BarBuilder | None = None
+    book_tops: BookTops | None = None
+    latency: LatencyStats | None = None
+    exrate_pairs: frozenset[str] = frozenset()
+    """The ``BASE/QUOTE`` pairs whose exchange rates were asked for."""
     last_seen: dict[str, dict[str, float]] = attrs.field(factory=dict)
     """data type -> symbol id -> trio time of the batch its last message came in (read by the
     silent-symbol watch; duplicates and late messages count: the symbol is delivering)."""
@@ -138,6 +166,9 @@ class Processor:
     _trade_seen: dict[str, float] = attrs.field(init=False)
     _quote_seen: dict[str, float] = attrs.field(init=False)
     _book_seen: dict[str, float] = attrs.field(init=False)
+    _skew_log: RateLimitedLog = attrs.field(
+        factory=lambda: RateLimitedLog(interval=60.0), init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         self.gaps = GapLedger(
@@ -162,8 +193,13 @@ class Processor:
     async def run(self) -> None:
         """Process until the queue is closed and drained."""
         while True:
+            items: list[QueueItem] = []
+            drops: list[DroppedStream] = []
             try:
-                items, drops = await self.queue.get_batch()
+                # Woken by the clock with nothing queued, the batch is empty: a book snapshot
+                # or a bar is due, and a quiet feed must not hold it back.
+                with trio.move_on_at(self._wake_at()):
+                    items, drops = await self.queue.get_batch()
             except trio.EndOfChannel:
                 final: list[Event] = []
                 now = trio.current_time()
@@ -175,7 +211,7 @@ class Processor:
                 return
             started = trio.current_time()
             out: list[Event] = []
-            self.handle_batch(items, drops, out, started)
+            self.handle_batch(items, drops, out, started, self.queue.taken_reads)
             self.observe_batch(trio.current_time() - started, len(items))
             if self.recorder is not None:  # first: no sink gets an event of an unrecorded batch
                 await self.recorder.batch(items, drops, self._wall, started, self.queue.taken_reads)
@@ -183,26 +219,52 @@ class Processor:
                 self.counters.events += len(out)
                 await self.emit(out)
 
+    def _wake_at(self) -> float:
+        """The trio time at which a book snapshot or a bar falls due (inf: none)."""
+        due = min(
+            self.book_tops.next_due if self.book_tops is not None else float("inf"),
+            self.bars.next_due if self.bars is not None else float("inf"),
+        )
+        if due == float("inf"):
+            return due
+        return trio.current_time() + max(0.0, due - self.wall_clock().timestamp())
+
     def report_unfinished(self, out: list[Event], now: float) -> None:
-        """At shutdown: every gap still pending ends ``unrecovered``."""
+        """At shutdown: every gap still pending ends ``unrecovered``; every bar not emitted
+        yet goes out."""
         self._wall = self.wall_clock()
-        self.gaps.start_batch(utc_now_iso(self._wall), now)
+        received_at = utc_now_iso(self._wall)
+        self.gaps.start_batch(received_at, now)
         self.gaps.report_unfinished(out)
+        if self.bars is not None:
+            self.bars.observe(out)
+            self.bars.emit_all(received_at, out)
 
     # -- one batch ----------------------------------------------------------------------------
 
     def handle_batch(
-        self, items: list[QueueItem], drops: list[DroppedStream], out: list[Event], now: float
+        self,
+        items: list[QueueItem],
+        drops: list[DroppedStream],
+        out: list[Event],
+        now: float,
+        reads: list[tuple[int, int, float]] | None = None,
     ) -> None:
         """Handle frames and control items in order, then the drops recorded behind them.
 
-        ``now`` is the trio clock reading for this batch (resync pacing, backfill delays).
+        ``now`` is the trio clock reading for this batch (resync pacing, backfill delays);
+        ``reads`` says when the frames came off the socket (latency telemetry). Book snapshots
+        due are taken before the batch is applied, bars due after it.
         """
         self._wall = wall = self.wall_clock()
         self._now = now
         self._received_at = received_at = utc_now_iso(wall)
         self.decoder.not_after = wall + FUTURE_TOLERANCE
         self.gaps.start_batch(received_at, now)
+        epoch = wall.timestamp()
+        if self.book_tops is not None:
+            self.book_tops.emit_due(epoch, self.books, received_at, out)
+        first_new = len(out)
         decode = self.decoder.decode
         on_trade, on_book, on_quote = self._on_trade, self._on_book, self._on_quote
         trades = books = quotes = frames = 0
@@ -238,6 +300,19 @@ class Processor:
                 received[name] = received.get(name, 0) + n
         for dropped in drops:
             self._on_drop(dropped, out)
+        if self.bars is not None:
+            self.bars.observe(out[first_new:])
+            self.bars.emit_due(epoch, received_at, out)
+        if self.latency is not None and frames:
+            skew = self.latency.sample(items, reads or (), epoch, now)
+            if skew < -CLOCK_SKEW_TOLERANCE:
+                self._skew_log.warning(
+                    "clock_skew",
+                    "frames arrive before CoinAPI's time_coinapi: this machine's clock is "
+                    "behind (check NTP), and latency figures are off by as much",
+                    now=now,
+                    seconds_behind=round(-skew, 3),
+                )
 
     # -- market data --------------------------------------------------------------------------
 
@@ -315,7 +390,12 @@ class Processor:
             out.append(book_from_ws(msg, self._received_at))
 
     def _complete_state_stream(
-        self, data_type: str, symbol_id: str, sequence: int, out: list[Event]
+        self,
+        data_type: str,
+        symbol_id: str,
+        sequence: int,
+        out: list[Event],
+        gap_status: GapStatus = "recovered",
     ) -> bool:
         """Streams whose every message is complete state: a gap is reported, nothing to repair."""
         obs = self.tracker.observe(data_type, symbol_id, sequence)
@@ -324,7 +404,7 @@ class Processor:
         if obs.verdict is Verdict.GAP:
             self.gaps.complete_state_gap(
                 data_type, symbol_id, obs.missing, out,
-                sequences=(sequence - obs.missing - 1, sequence),
+                sequences=(sequence - obs.missing - 1, sequence), status=gap_status,
             )  # fmt: skip
         elif obs.verdict is Verdict.IMPLAUSIBLE:
             self._implausible(data_type, symbol_id, sequence)
@@ -370,9 +450,30 @@ class Processor:
         self.counters.bump(self.counters.invalid, msg.reason)
         self.status.log_invalid(msg)
 
+    def _on_ohlcv(self, msg: Ohlcv, out: list[Event]) -> None:
+        if not self._wanted("ohlcv", msg.symbol_id):
+            return
+        # A gap may have taken a period's final update, and coinfeed does not refetch bars.
+        if self._complete_state_stream(
+            "ohlcv", msg.symbol_id, msg.sequence, out, gap_status="unrecovered"
+        ):
+            out.append(ohlcv_from_ws(msg, self._received_at))
+
+    def _on_exrate(self, msg: Exrate, out: list[Event]) -> None:
+        if "exrate" in self.types and asset_pair(msg.asset_id_base, msg.asset_id_quote) in (
+            self.exrate_pairs
+        ):
+            out.append(exrate_from_ws(msg, self._received_at))
+        else:
+            self.counters.unrequested += 1
+
     def _on_other(self, msg: object, out: list[Event]) -> None:
         if isinstance(msg, Book5 | Book20 | Book50):
             self._on_top_of_book(msg, out)
+        elif isinstance(msg, Ohlcv):
+            self._on_ohlcv(msg, out)
+        elif isinstance(msg, Exrate):
+            self._on_exrate(msg, out)
         elif isinstance(msg, Error):
             self.status.server_error(self._connection_id, msg.message or "")
         elif isinstance(msg, Reconnect):
@@ -417,13 +518,18 @@ class Processor:
         elif data_type == "book":
             self.gaps.book_gap(symbol_id, "sequence", missing, out, sequences=sequences)
         else:
-            self.gaps.complete_state_gap(data_type, symbol_id, missing, out, sequences=sequences)
+            status: GapStatus = "unrecovered" if data_type == "ohlcv" else "recovered"
+            self.gaps.complete_state_gap(
+                data_type, symbol_id, missing, out, sequences=sequences, status=status
+            )
 
     # -- control items ------------------------------------------------------------------------
 
     def _on_control(self, item: ControlItem, out: list[Event]) -> None:
         if isinstance(item, ConnectionOpened):
             self._connection_id = item.connection_id
+            if self.bars is not None:
+                self.bars.went_live(item.at)
             self.tracker.reset()
             self._restart_expected.clear()
             self.gaps.connection_opened(item, self.symbols, out)
@@ -448,3 +554,48 @@ class Processor:
             pass  # trackers reset when the next connection opens
         else:  # pragma: no cover - a bug, not input
             raise TypeError(f"unknown control item {item!r}")
+
+
+@attrs.frozen
+class Derivations:
+    """What the processor derives besides the wire's events: bars, interval book snapshots
+    and latency telemetry. A run records the settings that shape them, so a replay derives
+    the same."""
+
+    bars: tuple[str, ...] = ()
+    bar_grace: float = 2.0
+    book_snapshots: tuple[str, ...] = ()
+
+    def as_header(self) -> dict[str, Any]:
+        return {
+            "bars": list(self.bars),
+            "bar_grace": self.bar_grace,
+            "book_snapshots": list(self.book_snapshots),
+        }
+
+    @classmethod
+    def from_header(cls, processing: Mapping[str, Any]) -> Derivations:
+        """A recording's (one made before these settings existed derives nothing)."""
+        return cls(
+            bars=tuple(processing.get("bars", ())),
+            bar_grace=float(processing.get("bar_grace", 2.0)),
+            book_snapshots=tuple(processing.get("book_snapshots", ())),
+        )
+
+    def builders(
+        self, symbols: Iterable[str], types: Container[str], restart_from: Mapping[str, datetime]
+    ) -> tuple[BarBuilder | None, BookTops | None]:
+        bars = None
+        if self.bars and "trade" in types:
+            bars = BarBuilder(
+                tuple(parse_period(period_id) for period_id in self.bars),
+                grace=self.bar_grace,
+                covered_from={s: at.timestamp() for s, at in restart_from.items()},
+            )
+        book_tops = None
+        if self.book_snapshots and "book" in types:
+            book_tops = BookTops(
+                tuple(sorted({parse_schedule(text) for text in self.book_snapshots})),
+                tuple(symbols),
+            )
+        return bars, book_tops

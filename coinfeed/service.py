@@ -37,6 +37,8 @@ from coinfeed.connection import (
 )
 from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
+from coinfeed.core.latency import STAGES, LatencyStats, exchanges_of
+from coinfeed.core.protocol import SYMBOL_SCOPED_TYPES, exrate_pairs
 from coinfeed.core.shard import symbols_of_shard
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.gaps import SKEW_MARGIN, RecoveryRequests, new_run_id
@@ -46,7 +48,7 @@ from coinfeed.observability.metrics import Metrics, MetricSources
 from coinfeed.observability.process import rss_bytes
 from coinfeed.observability.readiness import Readiness
 from coinfeed.observability.symbols import SILENT_HINT, SymbolWatch
-from coinfeed.processor import Processor, ProcessorCounters
+from coinfeed.processor import Derivations, Processor, ProcessorCounters
 from coinfeed.recording.format import FORMAT_NAME, FORMAT_VERSION, RecordingError, wall_ns
 from coinfeed.recording.recorder import RecordedRecovery, Recorder
 from coinfeed.recording.replay import (
@@ -147,6 +149,8 @@ class Service:
             backoff_max=settings.backoff_max,
             healthy_after=settings.healthy_after,
             apikey_in_hello=settings.apikey_in_hello,
+            ohlcv_periods=settings.ohlcv_periods,
+            exrate_pairs=exrate_pairs(settings.symbols),
             scope_limit=ScopeRateLimit(settings.resubscribe_limit, settings.resubscribe_window),
             observe_reconnect=metrics.reconnect_seconds.observe,
         )
@@ -192,8 +196,11 @@ class Service:
                     sink.close()
                 raise
             connection.on_sent = recorder.sent
-            queue.keep_reads = True
             requests = RecordedRecovery(recovery, recorder)
+        queue.keep_reads = True  # when frames came off the socket: latency telemetry
+        bars, book_tops = _derivations(settings).builders(
+            settings.symbols, settings.types, restart_from
+        )
         sink_counters = SinkCounters()
         hub = _sink_hub(settings, opened, status, sink_counters)
         processor = Processor(
@@ -210,6 +217,10 @@ class Service:
             restart_backfill_max=timedelta(seconds=settings.restart_backfill_max),
             run_id=run_id,
             recorder=recorder,
+            bars=bars,
+            book_tops=book_tops,
+            latency=LatencyStats(exchanges_of(settings.symbols)),
+            exrate_pairs=frozenset(exrate_pairs(settings.symbols)),
         )
         if recorder is not None and segments is not None:
             hub.recorder = _record_writer(
@@ -272,6 +283,10 @@ class Service:
         counters = ProcessorCounters()
         last_seen: dict[str, dict[str, float]] = {}
         queue = FrameQueue(settings.queue_capacity)  # not fed: batches come from the recording
+        # The recorded run's bars and snapshots, unless this command line asks for its own.
+        replay_derivations = (
+            _derivations(settings) if settings.bars or settings.book_snapshots else None
+        )
 
         def new_processor(header: dict[str, Any]) -> Processor:
             processor = processor_for(
@@ -283,6 +298,7 @@ class Service:
                 counters=counters,
                 last_seen=last_seen,
                 observe_batch=metrics.observe_batch,
+                derivations=replay_derivations,
             )
             service.processor = processor
             return processor
@@ -346,7 +362,7 @@ class Service:
         """The parts a live run and a replay share: symbol watch, readiness, metrics."""
         symbol_watch = SymbolWatch(
             symbols=settings.symbols,
-            types=settings.types,
+            types=[t for t in settings.types if t in SYMBOL_SCOPED_TYPES],
             last_seen=processor.last_seen,
             subscribed_at=lambda: status.connected_at if status.subscribed else None,
             silent_after=settings.symbol_silent_after,
@@ -390,6 +406,7 @@ class Service:
                 oldest_pending_recovery=recovery.oldest_pending_age,
                 readiness=readiness.ready_gauge,
                 silent_symbols=lambda: len(symbol_watch.silent()),
+                derived=lambda: service.processor,
             )
         )
         return service
@@ -412,16 +429,24 @@ class Service:
             queue_statistics=self.queue_statistics,
             pipeline_figures=self._pipeline_figures,
             symbols=lambda: self.symbol_watch.report(trio.current_time()),
+            latency=self._latency_report,
             debug_token=token.reveal() if token else None,
             debug_tracemalloc=self.settings.debug_tracemalloc,
         )
 
     def _pipeline_figures(self) -> dict[str, int]:
+        bars = self.processor.bars
         return {
             "frames_dropped": self.queue.dropped_total,
             "recovery_pending": self.recovery.pending,
             "dedup_entries": len(self.processor.dedup),
+            "bars_retained": bars.retained() if bars is not None else 0,
         }
+
+    def _latency_report(self) -> dict[str, Any]:
+        latency = self.processor.latency
+        exchanges = latency.summary(trio.current_time()) if latency is not None else {}
+        return {"stages": list(STAGES), "exchanges": exchanges}
 
     # -- running -------------------------------------------------------------------------------
 
@@ -670,6 +695,7 @@ def recording_header(
             "skew_margin": SKEW_MARGIN,
             "restart_backfill_max": settings.restart_backfill_max,
             "resync_timeout": resync_timeout,
+            **_derivations(settings).as_header(),
         },
         "restart_from": {symbol_id: at.isoformat() for symbol_id, at in restart_from.items()},
         "source": {"ws_url": redact(settings.ws_url, ()), "transport": settings.transport},
@@ -775,3 +801,7 @@ def apply_shard(settings: Settings) -> Settings:
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "Fatal", "Service", "apply_shard", "open_transport"]
+
+
+def _derivations(settings: Settings) -> Derivations:
+    return Derivations(settings.bars, settings.bar_grace, settings.book_snapshots)

@@ -34,6 +34,7 @@ from coinfeed.config.values import (
     Secret,
     Shard,
 )
+from coinfeed.core.protocol import exrate_pairs
 from coinfeed.logs import redact
 
 
@@ -125,6 +126,16 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("parquet_roll_rows", p.integer(1000), 50_000,
        "events a Parquet sink spools at most before converting them (bounds the memory a "
        "conversion takes)", "N"),
+    _S("bars", p.comma_list(p.bar_period, "period ids"), (),
+       "emit bar events built from trades for these periods (CoinAPI ids dividing a day: "
+       "1SEC, 5SEC, 1MIN, 15MIN, 1HRS, 1DAY, ...)", "PERIOD,..."),
+    _S("bar_grace", p.seconds(zero_ok=True), 2.0,
+       "seconds after a period ends before its bar is emitted (late trades revise it)", "S"),
+    _S("book_snapshots", p.comma_list(p.book_snapshot, "DEPTH@INTERVAL schedules"), (),
+       "emit book_top events with the top DEPTH levels of each synced book every INTERVAL "
+       "(e.g. 10@1s, 50@500ms); needs the book type", "DEPTH@INTERVAL,..."),
+    _S("ohlcv_periods", p.comma_list(p.ohlcv_period, "period ids"), ("1MIN",),
+       "periods of CoinAPI's ohlcv stream to subscribe (with the ohlcv type)", "PERIOD,..."),
     _S("redis_maxlen", p.integer(1), 100_000,
        "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
     _S("redis_ca_file", p.optional(p.readable_file), None,
@@ -232,6 +243,10 @@ class Settings:
     jsonl_fsync: str = DEFAULTS["jsonl_fsync"]
     parquet_roll_seconds: float = DEFAULTS["parquet_roll_seconds"]
     parquet_roll_rows: int = DEFAULTS["parquet_roll_rows"]
+    bars: tuple[str, ...] = DEFAULTS["bars"]
+    bar_grace: float = DEFAULTS["bar_grace"]
+    book_snapshots: tuple[str, ...] = DEFAULTS["book_snapshots"]
+    ohlcv_periods: tuple[str, ...] = DEFAULTS["ohlcv_periods"]
     redis_maxlen: int = DEFAULTS["redis_maxlen"]
     redis_ca_file: str | None = DEFAULTS["redis_ca_file"]
     shard: Shard | None = DEFAULTS["shard"]
@@ -272,6 +287,18 @@ class Settings:
                 setting.parse(getattr(self, setting.name))
             except p.InvalidValue as error:
                 raise ConfigError(setting.name, str(error)) from None
+        if self.bars and "trade" not in self.types:
+            raise ConfigError("bars", "bars are built from trades: add trade to types")
+        if self.book_snapshots and "book" not in self.types:
+            raise ConfigError(
+                "book_snapshots", "book_top events come from the full book: add book to types"
+            )
+        if "exrate" in self.types and self.symbols and not exrate_pairs(self.symbols):
+            raise ConfigError(
+                "types",
+                "exrate needs symbols whose ids name an asset pair (EXCHANGE_TYPE_BASE_QUOTE, "
+                "e.g. BITSTAMP_SPOT_BTC_USD gives BTC/USD)",
+            )
 
     @property
     def http_enabled(self) -> bool:

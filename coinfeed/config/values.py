@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
 
+from coinfeed.core.bars import parse_period
+from coinfeed.core.booktop import parse_schedule
 from coinfeed.logs import redact
 from coinfeed.sinks.base import SinkSpecError
 from coinfeed.sinks.open import ACCEPTED_FORMS, parse_sink_spec
@@ -27,7 +30,9 @@ DEBUG_TOKEN_ENV: Final = "COINFEED_DEBUG_TOKEN"
 """Bearer token for /api/debug/* when the listener is not on loopback; environment only."""
 CONFIG_ENV: Final = "COINFEED_CONFIG"
 ENV_PREFIX: Final = "COINFEED_"
-DATA_TYPES: Final = ("trade", "quote", "book", "book5", "book20", "book50")
+DATA_TYPES: Final = (
+    "trade", "quote", "book", "book5", "book20", "book50", "ohlcv", "exrate"
+)  # fmt: skip
 JSONL_FSYNC: Final = ("never", "batch")
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 SINK_FORMS: Final = ACCEPTED_FORMS
@@ -235,6 +240,33 @@ def symbol_id(item: str) -> str:
             f"{item!r} is not a symbol id: expected an exact id such as BITSTAMP_SPOT_BTC_USD"
         )
     return symbol
+
+
+def bar_period(item: str) -> str:
+    try:
+        return parse_period(item).period_id
+    except ValueError as error:
+        raise InvalidValue(str(error)) from None
+
+
+_OHLCV_PERIOD = re.compile(r"[1-9][0-9]*(SEC|MIN|HRS|DAY|MTH|YRS)")
+
+
+def ohlcv_period(item: str) -> str:
+    period_id = item.upper()
+    if _OHLCV_PERIOD.fullmatch(period_id) is None:
+        raise InvalidValue(
+            f"{item!r} is not a CoinAPI period id (a count and SEC, MIN, HRS, DAY, MTH or YRS, "
+            "e.g. 1MIN)"
+        )
+    return period_id
+
+
+def book_snapshot(item: str) -> str:
+    try:
+        return str(parse_schedule(item))
+    except ValueError as error:
+        raise InvalidValue(str(error)) from None
 
 
 def data_type(item: str) -> str:

@@ -22,6 +22,8 @@ from coinfeed.core.protocol import (
     Book20,
     Book50,
     BookUpdate,
+    Exrate,
+    Ohlcv,
     Quote,
     ServerMessage,
     TopOfBook,
@@ -146,6 +148,23 @@ def _quote_problem(quote: Quote, _not_after: datetime) -> str | None:
     return None
 
 
+def _ohlcv_problem(bar: Ohlcv, _not_after: datetime) -> str | None:
+    for value in (
+        bar.price_open, bar.price_high, bar.price_low, bar.price_close, bar.volume_traded,
+    ):  # fmt: skip
+        if value is not None and (value.is_signed() or not value.is_finite()):
+            return f"ohlcv amount {value}"
+    if bar.trades_count < 0:
+        return f"ohlcv trades_count {bar.trades_count}"
+    return None
+
+
+def _exrate_problem(rate: Exrate, _not_after: datetime) -> str | None:
+    if rate.rate.is_signed() or not rate.rate.is_finite():
+        return f"exrate rate {rate.rate}"
+    return None
+
+
 def checked_time(text: str, not_after: datetime) -> datetime | None:
     """``text`` as an aware datetime if it is a time no later than ``not_after``, else None."""
     try:
@@ -203,6 +222,8 @@ _VALUE_CHECKS: Final[dict[type, Callable[[Any, datetime], str | None]]] = {
     Book5: _book_problem,
     Book20: _book_problem,
     Book50: _book_problem,
+    Ohlcv: _ohlcv_problem,
+    Exrate: _exrate_problem,
 }
 """The records whose values the service uses, and what makes one impossible: negative (``-0``
 too) or non-finite amounts, and for trades a time that is not a plausible one. 0 stays valid:

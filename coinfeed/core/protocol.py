@@ -227,6 +227,12 @@ def exact_symbol_filter(symbol_id: str) -> str:
     return symbol_id if symbol_id.endswith("$") else symbol_id + "$"
 
 
+SYMBOL_SCOPED_TYPES: Final = frozenset(
+    ["trade", "quote", "book", "book5", "book20", "book50", "book_l3", "ohlcv"]
+)
+"""Types subscribed by symbol filters; ``exrate`` is subscribed by asset pairs instead."""
+
+
 def scope_message(
     kind: ScopeType,
     types: Iterable[str],
@@ -234,14 +240,44 @@ def scope_message(
     *,
     apikey: str | None = None,
     heartbeat: bool = True,
+    periods: Sequence[str] = (),
 ) -> ScopeMessage:
-    """Build a scope message for exact symbol ids (each gets the trailing ``$``)."""
+    """Build a scope message for exact symbol ids (each gets the trailing ``$``). Only the
+    types subscribed by symbol are included; ``periods`` go with ``ohlcv``."""
+    wanted = [t for t in types if t in SYMBOL_SCOPED_TYPES]
     return ScopeMessage(
         type=kind,
         apikey=apikey,
         heartbeat=heartbeat,
-        subscribe_data_type=list(types),
+        subscribe_data_type=wanted,
         subscribe_filter_symbol_id=[exact_symbol_filter(s) for s in symbols],
+        subscribe_filter_period_id=list(periods) if "ohlcv" in wanted and periods else None,
+    )
+
+
+def asset_pair_of(symbol_id: str) -> str | None:
+    """``BASE/QUOTE`` of a symbol id (``BITSTAMP_SPOT_BTC_USD`` -> ``BTC/USD``), if it names
+    one: CoinAPI ids are ``EXCHANGE_TYPE_BASE_QUOTE[_…]``."""
+    parts = symbol_id.split("_")
+    if len(parts) < 4 or not parts[2] or not parts[3]:
+        return None
+    return f"{parts[2]}/{parts[3]}"
+
+
+def exrate_pairs(symbols: Iterable[str]) -> tuple[str, ...]:
+    """The asset pairs of ``symbols``, in order, once each: what ``exrate`` is subscribed for."""
+    pairs = (asset_pair_of(symbol_id) for symbol_id in symbols)
+    return tuple(dict.fromkeys(pair for pair in pairs if pair is not None))
+
+
+def exrate_subscription(pairs: Sequence[str]) -> ScopeMessage:
+    """``exrate`` needs an asset filter, and a scope crosses every type with every filter: it
+    is added by a ``subscribe`` of its own, so the pairs do not widen the symbol streams."""
+    return ScopeMessage(
+        type="subscribe",
+        heartbeat=True,
+        subscribe_data_type=["exrate"],
+        subscribe_filter_asset_id=list(pairs),
     )
 
 

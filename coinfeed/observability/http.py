@@ -105,6 +105,8 @@ class ServiceView:
     ``dedup_entries``."""
     symbols: Callable[[], dict[str, Any]] = dict
     """The body of ``GET /api/symbols``: per-symbol freshness and the silent ones."""
+    latency: Callable[[], dict[str, Any]] = dict
+    """The body of ``GET /api/latency``: p50/p99 per exchange and stage."""
     debug_token: str | None = None
     debug_tracemalloc: bool = False
 
@@ -152,6 +154,7 @@ def memory_report(view: ServiceView) -> dict[str, Any]:
         "frames_dropped": figures["frames_dropped"],
         "recovery_pending": figures["recovery_pending"],
         "dedup_entries": figures["dedup_entries"],
+        "bars_retained": figures["bars_retained"],
         "malloc_mmap_threshold": pinned_mmap_threshold(),
         "tasks": live_task_count(),
         "open_fds": open_fd_count(),
@@ -274,6 +277,9 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
     async def symbols(_request: Request) -> Response:
         return json_response(view.symbols())
 
+    async def latency(_request: Request) -> Response:
+        return json_response(view.latency())
+
     async def memory(_request: Request) -> Response:
         return json_response(memory_report(view))
 
@@ -310,6 +316,7 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
             Route(DEBUG_PREFIX + "/memory", memory),
             Route("/api/books/{symbol_id}", book),
             Route("/api/symbols", symbols),
+            Route("/api/latency", latency),
         ],
         middleware=middleware,
     )

@@ -17,15 +17,21 @@ from collections.abc import Callable, Iterator
 
 import attrs
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from coinfeed.connection import ConnectionCounters
 from coinfeed.core.decoding import INVALID_REASONS
+from coinfeed.core.latency import BUCKETS, LatencyStats
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.observability.process import memory_limit_bytes
-from coinfeed.processor import ProcessorCounters
+from coinfeed.processor import Processor, ProcessorCounters
 from coinfeed.recovery import RecoveryCounters
 from coinfeed.sinks.writer import SinkCounters
 from coinfeed.status import ServiceStatus
@@ -52,6 +58,9 @@ class MetricSources:
     readiness: Callable[[], bool | None] = lambda: None
     """True when /ready would answer 200; None (no ``ready`` gauge) while nothing answers it."""
     memory_limit: Callable[[], int | None] = memory_limit_bytes
+    derived: Callable[[], Processor | None] = lambda: None
+    """The processor running now (a replay has one per recorded run): latency, bars,
+    book snapshots."""
 
 
 def received_by_type(processed: dict[str, int], raw_queue: FrameQueue) -> dict[str, int]:
@@ -166,6 +175,7 @@ class CoinfeedCollector(Collector):
         yield events
         yield errors
         yield rejected
+        yield from _derived_metrics(s.derived())
         ready = s.readiness()
         if ready is not None:
             yield GaugeMetricFamily(
@@ -176,6 +186,47 @@ class CoinfeedCollector(Collector):
             "Memory limit of the process's cgroup in bytes (0: no limit)",
             value=s.memory_limit() or 0,
         )
+
+
+def latency_family(latency: LatencyStats) -> HistogramMetricFamily:
+    """``coinfeed_latency_seconds{stage,exchange}`` from the processor's bucket counts."""
+    family = HistogramMetricFamily(
+        PREFIX + "latency_seconds",
+        "Age of sampled frames: time_coinapi - time_exchange (exchange_to_coinapi), and read "
+        "off the socket - time_coinapi (coinapi_to_coinfeed)",
+        labels=["stage", "exchange"],
+    )
+    bounds = [*(repr(float(bound)) for bound in BUCKETS), "+Inf"]
+    for (stage, exchange), histogram in sorted(latency.histograms.items()):
+        cumulative, buckets = 0, []
+        for bound, n in zip(bounds, histogram.counts, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        family.add_metric([stage, exchange], buckets, sum_value=histogram.total)
+    return family
+
+
+def _derived_metrics(processor: Processor | None) -> Iterator[Metric]:
+    """Latency, book snapshot and bar figures; exported (at 0) without the features too, so
+    dashboards and alerts find them."""
+    latency = processor.latency if processor is not None else None
+    yield latency_family(latency if latency is not None else LatencyStats({}))
+    book_tops = processor.book_tops if processor is not None else None
+    skipped = CounterMetricFamily(
+        PREFIX + "book_top_skipped",
+        "Interval book snapshots not emitted: the book was not synced (unsynced), or the moment "
+        "passed while the processor was held up (behind)",
+        labels=["reason"],
+    )
+    for reason in ("behind", "unsynced"):
+        skipped.add_metric([reason], book_tops.skipped[reason] if book_tops is not None else 0)
+    yield skipped
+    bars = processor.bars if processor is not None else None
+    yield CounterMetricFamily(
+        PREFIX + "bar_late_trades",
+        "Trades that came after their bar could no longer be revised",
+        value=bars.late_trades if bars is not None else 0,
+    )
 
 
 @attrs.define(slots=True, eq=False)

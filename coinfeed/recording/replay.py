@@ -30,8 +30,10 @@ from coinfeed.core.controls import TradeWindow
 from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import Event
+from coinfeed.core.latency import LatencyStats, exchanges_of
+from coinfeed.core.protocol import exrate_pairs
 from coinfeed.framequeue import DroppedStream, FrameQueue
-from coinfeed.processor import Processor, ProcessorCounters
+from coinfeed.processor import Derivations, Processor, ProcessorCounters
 from coinfeed.recording.format import (
     Batch,
     End,
@@ -287,11 +289,19 @@ def processor_for(
     counters: ProcessorCounters,
     last_seen: dict[str, dict[str, float]],
     observe_batch: Callable[[float, int], None] = lambda _seconds, _frames: None,
+    derivations: Derivations | None = None,
 ) -> Processor:
     """A processor set up as the run of ``header`` was (its symbols, types, processing
     settings, restart checkpoint and gap-id prefix), answered by ``recovery`` and reading
     ``clock``; ``counters`` and ``last_seen`` carry over from run to run."""
     processing = header["processing"]
+    restart_from = {
+        symbol_id: datetime.fromisoformat(at)
+        for symbol_id, at in header.get("restart_from", {}).items()
+    }
+    if derivations is None:
+        derivations = Derivations.from_header(processing)
+    bars, book_tops = derivations.builders(header["symbols"], header["types"], restart_from)
     return Processor(
         queue=FrameQueue(1),  # never fed: batches come from the recording
         recovery=recovery,
@@ -305,13 +315,14 @@ def processor_for(
         observe_batch=observe_batch,
         wall_clock=clock.read,
         skew_margin=processing["skew_margin"],
-        restart_from={
-            symbol_id: datetime.fromisoformat(at)
-            for symbol_id, at in header.get("restart_from", {}).items()
-        },
+        restart_from=restart_from,
         restart_backfill_max=timedelta(seconds=processing["restart_backfill_max"]),
         run_id=header["run_id"],
         last_seen=last_seen,
+        bars=bars,
+        book_tops=book_tops,
+        latency=LatencyStats(exchanges_of(header["symbols"])),
+        exrate_pairs=frozenset(exrate_pairs(header["symbols"])),
     )
 
 

@@ -319,3 +319,24 @@ def test_error_frame_with_null_or_missing_message_is_still_an_error() -> None:
     decoder = FrameDecoder()
     assert isinstance(decoder.decode(b'{"type":"error","message":null}'), Error)
     assert isinstance(decoder.decode(b'{"type":"error"}'), Error)
+
+
+def test_the_hello_carries_ohlcv_periods_and_leaves_exrate_to_its_own_subscribe() -> None:
+    hello = protocol.scope_message(
+        "hello", ["trade", "ohlcv", "exrate"], ["BITSTAMP_SPOT_BTC_USD"], periods=["1SEC", "1MIN"]
+    )
+    assert msgspec.json.decode(protocol.encode(hello)) == {
+        "type": "hello", "heartbeat": True, "subscribe_data_type": ["trade", "ohlcv"],
+        "subscribe_filter_symbol_id": ["BITSTAMP_SPOT_BTC_USD$"],
+        "subscribe_filter_period_id": ["1SEC", "1MIN"],
+    }  # fmt: skip
+    no_ohlcv = protocol.scope_message("subscribe", ["trade"], ["A_B_C_D"], periods=["1MIN"])
+    assert no_ohlcv.subscribe_filter_period_id is None
+    pairs = protocol.exrate_pairs(
+        ["BITSTAMP_SPOT_BTC_USD", "COINBASE_SPOT_BTC_USD", "KRAKENFTS_PERP_ETH_USD", "ODD"]
+    )
+    assert pairs == ("BTC/USD", "ETH/USD")
+    assert msgspec.json.decode(protocol.encode(protocol.exrate_subscription(pairs))) == {
+        "type": "subscribe", "heartbeat": True, "subscribe_data_type": ["exrate"],
+        "subscribe_filter_asset_id": ["BTC/USD", "ETH/USD"],
+    }  # fmt: skip

@@ -81,11 +81,11 @@ server_records = st.one_of(
         period_id=st.none() | texts,
         time_open=st.none() | texts,
         time_close=st.none() | texts,
-        price_open=st.none() | decimals,
-        price_high=st.none() | decimals,
-        price_low=st.none() | decimals,
-        price_close=st.none() | decimals,
-        volume_traded=decimals,
+        price_open=st.none() | amounts,
+        price_high=st.none() | amounts,
+        price_low=st.none() | amounts,
+        price_close=st.none() | amounts,
+        volume_traded=amounts,
         trades_count=st.integers(0, 2**31),
     ),
     st.builds(
@@ -93,7 +93,7 @@ server_records = st.one_of(
         asset_id_base=texts,
         asset_id_quote=texts,
         time=texts,
-        rate=decimals,
+        rate=amounts,
         rate_type=st.none() | texts,
     ),
     st.builds(protocol.Heartbeat),
@@ -149,6 +149,61 @@ any_event = st.one_of(
         missing=st.none() | st.integers(0, 2**40),
         recovery=st.sampled_from(get_args(events.GapRecovery)),
         status=st.sampled_from(get_args(events.GapStatus)),
+        received_at=texts,
+    ),
+    st.builds(
+        events.BarEvent,
+        symbol_id=texts,
+        period_id=texts,
+        time_period_start=texts,
+        time_period_end=texts,
+        time_open=texts,
+        time_close=texts,
+        open=decimals,
+        high=decimals,
+        low=decimals,
+        close=decimals,
+        volume=decimals,
+        trades_count=st.integers(0, 2**40),
+        revision=st.integers(0, 2**20),
+        complete=st.booleans(),
+        received_at=texts,
+    ),
+    st.builds(
+        events.BookTopEvent,
+        symbol_id=texts,
+        depth=st.integers(1, 1000),
+        time=texts,
+        sequence=st.none() | sequences,
+        asks=pairs,
+        bids=pairs,
+        received_at=texts,
+    ),
+    st.builds(
+        events.OhlcvEvent,
+        symbol_id=texts,
+        sequence=sequences,
+        period_id=st.none() | texts,
+        time_period_start=texts,
+        time_period_end=texts,
+        time_open=st.none() | texts,
+        time_close=st.none() | texts,
+        price_open=st.none() | decimals,
+        price_high=st.none() | decimals,
+        price_low=st.none() | decimals,
+        price_close=st.none() | decimals,
+        volume_traded=decimals,
+        trades_count=st.integers(0, 2**31),
+        received_at=texts,
+    ),
+    st.builds(
+        events.ExrateEvent,
+        symbol_id=texts,
+        asset_id_base=texts,
+        asset_id_quote=texts,
+        rate_type=st.none() | texts,
+        time=texts,
+        rate=decimals,
         received_at=texts,
     ),
 )
@@ -244,11 +299,15 @@ def test_events_round_trip_with_their_digits(event: events.Event) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(server_records, st.sampled_from(["price", "size", "ask_price", "bid_size", "level"]))
+@given(
+    server_records,
+    st.sampled_from(["price", "size", "ask_price", "bid_size", "level", "volume_traded", "rate"]),
+)
 def test_a_negative_amount_makes_any_market_record_invalid(
     record: protocol.ServerMessage, field: str
 ) -> None:
-    if isinstance(record, protocol.Trade | protocol.Quote) and hasattr(record, field):
+    market = protocol.Trade | protocol.Quote | protocol.Ohlcv | protocol.Exrate
+    if isinstance(record, market) and hasattr(record, field):
         value = getattr(record, field)
         hostile = msgspec.structs.replace(record, **{field: -value - 1})
     elif isinstance(record, protocol.BookUpdate | protocol.TopOfBook) and field == "level":

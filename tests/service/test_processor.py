@@ -20,8 +20,8 @@ from coinfeed.core.controls import (
 )
 from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
-from coinfeed.core.events import BookEvent, Event, GapEvent, TradeEvent
-from coinfeed.core.protocol import BookUpdate, Level, Quote, Trade, encode
+from coinfeed.core.events import BookEvent, Event, ExrateEvent, GapEvent, OhlcvEvent, TradeEvent
+from coinfeed.core.protocol import BookUpdate, Exrate, Level, Ohlcv, Quote, Trade, encode
 from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.framequeue import FrameQueue
 from coinfeed.processor import Processor
@@ -567,3 +567,66 @@ async def test_gaps_waiting_for_recovery_stay_bounded_per_symbol(
     assert [g.id for g in given_up] == [g.id for g in pending[:2]]  # the oldest, once each
     assert sum(len(w.gaps) for w in h.windows()) == 3
     assert h.processor.counters.recoveries == {("trade", "unrecovered"): 2}
+
+
+def ohlcv(seq: int, start: float, period_id: str | None = "1MIN", symbol: str = SYM) -> bytes:
+    return encode(
+        Ohlcv(
+            symbol_id=symbol,
+            sequence=seq,
+            period_id=period_id,
+            time_period_start=ts(start),
+            time_period_end=ts(start + 60),
+            time_open=ts(start + 1),
+            time_close=ts(start + 2),
+            price_open=Decimal("0.3865"),
+            price_high=Decimal("0.38706"),
+            price_low=Decimal("0.3865"),
+            price_close=Decimal("0.38706"),
+            volume_traded=Decimal("1500.31419084"),
+            trades_count=5,
+        )
+    )
+
+
+def exrate(base: str, quote: str) -> bytes:
+    return encode(
+        Exrate(
+            asset_id_base=base,
+            asset_id_quote=quote,
+            time=ts(0),
+            rate=Decimal("10065.0319541"),
+            rate_type="BASE_ALL_CROSSES_TO_REF",
+        )
+    )
+
+
+async def test_ohlcv_is_passed_on_exactly_and_a_gap_in_it_is_unrecovered() -> None:
+    h = harness(types=("trade", "ohlcv"))
+    h.feed(ConnectionOpened(1, T0))
+    (first,) = h.feed(ohlcv(1, 0))
+    assert isinstance(first, OhlcvEvent)
+    assert str(first.volume_traded) == "1500.31419084" and first.price_high == Decimal("0.38706")
+    assert (first.period_id, first.time_period_start, first.sequence) == ("1MIN", ts(0), 1)
+    out = h.feed(ohlcv(2, 0, period_id=None), ohlcv(5, 60))
+    (gap,) = gaps(out)
+    assert (gap.data_type, gap.missing, gap.recovery, gap.status) == (
+        "ohlcv", 2, "none", "unrecovered",
+    )  # fmt: skip
+    assert [e.sequence for e in out if isinstance(e, OhlcvEvent)] == [2, 5]
+    assert h.processor.counters.recoveries[("ohlcv", "unrecovered")] == 1
+    assert h.feed(ohlcv(6, 60, symbol="KRAKEN_SPOT_BTC_USD")) == []
+    assert h.processor.counters.unrequested == 1
+
+
+async def test_exrates_of_the_pairs_asked_for_are_passed_on_the_rest_skipped() -> None:
+    h = harness(types=("trade", "exrate"))
+    h.processor.exrate_pairs = frozenset({"BTC/USD"})
+    h.feed(ConnectionOpened(1, T0))
+    (rate,) = h.feed(exrate("BTC", "USD"))
+    assert isinstance(rate, ExrateEvent)
+    assert (rate.symbol_id, rate.rate, rate.rate_type) == (
+        "BTC/USD", Decimal("10065.0319541"), "BASE_ALL_CROSSES_TO_REF",
+    )  # fmt: skip
+    assert h.feed(exrate("ETH", "USD")) == []
+    assert h.processor.counters.unrequested == 1
