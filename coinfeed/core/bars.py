@@ -93,6 +93,9 @@ class _Bar:
     symbol_id: str
     period: Period
     start: int
+    start_text: str
+    end_text: str
+    """The period's bounds as CoinAPI writes times."""
     open: Decimal
     time_open: str
     close: Decimal
@@ -202,22 +205,29 @@ class BarBuilder:
 
     def observe(self, events: Iterable[Event]) -> None:
         """Fold the trades among ``events`` into bars and note trade gaps."""
-        second = self._times.second
+        add_trade = self._add_trade
         for event in events:
             if type(event) is TradeEvent:
                 if event.size:
-                    self._add_trade(event, second(event.time_exchange))
+                    add_trade(event)
             elif type(event) is GapEvent and event.data_type == "trade":
                 self._on_gap(event)
 
-    def _add_trade(self, trade: TradeEvent, at: int) -> None:
+    def _add_trade(self, trade: TradeEvent) -> None:
         latest = self._latest.get(trade.symbol_id)
         if latest is None:
             latest = self._latest[trade.symbol_id] = [None] * len(self.periods)
         price, size, time_exchange = trade.price, trade.size, trade.time_exchange
+        # CoinAPI's fixed-width form compares as text: most trades fall in the bar the previous
+        # one did, found without parsing the time.
+        canonical = len(time_exchange) == 28 and time_exchange[27] == "Z"
         for index, bar in enumerate(latest):
-            if bar is None or not bar.start <= at < bar.end or bar.forgotten:
+            if bar is None or not canonical or not bar.start_text <= time_exchange < bar.end_text:
+                at = self._times.second(time_exchange)
                 latest[index] = self._bar_for(trade, self.periods[index], at)
+                continue
+            if bar.forgotten:
+                self.late_trades += 1
                 continue
             # _Bar.add, inlined: this is once per trade and period.
             if time_exchange < bar.time_open:
@@ -253,7 +263,8 @@ class BarBuilder:
             return None
         price, time_exchange = trade.price, trade.time_exchange
         bar = bars[start] = _Bar(
-            trade.symbol_id, period, start, price, time_exchange, price, time_exchange,
+            trade.symbol_id, period, start, self._time_text(start),
+            self._time_text(start + period.seconds), price, time_exchange, price, time_exchange,
             price, price, trade.size,
         )  # fmt: skip
         self._open.append(bar)
@@ -341,8 +352,8 @@ class BarBuilder:
             BarEvent(
                 symbol_id=bar.symbol_id,
                 period_id=bar.period.period_id,
-                time_period_start=self._time_text(bar.start),
-                time_period_end=self._time_text(bar.end),
+                time_period_start=bar.start_text,
+                time_period_end=bar.end_text,
                 time_open=bar.time_open,
                 time_close=bar.time_close,
                 open=bar.open,
