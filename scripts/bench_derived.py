@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_record import coinfeed_settings
 from bench_throughput import (
-    PEER_DIR,
-    PEER_DIR_ENV,
-    PEER_STREAM,
+    add_stream_arguments,
     fmt,
+    parse_stream_arguments,
     prepare_stream,
     progress,
     run_end_to_end,
@@ -130,25 +129,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (5)")
-    parser.add_argument(
-        "--frames",
-        type=int,
-        default=PEER_STREAM["frames"],
-        help=f"stream length ({PEER_STREAM['frames']:,}, the peer-bench stream)",
-    )
-    parser.add_argument(
-        "--peer-dir",
-        type=Path,
-        default=PEER_DIR,
-        help="a checkout of the optional peer benchmark (its gen_frames.py makes the stream); "
-        f"default: ${PEER_DIR_ENV}, else none (the built-in stream)",
-    )
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = parser.parse_args(argv)
-    for name in ("rounds", "frames"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be above 0, got {getattr(args, name)}")
+    add_stream_arguments(parser, rounds=5)
+    args = parse_stream_arguments(parser, argv)
     started, load_start = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="coinfeed-bench-derived-") as tmp:
         workdir = Path(tmp)

@@ -15,6 +15,7 @@ repository: point ``--peer-dir`` or ``COINFEED_PEER_BENCH`` at a checkout of it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -711,3 +712,34 @@ def print_clients(report: dict[str, Any]) -> None:
         print("- cryptofeed not measured: run with --peer --peer-dir DIR (the peer benchmark)")
     if stream["source"] != "peer-bench":
         print(f"- stream: {stream['origin']}")
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """``--rounds``, ``--frames``, ``--peer-dir`` and ``--json``: what the one-stream benchmarks
+    (bench_record.py, bench_derived.py) take."""
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds ({rounds})")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=PEER_STREAM["frames"],
+        help=f"stream length ({PEER_STREAM['frames']:,}, the peer-bench stream)",
+    )
+    parser.add_argument(
+        "--peer-dir",
+        type=Path,
+        default=PEER_DIR,
+        help="a checkout of the optional peer benchmark (its gen_frames.py makes the stream); "
+        f"default: ${PEER_DIR_ENV}, else none (the built-in stream)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+
+
+def parse_stream_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """The arguments of :func:`add_stream_arguments`, ``--rounds`` and ``--frames`` above 0."""
+    args = parser.parse_args(argv)
+    for name in ("rounds", "frames"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be above 0, got {getattr(args, name)}")
+    return args

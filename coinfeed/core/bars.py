@@ -229,19 +229,8 @@ class BarBuilder:
             if bar.forgotten:
                 self.late_trades += 1
                 continue
-            # _Bar.add, inlined: this is once per trade and period.
-            if time_exchange < bar.time_open:
-                bar.open, bar.time_open = price, time_exchange
-            if time_exchange >= bar.time_close:
-                bar.close, bar.time_close = price, time_exchange
-            if price > bar.high:
-                bar.high = price
-            elif price < bar.low:
-                bar.low = price
-            bar.volume = _add(bar.volume, size)
-            bar.trades_count += 1
-            bar.dirty = True
-            if bar.revision >= 0 and not bar.queued:
+            bar.add(price, size, time_exchange)
+            if bar.revision >= 0:
                 self._emit_again(bar)
 
     def _bar_for(self, trade: TradeEvent, period: Period, at: int) -> _Bar | None:

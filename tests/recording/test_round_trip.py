@@ -12,7 +12,7 @@ import pytest
 import trio
 import zstandard
 
-from coinfeed.config import ListenAddress, Secret
+from coinfeed.config import ListenAddress, Secret, Settings
 from coinfeed.core.events import BarEvent, GapEvent, TradeEvent, encode_lines
 from coinfeed.core.protocol import parse_time
 from coinfeed.recording.format import Batch, End, Sent
@@ -24,12 +24,15 @@ from tests.coinfeed_process import child_environment
 from tests.helpers import SYMBOLS, MemorySink, running, samples, service_settings, wait_for
 
 
-async def replay(directory: Path, **options: object) -> list[object]:
+async def replay(
+    directory: Path, settings: Settings | None = None, **options: object
+) -> list[object]:
     """Every event a replay of ``directory`` emits (it stops by itself at the end)."""
     sink = MemorySink()
     service = Service.build_replay(
-        service_settings(), str(directory), sinks=[sink], handle_signals=False, **options
-    )
+        settings or service_settings(), str(directory), sinks=[sink], handle_signals=False,
+        **options,
+    )  # fmt: skip
     with trio.fail_after(60):
         assert await service.run() == 0
     return list(sink.events)
@@ -267,13 +270,8 @@ async def test_a_replay_can_derive_bars_the_run_did_not(tmp_path: Path) -> None:
     ) as (_sim, _service, live):
         await trio.sleep(2.5)
     assert not any(isinstance(e, BarEvent) for e in live.events)
-    sink = MemorySink()
-    service = Service.build_replay(
-        service_settings(bars=("1SEC",)), str(record), sinks=[sink], handle_signals=False
-    )
-    with trio.fail_after(60):
-        assert await service.run() == 0
-    bars = [e for e in sink.events if isinstance(e, BarEvent)]
+    replayed = await replay(record, service_settings(bars=("1SEC",)))
+    bars = [e for e in replayed if isinstance(e, BarEvent)]
     trades = [e for e in live.events if isinstance(e, TradeEvent) and e.size]
     assert sum(b.trades_count for b in bars if b.revision == 0) <= len(trades)
     final = {(b.symbol_id, b.time_period_start): b for b in bars}
