@@ -238,7 +238,7 @@ class Processor:
         self.gaps.report_unfinished(out)
         if self.bars is not None:
             self.bars.observe(out)
-            self.bars.emit_all(received_at, out)
+            self.bars.emit_all(self._wall.timestamp(), received_at, out)
 
     # -- one batch ----------------------------------------------------------------------------
 

@@ -166,9 +166,9 @@ class BarBuilder:
     """Trades for bars no longer kept: counted, they change nothing."""
     _live_since: float | None = attrs.field(default=None, init=False)
     _series: dict[tuple[str, int], dict[int, _Bar]] = attrs.field(factory=dict, init=False)
+    """Per (symbol, period seconds), bars by period start, oldest created first."""
     _latest: dict[str, list[_Bar | None]] = attrs.field(factory=dict, init=False)
     """Per symbol, the bar each period's last trade went to: most trades go to it again."""
-    """Per (symbol, period seconds), bars by period start, oldest created first."""
     _forgotten_before: dict[tuple[str, int], int] = attrs.field(factory=dict, init=False)
     """Per series, the end of the newest bar dropped from memory: older periods are final."""
     _open: list[_Bar] = attrs.field(factory=list, init=False)
@@ -319,14 +319,15 @@ class BarBuilder:
         self._open = still_open
         self._next_due = next_due
 
-    def emit_all(self, received_at: str, out: list[Event]) -> None:
-        """At shutdown: every bar not emitted yet, and every waiting revision. A period not over
-        yet is emitted ``complete: false``: the shutdown cut it short."""
+    def emit_all(self, now: float, received_at: str, out: list[Event]) -> None:
+        """At shutdown (epoch time ``now``): every bar not emitted yet, and every waiting
+        revision. A period not over yet is emitted ``complete: false``: the shutdown cut it
+        short."""
         for bar in self._again:
             bar.queued = False
             self._emit(bar, received_at, out)
         for bar in self._open:
-            self._emit(bar, received_at, out, cut_short=True)
+            self._emit(bar, received_at, out, cut_short=bar.end > now)
         self._again, self._open = [], []
         self._next_due = float("inf")
 

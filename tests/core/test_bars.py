@@ -176,12 +176,14 @@ def test_memory_is_capped_per_series_even_while_a_long_gap_is_pending() -> None:
         assert bars.retained() <= RETAINED_PER_SERIES + 1
 
 
-def test_shutdown_emits_what_is_open_and_a_period_not_over_is_incomplete() -> None:
+def test_shutdown_emits_what_is_open_and_only_a_period_not_over_is_incomplete() -> None:
     bars = builder("1MIN")
-    bars.observe([trade(10, "5")])
+    bars.observe([trade(10, "5"), trade(70, "6")])
     out: list[Event] = []
-    bars.emit_all("r", out)
-    assert [(b.complete, b.revision) for b in out if isinstance(b, BarEvent)] == [(False, 0)]
+    bars.emit_all(T0 + 61, "r", out)  # the first minute ended, its grace had not
+    assert [(b.time_period_start, b.complete) for b in out if isinstance(b, BarEvent)] == [
+        (at(0), True), (at(60), False),
+    ]  # fmt: skip
 
 
 def test_an_offset_time_never_poisons_the_minute_cache() -> None:
