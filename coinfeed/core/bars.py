@@ -28,7 +28,7 @@ from typing import Final
 import attrs
 
 from coinfeed.core.events import BarEvent, Event, GapEvent, TradeEvent
-from coinfeed.core.protocol import format_time, parse_time
+from coinfeed.core.protocol import TimestampReader, format_time, parse_time
 
 PERIOD_UNITS: Final = {"SEC": 1, "MIN": 60, "HRS": 3600, "DAY": 86_400}
 DAY: Final = 86_400
@@ -62,30 +62,6 @@ def parse_period(text: str) -> Period:
     if DAY % seconds:
         raise ValueError(f"{text!r}: bar periods must divide a day (1SEC to 1DAY, e.g. 15MIN)")
     return Period(f"{int(count)}{unit}", seconds)
-
-
-class TimeParser:
-    """Whole epoch seconds of CoinAPI timestamps, with the minute's epoch cached (the hot path
-    of bars: one dict lookup and one ``int()`` per trade)."""
-
-    __slots__ = ("_minutes",)
-
-    def __init__(self) -> None:
-        self._minutes: dict[str, int] = {}
-
-    def second(self, text: str) -> int:
-        """``text`` as whole seconds since the epoch, floored. Only CoinAPI's own form
-        (``yyyy-MM-ddTHH:mm:ss.fffffffZ``) takes the cache: any other ISO form, an offset say,
-        is parsed in full, so it cannot put a wrong minute in the cache."""
-        if len(text) != 28 or text[-1] != "Z" or text[16] != ":" or not text[17:19].isdigit():
-            return int(parse_time(text).timestamp() // 1)
-        prefix = text[:16]
-        minute = self._minutes.get(prefix)
-        if minute is None:
-            if len(self._minutes) >= 4096:  # a day-long backfill must not grow it for ever
-                self._minutes.clear()
-            minute = self._minutes[prefix] = int(parse_time(prefix + ":00Z").timestamp())
-        return minute + int(text[17:19])
 
 
 @attrs.define(slots=True, eq=False)
@@ -179,7 +155,7 @@ class BarBuilder:
     _unrecovered: dict[str, list[_Window]] = attrs.field(factory=dict, init=False)
     _next_due: float = attrs.field(default=float("inf"), init=False)
     _next_forget: float = attrs.field(default=0.0, init=False)
-    _times: TimeParser = attrs.field(factory=TimeParser, init=False)
+    _times: TimestampReader = attrs.field(factory=TimestampReader, init=False)
     _texts: dict[int, str] = attrs.field(factory=dict, init=False)
 
     def _time_text(self, epoch_seconds: int) -> str:

@@ -22,7 +22,7 @@ from typing import Final
 import attrs
 import msgspec
 
-from coinfeed.core.protocol import parse_time
+from coinfeed.core.protocol import TimestampReader
 
 STAGES: Final = ("exchange_to_coinapi", "coinapi_to_coinfeed")
 BUCKETS: Final = (
@@ -96,27 +96,6 @@ Key = tuple[str, str]
 """(stage, exchange)"""
 
 
-class EpochParser:
-    """Epoch seconds (float, 100 ns digits kept to float precision) of CoinAPI timestamps,
-    with each minute's epoch cached; other ISO forms are parsed in full, never cached."""
-
-    __slots__ = ("_minutes",)
-
-    def __init__(self) -> None:
-        self._minutes: dict[str, float] = {}
-
-    def seconds(self, text: str) -> float:
-        if len(text) != 28 or text[-1] != "Z" or text[16] != ":":
-            return parse_time(text).timestamp()
-        prefix = text[:16]
-        minute = self._minutes.get(prefix)
-        if minute is None:
-            if len(self._minutes) >= 1024:
-                self._minutes.clear()
-            minute = self._minutes[prefix] = parse_time(prefix + ":00Z").timestamp()
-        return minute + float(text[17:27])
-
-
 @attrs.define(slots=True, eq=False)
 class LatencyStats:
     """The two stages' histograms per exchange of the subscribed symbols."""
@@ -126,7 +105,7 @@ class LatencyStats:
     histograms: dict[Key, Histogram] = attrs.field(factory=dict)
     """Since start: what ``coinfeed_latency_seconds`` exports."""
     _recent: deque[tuple[int, dict[Key, Histogram]]] = attrs.field(factory=deque, init=False)
-    _times: EpochParser = attrs.field(factory=EpochParser, init=False)
+    _times: TimestampReader = attrs.field(factory=TimestampReader, init=False)
 
     def sample(
         self,

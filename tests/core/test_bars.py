@@ -11,10 +11,10 @@ from coinfeed.core.bars import (
     RETAINED_PER_SERIES,
     REVISION_WINDOW,
     BarBuilder,
-    TimeParser,
     parse_period,
 )
 from coinfeed.core.events import BarEvent, Event, GapEvent, GapStatus, TradeEvent
+from coinfeed.core.protocol import TimestampReader
 
 SYMBOL = "BITSTAMP_SPOT_BTC_USD"
 T0 = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC).timestamp()  # a whole minute
@@ -187,7 +187,7 @@ def test_shutdown_emits_what_is_open_and_only_a_period_not_over_is_incomplete() 
 
 
 def test_an_offset_time_never_poisons_the_minute_cache() -> None:
-    parser = TimeParser()
+    parser = TimestampReader()
     assert parser.second("2026-12-06T12:00:30+01:00") == int(T0) + 30 - 3600
     assert parser.second(at(30)) == int(T0) + 30
 

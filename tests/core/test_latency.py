@@ -10,11 +10,11 @@ import pytest
 from coinfeed.core.latency import (
     BUCKETS,
     SAMPLES_PER_BATCH,
-    EpochParser,
     Histogram,
     LatencyStats,
     exchanges_of,
 )
+from coinfeed.core.protocol import TimestampReader
 
 T0 = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC).timestamp()
 SYMBOLS = ("BITSTAMP_SPOT_BTC_USD", "KRAKEN_SPOT_ETH_EUR")
@@ -95,7 +95,7 @@ def test_quantiles_interpolate_within_buckets_and_the_last_minute_is_its_own() -
 
 
 def test_times_parse_to_the_tenth_of_a_microsecond_and_offsets_stay_correct() -> None:
-    parser = EpochParser()
+    parser = TimestampReader()
     assert parser.seconds("2026-12-06T12:00:01.1234567Z") == pytest.approx(T0 + 1.1234567, abs=1e-6)
     assert parser.seconds("2026-12-06T13:00:01+01:00") == pytest.approx(T0 + 1, abs=1e-6)
     assert parser.seconds("2026-12-06T12:00:02.0000000Z") == pytest.approx(T0 + 2, abs=1e-6)
