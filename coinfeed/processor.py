@@ -42,7 +42,6 @@ from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import (
     Event,
     GapStatus,
-    asset_pair,
     book_from_rest,
     book_from_ws,
     book_update_event,
@@ -64,6 +63,7 @@ from coinfeed.core.protocol import (
     Quote,
     Reconnect,
     Trade,
+    asset_pair,
 )
 from coinfeed.core.sequence import SequenceTracker, Verdict
 from coinfeed.framequeue import DroppedStream, FrameQueue, QueueItem

@@ -14,7 +14,16 @@ from typing import Final, Literal
 
 import msgspec
 
-from coinfeed.core.protocol import BookUpdate, Exrate, Level, Ohlcv, Quote, TopOfBook, Trade
+from coinfeed.core.protocol import (
+    BookUpdate,
+    Exrate,
+    Level,
+    Ohlcv,
+    Quote,
+    TopOfBook,
+    Trade,
+    asset_pair,
+)
 from coinfeed.core.rest_protocol import RestBook, RestTrade
 
 Source = Literal["ws", "rest"]
@@ -308,11 +317,6 @@ def ohlcv_from_ws(msg: Ohlcv, received_at: str) -> OhlcvEvent:
         trades_count=msg.trades_count,
         received_at=received_at,
     )
-
-
-def asset_pair(base: str, quote: str) -> str:
-    """An exchange rate's ``symbol_id``: ``BTC/USD`` (CoinAPI's asset filter spells pairs so)."""
-    return f"{base}/{quote}"
 
 
 def exrate_from_ws(msg: Exrate, received_at: str) -> ExrateEvent:

@@ -22,7 +22,7 @@ from typing import Final
 import attrs
 import msgspec
 
-from coinfeed.core.protocol import TimestampReader
+from coinfeed.core.protocol import TimestampReader, exchange_of
 
 STAGES: Final = ("exchange_to_coinapi", "coinapi_to_coinfeed")
 BUCKETS: Final = (
@@ -33,11 +33,6 @@ BUCKETS: Final = (
 SAMPLES_PER_BATCH: Final = 8
 RECENT_SECONDS: Final = 60.0
 _SLICE_SECONDS: Final = 10.0
-
-
-def exchange_of(symbol_id: str) -> str:
-    """CoinAPI symbol ids start with the exchange id: ``BITSTAMP_SPOT_BTC_USD``."""
-    return symbol_id.partition("_")[0]
 
 
 def exchanges_of(symbols: Iterable[str]) -> dict[str, str]:

@@ -255,13 +255,28 @@ def scope_message(
     )
 
 
+def exchange_of(symbol_id: str) -> str:
+    """CoinAPI symbol ids start with the exchange id: ``BITSTAMP_SPOT_BTC_USD``."""
+    return symbol_id.partition("_")[0]
+
+
+def assets_of(symbol_id: str) -> tuple[str, str] | None:
+    """(base, quote) of a symbol id, if it names them: CoinAPI ids are
+    ``EXCHANGE_TYPE_BASE_QUOTE[_…]``."""
+    parts = symbol_id.split("_")
+    return (parts[2], parts[3]) if len(parts) >= 4 and parts[2] and parts[3] else None
+
+
+def asset_pair(base: str, quote: str) -> str:
+    """A pair as CoinAPI's asset filter spells it, and an exchange rate's ``symbol_id``."""
+    return f"{base}/{quote}"
+
+
 def asset_pair_of(symbol_id: str) -> str | None:
     """``BASE/QUOTE`` of a symbol id (``BITSTAMP_SPOT_BTC_USD`` -> ``BTC/USD``), if it names
-    one: CoinAPI ids are ``EXCHANGE_TYPE_BASE_QUOTE[_…]``."""
-    parts = symbol_id.split("_")
-    if len(parts) < 4 or not parts[2] or not parts[3]:
-        return None
-    return f"{parts[2]}/{parts[3]}"
+    one."""
+    assets = assets_of(symbol_id)
+    return asset_pair(*assets) if assets is not None else None
 
 
 def exrate_pairs(symbols: Iterable[str]) -> tuple[str, ...]:

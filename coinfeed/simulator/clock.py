@@ -14,7 +14,7 @@ from typing import Final, NamedTuple
 
 import attrs
 
-from coinfeed.core.protocol import format_time
+from coinfeed.core.protocol import exchange_of, format_time
 
 TICKS_PER_SECOND: Final = 10_000_000
 COINAPI_LAG: Final = 5_000
@@ -88,8 +88,8 @@ class StampOffsets(NamedTuple):
 
 
 def stamp_offsets(symbol_id: str, latency: Mapping[str, Latency]) -> StampOffsets:
-    """The offsets for ``symbol_id`` (its exchange is the part of its id before the first ``_``)."""
-    injected = latency.get(symbol_id.partition("_")[0])
+    """The offsets for ``symbol_id`` (by its exchange)."""
+    injected = latency.get(exchange_of(symbol_id))
     if injected is None:
         return StampOffsets(0, COINAPI_LAG)
     to_client = seconds_to_ticks(injected.coinapi_to_client)

@@ -14,6 +14,7 @@ from typing import Literal
 
 import attrs
 
+from coinfeed.core.protocol import exchange_of
 from coinfeed.simulator.clock import Latency
 from coinfeed.simulator.faults import PROFILES, FaultProfile
 
@@ -149,7 +150,7 @@ class SimulatorConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: invalid value; expected {expected}")
-        exchanges = {s.partition("_")[0] for s in self.symbols}
+        exchanges = {exchange_of(s) for s in self.symbols}
         for exchange, latency in self.latency.items():
             if exchange not in exchanges:
                 raise ValueError(f"latency: no symbol of exchange {exchange!r}")

@@ -24,7 +24,7 @@ import attrs
 import trio
 from loguru import logger
 
-from coinfeed.core.protocol import encode
+from coinfeed.core.protocol import assets_of, encode
 from coinfeed.simulator.config import SimulatorConfig
 from coinfeed.simulator.exrate import ExchangeRates
 from coinfeed.simulator.faults import BUFFER_OVERFLOW_MESSAGE, WsFaults, oversized_frame
@@ -40,7 +40,7 @@ from coinfeed.simulator.frames import (
 )
 from coinfeed.simulator.market import Market
 from coinfeed.simulator.ohlcv import BarKey, BarUpdate, OhlcvBars
-from coinfeed.simulator.scope import PRODUCED_TYPES, symbol_pair
+from coinfeed.simulator.scope import PRODUCED_TYPES
 from coinfeed.simulator.session import DUPLICATE, REORDER, SKIP, ClientSession, WireItem
 from coinfeed.simulator.truth import Truth
 
@@ -95,7 +95,7 @@ class Hub:
         self._topn_versions = [-1] * n
         symbols_of: dict[tuple[str, str], list[int]] = {}
         for sym, symbol_id in enumerate(symbols):
-            pair = symbol_pair(symbol_id)
+            pair = assets_of(symbol_id)
             if pair is not None:
                 symbols_of.setdefault(pair, []).append(sym)
         self.pairs = list(symbols_of)

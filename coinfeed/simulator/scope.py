@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from coinfeed.core.protocol import ScopeMessage
+from coinfeed.core.protocol import ScopeMessage, asset_pair, assets_of
 from coinfeed.simulator.ohlcv import PERIODS
 
 PRODUCED_TYPES = ("trade", "quote", "book", "book5", "book20", "book50", "ohlcv")
@@ -46,22 +46,16 @@ def symbol_matches(symbol_filter: str, symbol_id: str) -> bool:
     return symbol_id.startswith(symbol_filter)
 
 
-def symbol_pair(symbol_id: str) -> tuple[str, str] | None:
-    """(base, quote) of ``EXCHANGE_TYPE_BASE_QUOTE…``; ``None`` for an id without them."""
-    parts = symbol_id.split("_")
-    return (parts[2], parts[3]) if len(parts) >= 4 and parts[2] and parts[3] else None
-
-
 def pair_matches(asset_filter: str, base: str, quote: str) -> bool:
     """``BTC`` matches a pair with BTC as base or quote; ``BTC/USD`` that pair only."""
     if "/" in asset_filter:
-        return asset_filter == f"{base}/{quote}"
+        return asset_filter == asset_pair(base, quote)
     return asset_filter in (base, quote)
 
 
 def asset_matches(asset_filter: str, symbol_id: str) -> bool:
     """Whether an asset filter selects ``symbol_id`` (by the pair it trades)."""
-    pair = symbol_pair(symbol_id)
+    pair = assets_of(symbol_id)
     return pair is not None and pair_matches(asset_filter, *pair)
 
 

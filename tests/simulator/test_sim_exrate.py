@@ -11,12 +11,12 @@ import pytest
 import trio
 from simclient import BTC, BTC_T, DECODER, closed_reason, collect, connect, drain, scope
 
-from coinfeed.core.protocol import Exrate, ScopeMessage, decode_scope_message
+from coinfeed.core.protocol import Exrate, ScopeMessage, assets_of, decode_scope_message
 from coinfeed.core.rest_protocol import RestTrade
 from coinfeed.simulator import DEFAULT_SYMBOLS, SimulatorConfig, open_simulator
 from coinfeed.simulator.clock import TICKS_PER_SECOND, StampedTrade
 from coinfeed.simulator.exrate import ExchangeRates, vwap
-from coinfeed.simulator.scope import PRODUCED_TYPES, Scope, ScopeError, symbol_pair, validate
+from coinfeed.simulator.scope import PRODUCED_TYPES, Scope, ScopeError, validate
 
 BINANCE_BTC_T = "BINANCE_SPOT_BTC_USDT"
 ETH = "COINBASE_SPOT_ETH_USD"
@@ -95,7 +95,7 @@ def _message(kind: str, types: list[str], **filters: list[str]) -> ScopeMessage:
     return message
 
 
-PAIRS = [p for p in dict.fromkeys(symbol_pair(s) for s in DEFAULT_SYMBOLS) if p is not None]
+PAIRS = [p for p in dict.fromkeys(assets_of(s) for s in DEFAULT_SYMBOLS) if p is not None]
 
 
 def _symbols(s: Scope, data_type: str = "trade") -> set[str]:
