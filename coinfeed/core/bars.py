@@ -28,10 +28,8 @@ from typing import Final
 import attrs
 
 from coinfeed.core.events import BarEvent, Event, GapEvent, TradeEvent
-from coinfeed.core.protocol import TimestampReader, format_time, parse_time
+from coinfeed.core.protocol import DAY_PERIODS, TimestampReader, format_time, parse_time
 
-PERIOD_UNITS: Final = {"SEC": 1, "MIN": 60, "HRS": 3600, "DAY": 86_400}
-DAY: Final = 86_400
 REVISION_WINDOW: Final = 300.0
 """Seconds after its period ended that a bar can still be revised."""
 RETAINED_PER_SERIES: Final = 1024
@@ -50,18 +48,18 @@ class Period:
 
 
 def parse_period(text: str) -> Period:
-    """A CoinAPI period id whose length divides a day; ``ValueError`` names what is accepted."""
+    """A CoinAPI period id whose length divides a day (:data:`DAY_PERIODS`, ``01hrs`` too);
+    ``ValueError`` names what is accepted."""
     period_id = text.strip().upper()
     count, unit = period_id[:-3], period_id[-3:]
-    unit_seconds = PERIOD_UNITS.get(unit)
-    if unit_seconds is None or not count.isdigit() or int(count) < 1:
+    if count.isdigit():
+        period_id = f"{int(count)}{unit}"
+    seconds = DAY_PERIODS.get(period_id)
+    if seconds is None:
         raise ValueError(
-            f"{text!r} is not a period id: a count and SEC, MIN, HRS or DAY (e.g. 1SEC, 5MIN)"
+            f"{text!r} is not a CoinAPI period id that divides a day: " + ", ".join(DAY_PERIODS)
         )
-    seconds = int(count) * unit_seconds
-    if DAY % seconds:
-        raise ValueError(f"{text!r}: bar periods must divide a day (1SEC to 1DAY, e.g. 15MIN)")
-    return Period(f"{int(count)}{unit}", seconds)
+    return Period(period_id, seconds)
 
 
 @attrs.define(slots=True, eq=False)

@@ -12,7 +12,7 @@ trailing ``$``; timestamps have 7 fractional digits and are kept as the raw stri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Final, Literal
@@ -226,6 +226,20 @@ def exact_symbol_filter(symbol_id: str) -> str:
     """CoinAPI matches symbol filters by prefix; a trailing ``$`` makes the match exact."""
     return symbol_id if symbol_id.endswith("$") else symbol_id + "$"
 
+
+def _day_periods() -> dict[str, int]:
+    units = (
+        ("SEC", 1, (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)),
+        ("MIN", 60, (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)),
+        ("HRS", 3_600, (1, 2, 3, 4, 6, 8, 12)),
+        ("DAY", 86_400, (1,)),
+    )
+    return {f"{n}{unit}": n * seconds for unit, seconds, counts in units for n in counts}
+
+
+DAY_PERIODS: Final[Mapping[str, int]] = _day_periods()
+"""CoinAPI's period ids whose length divides a day -> that length in seconds, shortest first
+(the others, 2DAY to 5YRS, do not line up with UTC midnight)."""
 
 SYMBOL_SCOPED_TYPES: Final = frozenset(
     ["trade", "quote", "book", "book5", "book20", "book50", "book_l3", "ohlcv"]

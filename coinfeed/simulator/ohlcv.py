@@ -19,25 +19,13 @@ from typing import Final
 
 import attrs
 
+from coinfeed.core.protocol import DAY_PERIODS
 from coinfeed.simulator.clock import TICKS_PER_SECOND, StampedTrade
 from coinfeed.simulator.market import EXACT
 
-
-def _periods() -> dict[str, int]:
-    units = (
-        ("SEC", 1, (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)),
-        ("MIN", 60, (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)),
-        ("HRS", 3_600, (1, 2, 3, 4, 6, 8, 12)),
-        ("DAY", 86_400, (1,)),
-    )
-    return {
-        f"{n}{unit}": n * seconds * TICKS_PER_SECOND
-        for unit, seconds, counts in units
-        for n in counts
-    }
-
-
-PERIODS: Final[Mapping[str, int]] = _periods()
+PERIODS: Final[Mapping[str, int]] = {
+    period_id: seconds * TICKS_PER_SECOND for period_id, seconds in DAY_PERIODS.items()
+}
 """Period id -> length in 100 ns ticks, shortest first: every CoinAPI period dividing a day."""
 
 BarKey = tuple[int, str]

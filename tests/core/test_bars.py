@@ -206,7 +206,9 @@ def test_period_ids(text: str, period_id: str, seconds: int) -> None:
     assert (period.period_id, period.seconds) == (period_id, seconds)
 
 
-@pytest.mark.parametrize("text", ["7MIN", "1MTH", "2DAY", "SEC", "0SEC", "-1SEC", "1 MIN"])
+@pytest.mark.parametrize(
+    "text", ["7MIN", "8SEC", "12MIN", "1MTH", "2DAY", "SEC", "0SEC", "-1SEC", "1 MIN"]
+)
 def test_bad_period_ids_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"period|divide"):
         parse_period(text)
