@@ -169,15 +169,17 @@ class GapLedger:
         out: list[Event],
         *,
         sequences: tuple[int | None, int | None] = (None, None),
-        status: GapStatus = "recovered",
     ) -> None:
         """A quote or top-N book stream skipped: the next message repairs it by itself. An
-        ``ohlcv`` stream is ``unrecovered``: what was lost may be a period's last update."""
+        ``ohlcv`` stream's gap is ``unrecovered``: what was lost may be a period's last update,
+        and coinfeed does not refetch bars."""
         self._count_gap(data_type)
         gap = self._new_gap(data_type, symbol_id, "sequence", missing, sequences)
-        if status == "unrecovered":
+        if data_type == "ohlcv":
             self._count_recovery(data_type, "unrecovered")
-        out.append(self._event(gap, "none", status))
+            out.append(self._event(gap, "none", "unrecovered"))
+        else:
+            out.append(self._event(gap, "none", "recovered"))
 
     def book_gap(
         self,

@@ -41,7 +41,6 @@ from coinfeed.core.decoding import FUTURE_TOLERANCE, FrameDecoder, InvalidFrame,
 from coinfeed.core.dedup import TradeDedup
 from coinfeed.core.events import (
     Event,
-    GapStatus,
     book_from_rest,
     book_from_ws,
     book_update_event,
@@ -395,7 +394,6 @@ class Processor:
         symbol_id: str,
         sequence: int,
         out: list[Event],
-        gap_status: GapStatus = "recovered",
     ) -> bool:
         """Streams whose every message is complete state: a gap is reported, nothing to repair."""
         obs = self.tracker.observe(data_type, symbol_id, sequence)
@@ -404,7 +402,7 @@ class Processor:
         if obs.verdict is Verdict.GAP:
             self.gaps.complete_state_gap(
                 data_type, symbol_id, obs.missing, out,
-                sequences=(sequence - obs.missing - 1, sequence), status=gap_status,
+                sequences=(sequence - obs.missing - 1, sequence),
             )  # fmt: skip
         elif obs.verdict is Verdict.IMPLAUSIBLE:
             self._implausible(data_type, symbol_id, sequence)
@@ -453,10 +451,7 @@ class Processor:
     def _on_ohlcv(self, msg: Ohlcv, out: list[Event]) -> None:
         if not self._wanted("ohlcv", msg.symbol_id):
             return
-        # A gap may have taken a period's final update, and coinfeed does not refetch bars.
-        if self._complete_state_stream(
-            "ohlcv", msg.symbol_id, msg.sequence, out, gap_status="unrecovered"
-        ):
+        if self._complete_state_stream("ohlcv", msg.symbol_id, msg.sequence, out):
             out.append(ohlcv_from_ws(msg, self._received_at))
 
     def _on_exrate(self, msg: Exrate, out: list[Event]) -> None:
@@ -518,10 +513,7 @@ class Processor:
         elif data_type == "book":
             self.gaps.book_gap(symbol_id, "sequence", missing, out, sequences=sequences)
         else:
-            status: GapStatus = "unrecovered" if data_type == "ohlcv" else "recovered"
-            self.gaps.complete_state_gap(
-                data_type, symbol_id, missing, out, sequences=sequences, status=status
-            )
+            self.gaps.complete_state_gap(data_type, symbol_id, missing, out, sequences=sequences)
 
     # -- control items ------------------------------------------------------------------------
 
