@@ -654,6 +654,7 @@ def _open_sinks(settings: Settings, sinks: list[Sink] | None) -> list[Sink]:
             SinkOptions(
                 redis_maxlen=settings.redis_maxlen,
                 redis_ca_file=settings.redis_ca_file,
+                redis_wait_replicas=settings.redis_wait_replicas,
                 jsonl_fsync=settings.jsonl_fsync,
                 parquet_roll_seconds=settings.parquet_roll_seconds,
                 parquet_roll_rows=settings.parquet_roll_rows,

@@ -140,6 +140,9 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
        "approximate length each Redis stream is trimmed to (XADD MAXLEN ~)", "N"),
     _S("redis_ca_file", p.optional(p.readable_file), None,
        "CA certificates (PEM) to verify a rediss:// server with", "PATH"),
+    _S("redis_wait_replicas", p.integer(0), 0,
+       "replicas that must confirm each Redis batch (WAIT) before it counts as written; 1 or "
+       "more keeps a failover from losing entries", "N"),
     _S("shard", p.optional(p.shard), None,
        "INDEX/COUNT: subscribe only this replica's share of the symbols", "INDEX/COUNT"),
     _S("symbol_silent_after", p.seconds(), 60.0,
@@ -249,6 +252,7 @@ class Settings:
     ohlcv_periods: tuple[str, ...] = DEFAULTS["ohlcv_periods"]
     redis_maxlen: int = DEFAULTS["redis_maxlen"]
     redis_ca_file: str | None = DEFAULTS["redis_ca_file"]
+    redis_wait_replicas: int = DEFAULTS["redis_wait_replicas"]
     shard: Shard | None = DEFAULTS["shard"]
     symbol_silent_after: float = DEFAULTS["symbol_silent_after"]
     recovery_concurrency: int = DEFAULTS["recovery_concurrency"]

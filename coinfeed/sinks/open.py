@@ -1,9 +1,11 @@
 """Sink specs: the one parser of their grammar (``config`` validates with it too), and opening.
 
 Accepted forms: ``jsonl:-`` (stdout), ``jsonl:PATH``, ``sqlite:PATH``, ``parquet:DIR`` (needs the
-``parquet`` extra, pyarrow), ``redis://HOST:PORT/DB``
-and ``rediss://HOST:PORT/DB`` (Redis over TLS); a Redis URL may carry credentials,
-``USER:PASSWORD@``, ``:PASSWORD@`` (``requirepass``) or ``USER@``, before the host.
+``parquet`` extra, pyarrow), ``redis://HOST:PORT/DB`` and ``rediss://HOST:PORT/DB`` (Redis over
+TLS), ``redis+cluster://HOST:PORT[,HOST:PORT…]`` (Redis Cluster) and
+``redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER[/DB]`` (a primary that Sentinels fail over; see
+:mod:`coinfeed.sinks.redis_url`); a Redis URL may carry credentials, ``USER:PASSWORD@``,
+``:PASSWORD@`` (``requirepass``) or ``USER@``, before the host.
 :func:`parse_sink_spec` checks the text and gives a :class:`SinkSpec` (Redis URLs get their
 default port and database); :func:`open_sink` turns a spec into a
 :class:`~coinfeed.sinks.base.Sink`. ``docs/sinks.md`` describes each sink.
@@ -19,18 +21,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from typing import Final, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import attrs
 
 from coinfeed.sinks.base import Sink, SinkSpecError
+from coinfeed.sinks.redis_url import REDACTED, parse_redis_url
 
 ACCEPTED_FORMS: Final = (
-    "jsonl:- (stdout), jsonl:PATH, sqlite:PATH, parquet:DIR, redis://HOST:PORT/DB or "
-    "rediss://HOST:PORT/DB "
-    "(TLS); a Redis URL may hold USER:PASSWORD@ or :PASSWORD@ before HOST"
+    "jsonl:- (stdout), jsonl:PATH, sqlite:PATH, parquet:DIR, redis://HOST:PORT/DB, "
+    "rediss://HOST:PORT/DB (TLS), redis+cluster://HOST:PORT[,HOST:PORT...] or "
+    "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]; a Redis URL may hold "
+    "USER:PASSWORD@ or :PASSWORD@ before HOST"
 )
-REDACTED: Final = "***"
 
 
 @attrs.frozen
@@ -40,8 +43,9 @@ class SinkSpec:
 
     kind: Literal["jsonl", "sqlite", "parquet", "redis"]
     target: str
-    """``-`` or a path for files; for Redis the whole URL, ``redis[s]://[USER[:***]@]HOST:PORT/DB``
-    (user and password percent-encoded, the password shown as ``***``)."""
+    """``-`` or a path for files; for Redis the whole URL in its canonical form, e.g.
+    ``redis[s]://[USER[:***]@]HOST:PORT/DB`` (user and password percent-encoded, the password
+    shown as ``***``)."""
     password: str | None = attrs.field(default=None, repr=False)
     """A Redis URL's password (percent-encoded); never in ``str()`` or ``repr()``."""
 
@@ -66,7 +70,7 @@ def parse_sink_spec(text: str) -> SinkSpec:
         return SinkSpec("jsonl", rest)
     if scheme in ("sqlite", "parquet") and colon and rest and rest != "-":
         return SinkSpec(scheme, rest)  # type: ignore[arg-type]  # one of the two literals
-    if text.startswith(("redis://", "rediss://")):
+    if text.startswith(("redis://", "rediss://", "redis+cluster://", "redis+sentinel://")):
         spec = _parse_redis_url(text)
         if spec is not None:
             return spec
@@ -74,19 +78,11 @@ def parse_sink_spec(text: str) -> SinkSpec:
 
 
 def _parse_redis_url(text: str) -> SinkSpec | None:
-    try:
-        parts = urlsplit(text)
-        host, port = parts.hostname, parts.port or 6379
-        database = int(parts.path.strip("/") or 0)
-    except ValueError:
+    url = parse_redis_url(text)
+    if url is None:
         return None
-    if not host or database < 0 or parts.query or parts.fragment:
-        return None
-    user = quote(unquote(parts.username or ""), safe="")
-    password = quote(unquote(parts.password), safe="") if parts.password else None
-    userinfo = f"{user}:{REDACTED}@" if password else f"{user}@" if user else ""
-    netloc = f"[{host}]" if ":" in host else host
-    return SinkSpec("redis", f"{parts.scheme}://{userinfo}{netloc}:{port}/{database}", password)
+    password = quote(url.password, safe="") if url.password is not None else None
+    return SinkSpec("redis", str(url), password)
 
 
 def redact_spec(text: str) -> str:
@@ -107,6 +103,8 @@ class SinkOptions:
     redis_maxlen: int = 100_000
     redis_ca_file: str | None = None
     """PEM file of CAs a ``rediss://`` server is verified against, besides the system's."""
+    redis_wait_replicas: int = 0
+    """Replicas that must confirm a batch (``WAIT``) before it counts as written."""
     jsonl_fsync: str = "never"
     """``never`` or ``batch``: fsync a JSON Lines file after each batch."""
     parquet_roll_seconds: float = 60.0
@@ -174,5 +172,6 @@ def _open(spec: SinkSpec, options: SinkOptions) -> Sink:
         spec.unredacted,
         name=str(spec),
         maxlen=options.redis_maxlen,
+        wait_replicas=options.redis_wait_replicas,
         ca_file=options.redis_ca_file,
     )

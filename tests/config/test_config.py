@@ -52,6 +52,7 @@ INVALID = {
     "ohlcv_periods": "1WEEK",
     "redis_maxlen": "-5",
     "redis_ca_file": "/nonexistent/ca.pem",
+    "redis_wait_replicas": "-1",
     "shard": "3/3",
     "symbol_silent_after": "0",
     "recovery_concurrency": "11",

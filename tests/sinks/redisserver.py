@@ -24,6 +24,11 @@ from tests.pki import Pki
 from tests.servers import free_port, require_binary, stop_process
 
 
+def stream(kind: str, symbol_id: str) -> str:
+    """The key of the stream of ``kind`` events of ``symbol_id`` (docs/sinks.md)."""
+    return f"coinfeed:{kind}:{{{symbol_id}}}"
+
+
 @attrs.frozen
 class TlsFiles:
     """A CA and a server certificate it signed (for 127.0.0.1 and localhost), PEM files."""

@@ -52,6 +52,15 @@ def test_when_one_sink_fails_the_ones_already_opened_are_closed(tmp_path: Path) 
         ("redis://alice:p@ss*w@h", "redis://alice:p%40ss%2Aw@h:6379/0",
          "redis://alice:***@h:6379/0"),
         ("redis://a%3Ab:***@h", "redis://a%3Ab:%2A%2A%2A@h:6379/0", "redis://a%3Ab:***@h:6379/0"),
+        # A cluster by some of its nodes (database 0 only); Sentinels with the primary's name.
+        ("redis+cluster://alice:s3cret@n1:7000,n2,[::1]:7002",
+         "redis+cluster://alice:s3cret@n1:7000,n2:6379,[::1]:7002",
+         "redis+cluster://alice:***@n1:7000,n2:6379,[::1]:7002"),
+        ("redis+cluster://n1:7000/0", "redis+cluster://n1:7000", "redis+cluster://n1:7000"),
+        ("redis+sentinel://:s3cret@s1,s2:5000/main", "redis+sentinel://:s3cret@s1:26379,s2:5000/main/0",
+         "redis+sentinel://:***@s1:26379,s2:5000/main/0"),
+        ("redis+sentinel://s1:26379/feed%2Done/3", "redis+sentinel://s1:26379/feed-one/3",
+         "redis+sentinel://s1:26379/feed-one/3"),
     ],
 )  # fmt: skip
 def test_redis_urls_keep_their_login_and_show_no_password(
@@ -81,7 +90,13 @@ def test_file_specs_have_nothing_to_hide(spec: str) -> None:
         "redis://alice:s3cret@/0",
         "redis://alice:s3c/r3t@h/0",
         "redis://alice:s3c@r3t@",
-        "redis+sentinel://alice:s3cret@h/0",
+        "redis+sentinel://alice:s3cret@h/0",  # a database where the primary's name goes
+        "redis+sentinel://alice:s3cret@h",
+        "redis+sentinel://alice:s3cret@h/main/x",
+        "redis+cluster://alice:s3cret@h:7000/1",  # a cluster has only database 0
+        "redis+cluster://alice:s3cret@h:7000,",
+        "redis://alice:s3cret@h1,h2/0",  # one server has one address
+        "redis+unix://alice:s3cret@h/0",
     ],
 )
 def test_an_unusable_url_is_refused_without_echoing_its_password(text: str) -> None:
@@ -100,7 +115,7 @@ def test_settings_keep_the_password_for_the_sink_and_print_it_nowhere() -> None:
         redis_sink = sinks[0]
         assert isinstance(redis_sink, RedisStreamSink)
         assert redis_sink.name == "redis://alice:***@127.0.0.1:1/0"
-        kwargs = redis_sink._client.connection_pool.connection_kwargs
+        kwargs = redis_sink.client.connection_pool.connection_kwargs
         assert (kwargs["username"], kwargs["password"]) == ("alice", "s3cret")
     finally:
         for sink in sinks:
@@ -111,7 +126,7 @@ def test_rediss_gets_the_ca_file_and_verifies_the_host_name(tmp_path: Path) -> N
     ca = tmp_path / "ca.pem"
     [sink] = open_sinks(["rediss://h:6380/1"], SinkOptions(redis_ca_file=str(ca)))
     assert isinstance(sink, RedisStreamSink)
-    kwargs = sink._client.connection_pool.connection_kwargs
+    kwargs = sink.client.connection_pool.connection_kwargs
     sink.close()
     assert kwargs["ssl_ca_certs"] == str(ca)
     assert kwargs["ssl_check_hostname"] is True and kwargs["ssl_cert_reqs"] == "required"

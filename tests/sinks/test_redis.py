@@ -7,21 +7,27 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis
 import trio
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.core.events import TradeEvent, decode_event, encode_event
+from coinfeed.core.events import decode_event, encode_event
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
 from coinfeed.sinks import open_sink
-from coinfeed.sinks.redis_streams import RedisStreamSink
+from coinfeed.sinks.redis_streams import RedisStreamSink, ReplicasBehind
 from tests.helpers import SYM, book, gap, quote, trade, wait_for
 from tests.sinks.kinds import PAIR, one_of_each
-from tests.sinks.redisserver import RedisServer
+from tests.sinks.redisserver import RedisServer, stream
 
 OTHER = "COINBASE_SPOT_ETH_USD"
+
+
+def stream_keys(client: redis.Redis) -> list[str]:
+    """The stream keys, sorted (the de-dup sets next to them end in ``:seen``)."""
+    return sorted(k.decode() for k in client.scan_iter("coinfeed:*", _type="STREAM"))
 
 
 def test_events_land_in_one_stream_per_kind_and_symbol(redis_server: RedisServer) -> None:
@@ -36,15 +42,15 @@ def test_events_land_in_one_stream_per_kind_and_symbol(redis_server: RedisServer
     sink.write_batch(events)
     sink.close()
     with redis_server.client() as client:
-        keys = sorted(k.decode() for k in client.keys("coinfeed:*"))
-        assert keys == sorted([f"coinfeed:book:{SYM}", f"coinfeed:gap:{SYM}",
-                               f"coinfeed:quote:{SYM}", f"coinfeed:trade:{OTHER}",
-                               f"coinfeed:trade:{SYM}"])  # fmt: skip
-        [(_, fields)] = client.xrange(f"coinfeed:trade:{OTHER}")
+        keys = stream_keys(client)
+        assert keys == sorted([stream("book", SYM), stream("gap", SYM),
+                               stream("quote", SYM), stream("trade", OTHER),
+                               stream("trade", SYM)])  # fmt: skip
+        [(_, fields)] = client.xrange(stream("trade", OTHER))
         assert list(fields) == [b"json"]
         assert b'"price":5.0E-7' in fields[b"json"]
         assert decode_event(fields[b"json"]) == events[1]
-        assert [decode_event(f[b"json"]) for _, f in client.xrange(f"coinfeed:gap:{SYM}")] == [
+        assert [decode_event(f[b"json"]) for _, f in client.xrange(stream("gap", SYM))] == [
             events[4]
         ]
 
@@ -57,9 +63,9 @@ def test_the_newer_kinds_land_in_their_streams_with_the_exact_digits(
     sink.write_batch(events)
     sink.close()
     with redis_server.client() as client:
-        keys = sorted(k.decode() for k in client.keys("coinfeed:*"))
-        assert keys == [f"coinfeed:bar:{SYM}", f"coinfeed:book_top:{SYM}",
-                        f"coinfeed:exrate:{PAIR}", f"coinfeed:ohlcv:{SYM}"]  # fmt: skip
+        keys = stream_keys(client)
+        assert keys == [stream("bar", SYM), stream("book_top", SYM),
+                        stream("exrate", PAIR), stream("ohlcv", SYM)]  # fmt: skip
         stored = [fields[b"json"] for key in keys for _, fields in client.xrange(key)]
     # The jsonl sink's line, byte for byte (the digits too), in order within each stream.
     assert sorted(stored) == sorted(encode_event(e) for e in events)
@@ -73,8 +79,8 @@ def test_streams_are_trimmed_to_about_redis_maxlen(redis_server: RedisServer) ->
         sink.write_batch([trade(n) for n in range(start, start + 500)])
     sink.close()
     with redis_server.client() as client:
-        length = client.xlen(f"coinfeed:trade:{SYM}")
-        info = client.xinfo_stream(f"coinfeed:trade:{SYM}")
+        length = client.xlen(stream("trade", SYM))
+        info = client.xinfo_stream(stream("trade", SYM))
     # MAXLEN ~ trims whole macro-nodes (100 entries by default): at least 200, never far above.
     assert 200 <= length <= 200 + 100, length
     assert info["entries-added"] == 3000
@@ -82,26 +88,18 @@ def test_streams_are_trimmed_to_about_redis_maxlen(redis_server: RedisServer) ->
 
 def test_a_retried_batch_writes_nothing_twice(redis_server: RedisServer) -> None:
     sink = RedisStreamSink.open(redis_server.url, maxlen=10_000)
-    batch: list[Any] = [trade(n) for n in range(100)] + [quote(1)]
+    batch: list[Any] = [trade(n) for n in range(100)] + [quote(1), book(2, snapshot=True)]
     sink.write_batch(batch)
     # The writer retries with the same list object after a failure it could not see through
-    # (e.g. the reply was lost after Redis applied the pipeline): simulate that retry.
-    sink._pending = (batch, ids_of(redis_server, batch))
+    # (e.g. the reply was lost after Redis applied the pipeline): the retry adds nothing.
     sink.write_batch(batch)
     assert sink.already_written == len(batch)
-    sink.write_batch([trade(100)])  # a new batch after that is written normally
+    sink.write_batch([trade(100), quote(2)])  # a new batch after that is written normally
     sink.close()
     with redis_server.client() as client:
-        assert client.xlen(f"coinfeed:trade:{SYM}") == 101
-        assert client.xlen(f"coinfeed:quote:{SYM}") == 1
-
-
-def ids_of(server: RedisServer, batch: list[Any]) -> list[str]:
-    """The ids Redis holds for ``batch`` (one stream per kind here, in order)."""
-    with server.client() as client:
-        trades = [i.decode() for i, _ in client.xrange(f"coinfeed:trade:{SYM}")]
-        quotes = [i.decode() for i, _ in client.xrange(f"coinfeed:quote:{SYM}")]
-    return [trades.pop(0) if isinstance(e, TradeEvent) else quotes.pop(0) for e in batch]
+        assert client.xlen(stream("trade", SYM)) == 101
+        assert client.xlen(stream("quote", SYM)) == 2
+        assert client.xlen(stream("book", SYM)) == 1
 
 
 def test_a_redis_that_is_down_fails_the_batch_and_the_retry_succeeds_later(
@@ -117,9 +115,7 @@ def test_a_redis_that_is_down_fails_the_batch_and_the_retry_succeeds_later(
     sink.write_batch(batch)  # the writer's retry, on a fresh connection
     sink.close()
     with redis_server.client() as client:  # no persistence: only what came after the restart
-        assert [
-            decode_event(f[b"json"]).uuid for _, f in client.xrange(f"coinfeed:trade:{SYM}")
-        ] == [  # type: ignore[union-attr]
+        assert [decode_event(f[b"json"]).uuid for _, f in client.xrange(stream("trade", SYM))] == [  # type: ignore[union-attr]
             trade(2).uuid,
             trade(3).uuid,
         ]
@@ -145,7 +141,7 @@ def test_a_hung_redis_fails_the_batch_within_seconds_and_the_retry_writes_it_onc
     sink.write_batch(batch)  # resumed: Redis ran the first attempt late, nothing is doubled
     sink.close()
     with redis_server.client() as client:
-        entries = client.xrange(f"coinfeed:trade:{SYM}")
+        entries = client.xrange(stream("trade", SYM))
     assert [decode_event(f[b"json"]).uuid for _, f in entries] == [  # type: ignore[union-attr]
         trade(n).uuid for n in (1, 2, 3)
     ]
@@ -192,5 +188,68 @@ async def test_a_redis_outage_is_reported_bounded_and_recovered(
                 await wait_for(lambda: service.status.connected, 5, "connected")
                 assert (await http.get("/ready")).status_code == 200
                 with redis_server.client() as client:
-                    assert client.xlen(f"coinfeed:trade:{symbols[0]}") > 0
+                    assert client.xlen(stream("trade", symbols[0])) > 0
             service.status.request_shutdown("test over")
+
+
+def test_trades_a_restart_emits_again_are_not_appended_twice(redis_server: RedisServer) -> None:
+    # Before a crash: a batch landed, but coinfeed died before its checkpoint said so.
+    before_crash = RedisStreamSink.open(redis_server.url, maxlen=10_000)
+    before_crash.write_batch([trade(n) for n in range(50)])
+    before_crash.close()
+    # After the restart the backfill emits the same trades again (another received_at), from a
+    # new process that has nothing in memory of what was written.
+    after_restart = RedisStreamSink.open(redis_server.url, maxlen=10_000)
+    later = "2026-11-28T10:05:00.000001Z"
+    after_restart.write_batch(
+        [msgspec.structs.replace(trade(n), source="rest", received_at=later) for n in range(40, 60)]
+    )
+    after_restart.close()
+    with redis_server.client() as client:
+        entries = client.xrange(stream("trade", SYM))
+    assert [decode_event(f[b"json"]).uuid for _, f in entries] == [  # type: ignore[union-attr]
+        trade(n).uuid for n in range(60)
+    ]
+
+
+def test_two_writers_of_one_stream_neither_fail_nor_double(redis_server: RedisServer) -> None:
+    # Two sinks on one stream (e.g. two consumers fanning a feed into one Redis): each entry once.
+    first = RedisStreamSink.open(redis_server.url, maxlen=10_000)
+    second = RedisStreamSink.open(redis_server.url, maxlen=10_000)
+    first.write_batch([trade(n) for n in range(0, 30)])
+    second.write_batch([trade(n) for n in range(20, 40)])
+    first.write_batch([trade(n) for n in range(35, 50)])
+    first.close()
+    second.close()
+    with redis_server.client() as client:
+        entries = client.xrange(stream("trade", SYM))
+    assert [decode_event(f[b"json"]).uuid for _, f in entries] == [  # type: ignore[union-attr]
+        trade(n).uuid for n in range(50)
+    ]
+
+
+def test_the_de_dup_set_holds_the_keys_of_about_the_last_maxlen_entries(
+    redis_server: RedisServer,
+) -> None:
+    sink = RedisStreamSink.open(redis_server.url, maxlen=200)
+    for start in range(0, 1000, 250):
+        sink.write_batch([trade(n) for n in range(start, start + 250)])
+    sink.close()
+    with redis_server.client() as client:
+        seen = [m.decode() for m in client.zrange(stream("trade", SYM) + ":seen", 0, -1)]
+    assert seen == [trade(n).uuid for n in range(800, 1000)]  # oldest first, bounded
+
+
+def test_a_batch_fewer_replicas_confirm_than_asked_fails_and_is_retried_once_whole(
+    redis_server: RedisServer,
+) -> None:
+    # A server with no replica cannot confirm: the batch fails (the writer retries it), and
+    # the retry appends nothing twice.
+    sink = RedisStreamSink.open(redis_server.url, maxlen=1000, wait_replicas=1)
+    batch: list[Any] = [trade(1), trade(2)]
+    for _ in range(2):
+        with pytest.raises(ReplicasBehind, match="0 of 1 replicas confirmed"):
+            sink.write_batch(batch)
+    sink.close()
+    with redis_server.client() as client:
+        assert client.xlen(stream("trade", SYM)) == 2

@@ -13,7 +13,7 @@ from coinfeed.core.events import decode_event
 from coinfeed.sinks import SinkOptions, open_sink
 from tests.helpers import SYM, trade
 from tests.sinks.kinds import PAIR, exrate
-from tests.sinks.redisserver import RedisServer, TlsFiles
+from tests.sinks.redisserver import RedisServer, TlsFiles, stream
 
 PASSWORD = "s3cret"
 
@@ -46,7 +46,7 @@ def tls_server(tmp_path: Path, tls_files: TlsFiles) -> Iterator[RedisServer]:
 
 def uuids_in(server: RedisServer) -> list[object]:
     with server.client() as client:
-        entries = client.xrange(f"coinfeed:trade:{SYM}")
+        entries = client.xrange(stream("trade", SYM))
     return [decode_event(fields[b"json"]).uuid for _, fields in entries]  # type: ignore[union-attr]
 
 
@@ -60,12 +60,14 @@ def test_an_acl_user_writes_with_the_password_of_its_url(acl_server: RedisServer
 
 
 def test_the_documented_least_privileges_cover_every_stream_key(acl_server: RedisServer) -> None:
-    # docs/sinks.md: `ACL SETUSER coinfeed on >PASSWORD ~coinfeed:* +xadd +xinfo +select`;
-    # an exchange rate's key holds its pair's "/" (coinfeed:exrate:BTC/USD).
+    # docs/sinks.md: `ACL SETUSER coinfeed on >PASSWORD ~coinfeed:* +eval +xadd +zscore +zadd
+    # +zremrangebyrank +wait +select`; an exchange rate's key holds its pair's "/"
+    # (coinfeed:exrate:{BTC/USD}).
     with acl_server.client() as admin:
         admin.acl_setuser(
             "coinfeed", enabled=True, passwords=["+feed-pa55"], keys=["coinfeed:*"],
-            commands=["+xadd", "+xinfo", "+select"],
+            commands=["+eval", "+xadd", "+zscore", "+zadd", "+zremrangebyrank", "+wait",
+                      "+select"],
         )  # fmt: skip
     sink = open_sink(f"redis://coinfeed:feed-pa55@127.0.0.1:{acl_server.port}/1")
     sink.write_batch([trade(1), exrate("1.50")])
@@ -73,7 +75,7 @@ def test_the_documented_least_privileges_cover_every_stream_key(acl_server: Redi
     with redis.Redis(
         "127.0.0.1", acl_server.port, db=1, username="alice", password=PASSWORD
     ) as admin:
-        [(_, fields)] = admin.xrange(f"coinfeed:exrate:{PAIR}")
+        [(_, fields)] = admin.xrange(stream("exrate", PAIR))
     assert decode_event(fields[b"json"]) == exrate("1.50")
     assert b'"rate":1.50,' in fields[b"json"]
 
