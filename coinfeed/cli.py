@@ -1,5 +1,5 @@
-"""The ``coinfeed`` command: ``run``, ``demo``, ``replay``, ``recordings``, ``book``, ``simulate``,
-``config`` and ``shards``.
+"""The ``coinfeed`` command: ``run``, ``demo``, ``replay``, ``recordings``, ``book``, ``consume``,
+``simulate``, ``config`` and ``shards``.
 
 Every setting flag is generated from ``config.SETTINGS``. Flags default to "not given" so that
 ``load_settings`` can apply the precedence flags > environment > file > defaults. The service
@@ -37,7 +37,9 @@ from coinfeed.config import (
     unknown_environment,
 )
 from coinfeed.config.settings import STALE_AFTER_MIN
+from coinfeed.core.events import EVENT_KINDS
 from coinfeed.logs import redact, setup_logging
+from coinfeed.sinks.open import redact_spec
 
 DEMO_DEFAULTS: Mapping[str, object] = {
     "stats_interval": 5.0,
@@ -125,6 +127,16 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [kind for kind in kinds if kind not in EVENT_KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected event kinds among {','.join(EVENT_KINDS)}, got {text!r}"
+        )
+    return kinds
 
 
 def _positive_int(text: str) -> int:
@@ -236,6 +248,36 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     book.add_argument("--depth", type=_positive_int, default=None, metavar="N",
                       help="levels per side (default: all)")  # fmt: skip
     book.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    consume = command(
+        "consume",
+        _consume,
+        "Read coinfeed's Redis streams with a consumer group and write them to the sinks.",
+        epilog="Each entry is acknowledged (XACK) only after every sink wrote it; entries a "
+        "consumer left pending for --claim-idle seconds are claimed (XAUTOCLAIM) by another. "
+        "--symbols narrows the streams (default: every stream found, looked for again every "
+        "5 s); --sink names the sinks as for run (default: jsonl:- , stdout).",
+    )
+    consume.add_argument(
+        "redis_url", metavar="REDIS_URL",
+        help="redis://HOST:PORT/DB, rediss://..., redis+cluster://HOST:PORT[,...] or "
+             "redis+sentinel://HOST:PORT[,...]/MASTER[/DB]",
+    )  # fmt: skip
+    group = consume.add_argument_group("consume")
+    group.add_argument("--group", required=True, metavar="NAME",
+                       help="the consumer group (created on each stream at its first entry, "
+                            "reading from the oldest entry the stream holds)")  # fmt: skip
+    group.add_argument("--consumer", metavar="NAME", default=None,
+                       help="this consumer's name in the group (default: the host name; give "
+                            "each consumer on one host its own)")  # fmt: skip
+    group.add_argument("--kinds", type=_kinds, default=None, metavar="KIND,...",
+                       help="event kinds to read (default: all: "
+                            f"{','.join(EVENT_KINDS)})")  # fmt: skip
+    group.add_argument("--claim-idle", type=_positive_float, default=30.0, metavar="S",
+                       help="seconds an entry may stay unacknowledged with another consumer "
+                            "before this one claims it (default: 30); keep it above the "
+                            "longest sink stall you expect")  # fmt: skip
+    add_setting_arguments(consume)
 
     # Its options (and --help) belong to coinfeed.simulator.cli, parsed by _simulate.
     summary = "Run only the simulator (WebSocket + REST) on loopback."
@@ -396,6 +438,27 @@ def _book(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) ->
     else:
         print(parquet_history.render(found))
     return 0
+
+
+def _consume(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:
+    from coinfeed.sinks.redis_url import parse_redis_url
+
+    url = parse_redis_url(args.redis_url)
+    if url is None:
+        args.parser.error(
+            f"argument REDIS_URL: not a Redis URL: {redact_spec(args.redis_url)!r} (expected "
+            "redis://, rediss://, redis+cluster:// or redis+sentinel://)"
+        )
+    if not args.group.strip():
+        args.parser.error("argument --group: the group needs a name")
+    settings = _load(args, env, require_symbols=False, require_key=False)
+    entry = importlib.import_module("coinfeed.consume")
+    return int(
+        entry.run_consume(
+            settings, url, args.group, consumer=args.consumer,
+            kinds=args.kinds or EVENT_KINDS, claim_idle=args.claim_idle,
+        )
+    )  # fmt: skip
 
 
 def _simulate(args: argparse.Namespace, extra: list[str], env: Mapping[str, str]) -> int:

@@ -60,7 +60,7 @@ from coinfeed.recording.replay import (
 from coinfeed.recording.segments import SegmentWriter
 from coinfeed.recovery import RecoveryScheduler
 from coinfeed.rest import RestClient, open_rest_client
-from coinfeed.sinks import Sink, SinkOptions, SinkSpecError, open_sinks
+from coinfeed.sinks import Sink, SinkSpecError, open_sinks
 from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkHub, SinkWriter
 from coinfeed.status import Fatal, ServiceStatus
 from coinfeed.tls import client_context
@@ -649,17 +649,7 @@ def _open_sinks(settings: Settings, sinks: list[Sink] | None) -> list[Sink]:
     if sinks is not None:
         return sinks
     try:
-        return open_sinks(
-            settings.sinks,
-            SinkOptions(
-                redis_maxlen=settings.redis_maxlen,
-                redis_ca_file=settings.redis_ca_file,
-                redis_wait_replicas=settings.redis_wait_replicas,
-                jsonl_fsync=settings.jsonl_fsync,
-                parquet_roll_seconds=settings.parquet_roll_seconds,
-                parquet_roll_rows=settings.parquet_roll_rows,
-            ),
-        )
+        return open_sinks(settings.sinks, settings.sink_options())
     except SinkSpecError as exc:
         raise ConfigError("sinks", str(exc)) from None
 

@@ -36,6 +36,7 @@ from coinfeed.config.values import (
 )
 from coinfeed.core.protocol import exrate_pairs
 from coinfeed.logs import redact
+from coinfeed.sinks.open import SinkOptions
 
 
 @attrs.define(auto_exc=True)
@@ -318,6 +319,17 @@ class Settings:
     def http_port(self) -> int:
         """Port of the HTTP listener, 0 for any free port (meaningful when ``http_enabled``)."""
         return self.http.port if self.http else 0
+
+    def sink_options(self) -> SinkOptions:
+        """The settings that shape how sinks are opened."""
+        return SinkOptions(
+            redis_maxlen=self.redis_maxlen,
+            redis_ca_file=self.redis_ca_file,
+            redis_wait_replicas=self.redis_wait_replicas,
+            jsonl_fsync=self.jsonl_fsync,
+            parquet_roll_seconds=self.parquet_roll_seconds,
+            parquet_roll_rows=self.parquet_roll_rows,
+        )
 
     def redacted(self) -> dict[str, object]:
         """Every effective value, safe to print: the key is ``***`` when set (else None), and so

@@ -7,6 +7,7 @@ the caller (the core reads no clock); frames from one socket read share one valu
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -179,6 +180,9 @@ Event = (
     | OhlcvEvent
     | ExrateEvent
 )
+
+EVENT_KINDS: Final = tuple(cls.__struct_config__.tag for cls in typing.get_args(Event))
+"""Every kind of event: trade, quote, book, gap, bar, book_top, ohlcv, exrate."""
 
 _encoder: Final = msgspec.json.Encoder(decimal_format="number")
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)

@@ -1,0 +1,335 @@
+"""``coinfeed consume``: read coinfeed's Redis streams with a consumer group into sinks.
+
+The reference for consuming the streams, and the way to fan one feed out into other stores. Each
+round a consumer reads new entries of its streams (``XREADGROUP … >``), writes their events to
+every sink (retrying a failing sink until it takes them, like the service's writers do) and only
+then acknowledges them (``XACK``). Every ``claim_idle`` seconds it takes over the entries another
+consumer of the group read but left unacknowledged that long (``XAUTOCLAIM``): a consumer that
+died. At start it first delivers what it itself left pending (a restart under the same name).
+
+So delivery is at least once: an entry is acknowledged only after every sink has it, and the only
+entries a sink can see twice are those a consumer wrote but died before acknowledging. Sinks that
+de-duplicate (Redis by de-dup key, SQLite's trades by uuid) end up with each entry once.
+
+Streams are ``coinfeed:<kind>:{<symbol_id>}`` (docs/sinks.md). Without ``symbols`` the consumer
+finds them with ``SCAN`` (on every primary of a cluster) and looks again every
+:data:`DISCOVER_INTERVAL` seconds; the group is created on each stream at its first entry
+(``XGROUP CREATE … 0``), so a new group reads what the streams still hold. A cluster allows a
+multi-key read only within one slot: the streams of one symbol share a slot (the hash tag), so a
+round is one ``XREADGROUP`` per symbol there, pipelined per node, and one in all on a single
+server.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import signal
+import socket
+import sys
+import time
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+import msgspec
+import redis
+import trio
+from loguru import logger
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
+
+from coinfeed.config import Settings
+from coinfeed.core.backoff import full_jitter
+from coinfeed.core.events import EVENT_KINDS, Event, decode_event
+from coinfeed.sinks import Sink, SinkSpecError, open_sinks
+from coinfeed.sinks.redis_connect import Client, connect
+from coinfeed.sinks.redis_streams import STREAM_PREFIX
+from coinfeed.sinks.redis_url import RedisUrl
+
+DISCOVER_INTERVAL: Final = 5.0
+IDLE_WAIT: Final = 0.05
+"""Seconds to wait after a round that found nothing (the reads do not block: see the module)."""
+SOCKET_TIMEOUT: Final = 5.0
+RETRY_MAX: Final = 5.0
+
+
+def default_consumer_name() -> str:
+    """The host name: stable across restarts (a restarted consumer finds its own pending
+    entries) and distinct per pod; give ``--consumer`` to run several on one host."""
+    return socket.gethostname()
+
+
+@attrs.define
+class ConsumeStats:
+    delivered: int = 0
+    claimed: int = 0
+    malformed: int = 0
+    trimmed: int = 0
+    """Pending entries Redis had trimmed (MAXLEN) before they could be claimed: lost."""
+
+
+@attrs.define(eq=False)
+class StreamConsumer:
+    """One consumer of a group over the streams of ``kinds`` (and ``symbols``, or all)."""
+
+    client: Client
+    group: str
+    consumer: str
+    kinds: Sequence[str] = EVENT_KINDS
+    symbols: Sequence[str] = ()
+    count: int = 500
+    claim_idle: float = 30.0
+    stats: ConsumeStats = attrs.field(factory=ConsumeStats)
+    _streams: list[str] = attrs.field(factory=list)
+    _own_pending: set[str] = attrs.field(factory=set)
+    """Streams whose entries this consumer name still holds from an earlier run."""
+    _claim_cursors: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    def discover(self) -> list[str]:
+        """Join the group on streams that appeared since the last look; returns the new ones."""
+        found = set(self._existing_streams()) - set(self._streams)
+        for key in sorted(found):
+            try:
+                self.client.xgroup_create(key, self.group, id="0")
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._streams.append(key)
+            self._own_pending.add(key)
+        return sorted(found)
+
+    def _existing_streams(self) -> Iterable[str]:
+        if self.symbols:
+            wanted = [_key(kind, symbol) for kind in self.kinds for symbol in self.symbols]
+            pipe = self.client.pipeline(transaction=False)
+            for key in wanted:
+                pipe.type(key)
+            types = pipe.execute()
+            return [key for key, kind in zip(wanted, types, strict=True) if kind == b"stream"]
+        kinds = set(self.kinds)
+        keys = (k.decode() for k in self.client.scan_iter(f"{STREAM_PREFIX}:*", _type="STREAM"))
+        return [key for key in keys if key.split(":", 2)[1] in kinds and key.endswith("}")]
+
+    def read(self) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """The next entries: first those this consumer left pending (id ``0``), then new ones."""
+        if not self._streams:
+            return []
+        own = sorted(self._own_pending)
+        if own:
+            replies = self._read_groups(own, "0")
+            emptied = {key for key, entries in replies if not entries}
+            self._own_pending -= emptied | (set(own) - {key for key, _ in replies})
+            replies = [(key, entries) for key, entries in replies if entries]
+            if replies:
+                return replies
+        return self._read_groups(self._streams, ">")
+
+    def _read_groups(self, keys: list[str], start: str) -> list[tuple[str, Any]]:
+        pipe = self.client.pipeline(transaction=False)
+        for group in _by_slot(keys, isinstance(self.client, RedisCluster)):
+            pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(group, start), self.count)
+        replies: list[tuple[str, Any]] = []
+        for reply in pipe.execute():
+            items = reply.items() if isinstance(reply, dict) else reply or []
+            for key, entries in items:
+                replies.append((key.decode() if isinstance(key, bytes) else key, entries))
+        return replies
+
+    def claim(self) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """Entries other consumers left unacknowledged for ``claim_idle`` seconds, now ours."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._streams:
+            start = self._claim_cursors.get(key, "0-0")
+            pipe.xautoclaim(
+                key, self.group, self.consumer, int(self.claim_idle * 1000), start, self.count
+            )
+        claimed = []
+        for key, reply in zip(self._streams, pipe.execute(), strict=True):
+            cursor, entries = reply[0], reply[1]
+            trimmed = reply[2] if len(reply) > 2 else []
+            self._claim_cursors[key] = cursor.decode() if isinstance(cursor, bytes) else cursor
+            entries = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
+            if trimmed:
+                self.stats.trimmed += len(trimmed)
+                logger.bind(stream=key, entries=len(trimmed)).warning(
+                    "pending entries were trimmed from the stream before they were delivered "
+                    "(raise redis_maxlen, or consume faster)"
+                )
+            if entries:
+                self.stats.claimed += len(entries)
+                claimed.append((key, entries))
+        return claimed
+
+    def acknowledge(self, replies: list[tuple[str, list[tuple[bytes, Any]]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, entries in replies:
+            pipe.xack(key, self.group, *(entry_id for entry_id, _ in entries))
+        pipe.execute()
+
+    def events_of(self, replies: list[tuple[str, list[tuple[bytes, Any]]]]) -> list[Event]:
+        """The events the entries hold; one that does not decode is counted, logged, skipped
+        (and acknowledged with the rest: delivering it again would not mend it)."""
+        events = []
+        for key, entries in replies:
+            for entry_id, fields in entries:
+                if fields is None:  # pending, but trimmed from the stream since (MAXLEN)
+                    self.stats.trimmed += 1
+                    continue
+                try:
+                    events.append(decode_event(fields[b"json"]))
+                except (KeyError, TypeError, msgspec.DecodeError) as exc:
+                    self.stats.malformed += 1
+                    logger.bind(stream=key, entry=entry_id.decode(), error=str(exc)).warning(
+                        "entry skipped: not a coinfeed event"
+                    )
+        return events
+
+
+def _key(kind: str, symbol_id: str) -> str:
+    return f"{STREAM_PREFIX}:{kind}:{{{symbol_id}}}"
+
+
+def _by_slot(keys: list[str], cluster: bool) -> list[list[str]]:
+    """Keys one multi-key command may name together: all of them on one server, those of one
+    hash slot in a cluster."""
+    if not cluster:
+        return [keys]
+    groups: dict[int, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key.encode()), []).append(key)
+    return list(groups.values())
+
+
+async def consume(
+    consumer: StreamConsumer,
+    sinks: Sequence[Sink],
+    *,
+    rng: random.Random | None = None,
+) -> None:
+    """Deliver entries to ``sinks`` until cancelled; every sink is written before the ack."""
+    rng = rng or random.Random()
+    next_discovery = next_claim = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= next_discovery:
+            new = await _redis(consumer.discover, rng)
+            if new:
+                logger.bind(streams=len(consumer.streams), new=len(new)).info("streams joined")
+            next_discovery = now + DISCOVER_INTERVAL
+        replies = []
+        if now >= next_claim:
+            replies = await _redis(consumer.claim, rng)
+            next_claim = now + max(consumer.claim_idle / 2, IDLE_WAIT)
+        if not replies:
+            replies = await _redis(consumer.read, rng)
+        if not replies:
+            await trio.sleep(IDLE_WAIT)
+            continue
+        events = consumer.events_of(replies)
+        for sink in sinks:
+            await _write(sink, events, rng)
+        await _redis(functools.partial(consumer.acknowledge, replies), rng)
+        consumer.stats.delivered += len(events)
+
+
+async def _redis(call: typing.Callable[[], Any], rng: random.Random) -> Any:
+    """``call()`` in a worker thread, retried with backoff while Redis fails (a failover, an
+    outage): the consumer waits it out and says so."""
+    attempt = 0
+    while True:
+        try:
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except (redis.RedisError, RedisClusterException) as exc:
+            attempt += 1
+            logger.bind(attempt=attempt, error=str(exc)).warning("redis failed; retrying")
+            await trio.sleep(full_jitter(attempt, base=0.1, cap=RETRY_MAX, rng=rng))
+
+
+async def _write(sink: Sink, events: list[Event], rng: random.Random) -> None:
+    attempt = 0
+    while True:
+        try:
+            if sink.blocking:
+                await trio.to_thread.run_sync(sink.write_batch, events, abandon_on_cancel=True)
+            else:
+                sink.write_batch(events)
+            return
+        except Exception as exc:  # a sink's failure is reported and retried, never fatal
+            attempt += 1
+            logger.bind(sink=sink.name, attempt=attempt, error=str(exc)).warning(
+                "sink write failed; retrying"
+            )
+            await trio.sleep(full_jitter(attempt, base=0.1, cap=RETRY_MAX, rng=rng))
+
+
+def run_consume(
+    settings: Settings,
+    url: RedisUrl,
+    group: str,
+    *,
+    consumer: str | None = None,
+    kinds: Sequence[str] = EVENT_KINDS,
+    claim_idle: float = 30.0,
+) -> int:
+    """``coinfeed consume``: deliver until SIGINT or SIGTERM; returns the exit code. Entries
+    read but not yet written stay pending for this consumer name's next start."""
+    try:
+        sinks = open_sinks(settings.sinks, settings.sink_options())
+    except SinkSpecError as error:
+        print(f"coinfeed: error: invalid sinks: {error}", file=sys.stderr)
+        return 2
+    try:
+        return trio.run(
+            _consume_until_stopped, settings, url, group, consumer, kinds, claim_idle, sinks
+        )
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+async def _consume_until_stopped(
+    settings: Settings,
+    url: RedisUrl,
+    group: str,
+    consumer_name: str | None,
+    kinds: Sequence[str],
+    claim_idle: float,
+    sinks: list[Sink],
+) -> int:
+    rng = random.Random()
+    name = consumer_name or default_consumer_name()
+
+    def build() -> StreamConsumer:
+        client = connect(url, timeout=SOCKET_TIMEOUT, ca_file=settings.redis_ca_file)
+        return StreamConsumer(
+            client, group, name, kinds=kinds, symbols=settings.symbols, claim_idle=claim_idle
+        )
+
+    log = logger.bind(redis=str(url), group=group, consumer=name)
+    log.bind(kinds=",".join(kinds), sinks=",".join(s.name for s in sinks)).info("consuming")
+    consumer: StreamConsumer = await _redis(build, rng)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(consume, consumer, sinks, rng=rng))
+            nursery.start_soon(_log_stats, consumer.stats, settings.stats_interval)
+            async for signum in signals:
+                log.bind(signal=signal.Signals(signum).name).info("stopping")
+                nursery.cancel_scope.cancel()
+                break
+    stats = consumer.stats
+    log.bind(**attrs.asdict(stats)).info("stopped")
+    consumer.client.close()
+    return 0
+
+
+async def _log_stats(stats: ConsumeStats, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        logger.bind(**attrs.asdict(stats)).info("stats")
