@@ -273,6 +273,8 @@ def build_parser(*, secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     group.add_argument("--kinds", type=_kinds, default=None, metavar="KIND,...",
                        help="event kinds to read (default: all: "
                             f"{','.join(EVENT_KINDS)})")  # fmt: skip
+    group.add_argument("--count", type=_positive_int, default=500, metavar="N",
+                       help="entries read per stream at a time (default: 500)")  # fmt: skip
     group.add_argument("--claim-idle", type=_positive_float, default=30.0, metavar="S",
                        help="seconds an entry may stay unacknowledged with another consumer "
                             "before this one claims it (default: 30); keep it above the "
@@ -456,7 +458,7 @@ def _consume(args: argparse.Namespace, extra: list[str], env: Mapping[str, str])
     return int(
         entry.run_consume(
             settings, url, args.group, consumer=args.consumer,
-            kinds=args.kinds or EVENT_KINDS, claim_idle=args.claim_idle,
+            kinds=args.kinds or EVENT_KINDS, count=args.count, claim_idle=args.claim_idle,
         )
     )  # fmt: skip
 

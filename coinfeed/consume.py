@@ -276,6 +276,7 @@ def run_consume(
     *,
     consumer: str | None = None,
     kinds: Sequence[str] = EVENT_KINDS,
+    count: int = 500,
     claim_idle: float = 30.0,
 ) -> int:
     """``coinfeed consume``: deliver until SIGINT or SIGTERM; returns the exit code. Entries
@@ -286,9 +287,8 @@ def run_consume(
         print(f"coinfeed: error: invalid sinks: {error}", file=sys.stderr)
         return 2
     try:
-        return trio.run(
-            _consume_until_stopped, settings, url, group, consumer, kinds, claim_idle, sinks
-        )
+        options = {"kinds": kinds, "count": count, "claim_idle": claim_idle}
+        return trio.run(_consume_until_stopped, settings, url, group, consumer, options, sinks)
     finally:
         for sink in sinks:
             sink.close()
@@ -299,8 +299,7 @@ async def _consume_until_stopped(
     url: RedisUrl,
     group: str,
     consumer_name: str | None,
-    kinds: Sequence[str],
-    claim_idle: float,
+    options: dict[str, Any],
     sinks: list[Sink],
 ) -> int:
     rng = random.Random()
@@ -308,12 +307,11 @@ async def _consume_until_stopped(
 
     def build() -> StreamConsumer:
         client = connect(url, timeout=SOCKET_TIMEOUT, ca_file=settings.redis_ca_file)
-        return StreamConsumer(
-            client, group, name, kinds=kinds, symbols=settings.symbols, claim_idle=claim_idle
-        )
+        return StreamConsumer(client, group, name, symbols=settings.symbols, **options)
 
     log = logger.bind(redis=str(url), group=group, consumer=name)
-    log.bind(kinds=",".join(kinds), sinks=",".join(s.name for s in sinks)).info("consuming")
+    kinds = ",".join(options["kinds"])
+    log.bind(kinds=kinds, sinks=",".join(s.name for s in sinks)).info("consuming")
     consumer: StreamConsumer = await _redis(build, rng)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
