@@ -1,16 +1,20 @@
 """Throughput and size on disk of each sink on a realistic, seeded event mix.
 
-Prints, side by side, events/s for ``jsonl`` to a file, ``sqlite``, ``parquet`` and ``redis``
+Prints, side by side, events/s for ``jsonl`` to a file, ``sqlite``, ``parquet``, ``redis``
 (Redis Streams; this script starts its own ``redis-server`` on a free loopback port and stops it
-after), next to the baseline measured in the same run, ``jsonl`` to /dev/null, as a ratio; and
+after), ``redis+cluster`` (a Redis Cluster of 3 primaries with a replica each, on loopback, started
+with the test suite's launcher, ``tests/sinks/redistopology.py``) and ``redis+cluster+wait`` (the
+same with ``redis_wait_replicas`` 1), next to the baseline measured in the same run, ``jsonl`` to
+/dev/null, as a ratio; and
 for the sinks that write files, bytes on disk per event. Each rate is the median of several
-rounds; each round writes the same events in batches of ``--batch`` (the default
-``sink_batch_size``) to a fresh file/database/directory/Redis (after one untimed warm-up round
-of the first sink), then ``flush(True)`` for a sink
+rounds; each round writes the same events, to every sink in turn, in batches of ``--batch`` (the
+default ``sink_batch_size``) to a fresh file/database/directory/Redis (after one untimed warm-up
+round of the first sink), then ``flush(True)`` for a sink
 that buffers (Parquet writes its files then: the timing includes them), then ``close``. The
 open is not timed. Bytes on disk, measured after ``close`` (median over rounds, over the events
 of a round): the JSON Lines file; the SQLite database plus its ``-wal`` if one is left; the
 ``*.parquet`` files under the Parquet directory (not its lock file or ``.coinfeed-tmp``).
+The two cluster sinks are also given as the median of their per-round ratios to ``redis``.
 Parquet runs with the default roll settings, so a round of fewer than ``parquet_roll_rows``
 events is one roll: one file per kind and symbol, whose size per event depends on how many
 rows a roll holds. Redis keeps the stream in memory (no persistence here): no bytes on disk.
@@ -49,10 +53,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import redis
+from redis.cluster import RedisCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,6 +68,9 @@ from harness import free_port
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.sinks import Sink, SinkOptions, open_sink
 from coinfeed.sinks.parquet import TMP_DIR as PARQUET_TMP_DIR
+
+if TYPE_CHECKING:
+    from tests.sinks.redistopology import RedisClusterNodes
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "AVAX", "LINK"]
 SYMBOLS = [f"BENCH_SPOT_{base}_USD" for base in BASES]
@@ -139,7 +147,26 @@ def redis_server(directory: Path) -> Iterator[str]:
         process.wait(10)
 
 
-SINKS = ("jsonl:/dev/null", "jsonl", "sqlite", "parquet", "redis")
+@contextmanager
+def redis_cluster(directory: Path) -> Iterator[RedisClusterNodes]:
+    """A throwaway Redis Cluster: 3 primaries, each with a replica, on loopback ports."""
+    try:
+        from tests.sinks.redistopology import RedisClusterNodes
+    except ImportError as exc:  # the launcher lives in the repository's tests/
+        raise SystemExit(f"bench_sinks: run from a clone of coinfeed ({exc})") from None
+    cluster = RedisClusterNodes(directory / "cluster")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+CLUSTER_SINKS = ("redis+cluster", "redis+cluster+wait")
+"""Compared with ``redis`` (one server) round by round: the sizing note of docs/sinks.md."""
+SINKS = (
+    "jsonl:/dev/null", "jsonl", "sqlite", "parquet", "redis", "redis+cluster", "redis+cluster+wait"
+)  # fmt: skip
 """Measured in this order; the first is the baseline of the ratios."""
 
 
@@ -185,6 +212,15 @@ def check_parquet_rows(directory: Path | None, expected: int) -> None:
     rows = sum(pq.read_metadata(file).num_rows for file in parquet_files(directory))
     if rows != expected:
         raise SystemExit(f"bench_sinks: the Parquet files hold {rows} rows, not {expected}")
+
+
+def check_stream_entries(client: redis.Redis | RedisCluster, expected: int) -> None:
+    """Stop the bench if the streams do not hold every event of the round, once."""
+    with client:
+        keys = list(client.scan_iter("coinfeed:*", _type="STREAM"))
+        entries = sum(client.xlen(key) for key in keys)
+    if entries != expected:
+        raise SystemExit(f"bench_sinks: the streams hold {entries} entries, not {expected}")
 
 
 def remove(path: Path | None) -> None:
@@ -234,6 +270,8 @@ def print_table(report: dict[str, Any]) -> None:
         f"  (ratio: to {SINKS[0]}; bytes/event: on disk after close, - for no file; "
         f"{report['seconds']} s)"
     )
+    for kind, ratio in report["ratio_to_redis"].items():
+        print(f"  {kind}: x{ratio:.3f} of redis (one server), median of per-round ratios")
 
 
 STREAM_BASELINE = "jsonl:/dev/null"
@@ -355,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rates: dict[str, list[float]] = {kind: [] for kind in SINKS}
     sizes: dict[str, list[int]] = {kind: [] for kind in SINKS}
-    with tempfile.TemporaryDirectory(prefix="bench-sinks-") as tmp, redis_server(Path(tmp)) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-sinks-") as tmp,
+        redis_server(Path(tmp)) as url,
+        redis_cluster(Path(tmp)) as cluster,
+    ):
         counter = iter(range(1_000_000))
 
         def fresh(kind: str) -> tuple[Sink, Path | None]:
@@ -369,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "parquet":
                 path = Path(tmp) / f"parquet-{n}"
                 return open_sink(f"parquet:{path}", SinkOptions()), path
+            if kind.startswith("redis+cluster"):
+                with cluster.client() as client:
+                    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+                wait = 1 if kind.endswith("+wait") else 0
+                options = SinkOptions(redis_maxlen=100_000, redis_wait_replicas=wait)
+                return open_sink(cluster.url, options), None
             with redis.Redis.from_url(url) as client:
                 client.flushdb()
             return open_sink(url, SinkOptions(redis_maxlen=100_000)), None
@@ -376,18 +424,23 @@ def main(argv: list[str] | None = None) -> int:
         # One untimed round first: the first sink measured would otherwise pay the warm-up
         # (imports, allocator, caches) and read slower than the sinks after it.
         time_round(fresh(SINKS[0])[0], events, args.batch)
-        for kind in SINKS:
-            for _ in range(args.rounds):
+        # Each round measures every sink once, so a machine that slows down mid-run moves all
+        # of a round's figures together and the per-round ratios stay comparable.
+        for _ in range(args.rounds):
+            for kind in SINKS:
                 sink, path = fresh(kind)
                 rates[kind].append(time_round(sink, events, args.batch))
                 if kind == "parquet":
                     check_parquet_rows(path, len(events))
+                if kind.startswith("redis"):
+                    check_stream_entries(cluster.client() if "cluster" in kind else
+                                         redis.Redis.from_url(url), len(events))  # fmt: skip
                 size = disk_bytes(kind, path)
                 if size is not None:
                     sizes[kind].append(size)
                 remove(path)
-                if time.monotonic() - started > BUDGET_S:
-                    break
+            if time.monotonic() - started > BUDGET_S:
+                break
     results = {kind: statistics.median(values) for kind, values in rates.items()}
     baseline = results[SINKS[0]]
     report: dict[str, Any] = {
@@ -402,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             k: round(statistics.median(v) / args.events, 2) if v else None for k, v in sizes.items()
         },
         "rounds_run": {k: len(v) for k, v in rates.items()},
+        "ratio_to_redis": {
+            kind: round(
+                statistics.median(a / b for a, b in zip(rates[kind], rates["redis"], strict=True)),
+                3,
+            )
+            for kind in CLUSTER_SINKS
+        },
         "parquet_roll_rows": SinkOptions().parquet_roll_rows,
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow  # runs a script end to end (and a redis-server)
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 5_000  # the mix has a gap event every 5,000th
 FILE_SINKS = ("jsonl", "sqlite", "parquet")
+REDIS_SINKS = ("redis", "redis+cluster", "redis+cluster+wait")  # one server, a cluster, with WAIT
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,11 +35,13 @@ def test_bench_sinks_reports_parquet_next_to_jsonl_and_sqlite(tmp_path: Path) ->
     assert report["events_per_round"] == EVENTS
     assert sum(report["mix"].values()) == EVENTS
     assert all(report["mix"][kind] > 0 for kind in report["mix"]), report["mix"]
-    assert set(report["events_per_s"]) == {"jsonl:/dev/null", *FILE_SINKS, "redis"}
+    assert set(report["events_per_s"]) == {"jsonl:/dev/null", *FILE_SINKS, *REDIS_SINKS}
     assert all(rate > 0 for rate in report["events_per_s"].values()), report["events_per_s"]
     assert report["rounds_run"] == dict.fromkeys(report["events_per_s"], 1)
+    assert set(report["ratio_to_redis"]) == {"redis+cluster", "redis+cluster+wait"}
+    assert all(ratio > 0 for ratio in report["ratio_to_redis"].values())
     sizes = report["bytes_per_event"]
-    assert sizes["jsonl:/dev/null"] is None and sizes["redis"] is None  # nothing on disk
+    assert all(sizes[kind] is None for kind in ("jsonl:/dev/null", *REDIS_SINKS))  # not on disk
     assert all(sizes[kind] > 0 for kind in FILE_SINKS), sizes
     # zstd columns against JSON text of the same events: far smaller, or the files are wrong.
     assert sizes["parquet"] < sizes["jsonl"] / 2, sizes
@@ -50,7 +53,8 @@ def test_bench_sinks_reports_parquet_next_to_jsonl_and_sqlite(tmp_path: Path) ->
     for kind in FILE_SINKS:
         assert f"{report['events_per_s'][kind]:,}" in row(kind)
         assert f"{sizes[kind]:,.1f}" in row(kind)
-    assert row("redis").split()[3] == "-"
+    for kind in REDIS_SINKS:
+        assert row(kind).split()[3] == "-"
 
 
 def test_bench_sinks_json_alone_prints_only_the_json_object() -> None:
