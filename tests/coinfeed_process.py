@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -110,3 +111,18 @@ def listening_url(stderr: bytes | bytearray) -> str | None:
             url: str = json.loads(line)["url"]
             return url
     return None
+
+
+async def start_coinfeed(args: list[str], log: Path) -> trio.Process:
+    """``coinfeed run ARGS`` as a child process, its log appended to ``log``."""
+    env = {**os.environ, "COINAPI_KEY": "test-key"}
+    stderr = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", "coinfeed", "run", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    finally:
+        os.close(stderr)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import trio
 
 from coinfeed.simulator import SimulatorConfig, open_simulator
+from tests.coinfeed_process import start_coinfeed
 from tests.helpers import SYMBOLS
 
 
@@ -32,20 +30,6 @@ def restart_gaps(db: Path) -> list[tuple[str, str]]:
         return list(
             conn.execute("SELECT symbol_id, status FROM gaps WHERE reason = 'restart' ORDER BY id")
         )
-
-
-async def start_coinfeed(args: list[str], log: Path) -> trio.Process:
-    env = {**os.environ, "COINAPI_KEY": "test-key"}
-    stderr = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        return await trio.lowlevel.open_process(
-            [sys.executable, "-m", "coinfeed", "run", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    finally:
-        os.close(stderr)
 
 
 async def test_sigkill_then_restart_backfills_the_outage_from_the_checkpoint(
