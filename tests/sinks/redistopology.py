@@ -343,6 +343,27 @@ class RedisClusterNodes:
             raise RuntimeError(f"no node serves the slot of {key!r}")
         return owner
 
+    def move_slot(self, key: str, pause: float = 0.05) -> tuple[int, int]:
+        """Move ``key``'s slot to another primary the way ``redis-cli --cluster reshard`` does
+        (IMPORTING/MIGRATING, then MIGRATE key by key, then SETSLOT NODE everywhere), pausing
+        ``pause`` seconds between steps so writes meet every stage (ASK, TRYAGAIN, MOVED).
+        Returns (from port, to port)."""
+        source = self.primary_port_for(key)
+        slot = int(_ask(source, "CLUSTER", "KEYSLOT", key))
+        primaries = sorted({n.port for n in _cluster_nodes(source) if n.is_primary} - {source})
+        target = primaries[0]
+        source_id, target_id = _ask(source, "CLUSTER", "MYID"), _ask(target, "CLUSTER", "MYID")
+        _ask(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _ask(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := _ask(source, "CLUSTER", "GETKEYSINSLOT", slot, 1):
+            time.sleep(pause)
+            _ask(source, "MIGRATE", HOST, target, "", 0, 5000, "KEYS", *keys)
+        time.sleep(pause)
+        for port in self._servers.alive():
+            if _role(port) == "master":
+                _ask(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return source, target
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port``; if it was a primary, what it served is remembered for
         ``wait_promoted``."""

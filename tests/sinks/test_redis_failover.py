@@ -16,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,14 @@ from typing import Any
 import pytest
 import redis
 import trio
+from redis.exceptions import RedisClusterException
 
 from coinfeed.config import Settings
+from coinfeed.core.events import Event
 from coinfeed.service import Service
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.helpers import SYMBOLS, truth_uuids, wait_for
+from coinfeed.sinks.redis_streams import RedisStreamSink
+from tests.helpers import SYM, SYMBOLS, trade, truth_uuids, wait_for
 from tests.sinks.redisserver import RedisServer, stream
 from tests.sinks.redistopology import RedisClusterNodes, SentinelGroup
 
@@ -219,3 +224,48 @@ def drain(fd: int) -> bytes:
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_a_slot_moving_under_the_writes_loses_and_doubles_nothing(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    # The writer's way: a failed batch is retried, the same batch, before the next one.
+    sink = RedisStreamSink.open(redis_cluster.url, maxlen=100_000)
+    key = stream("trade", SYM)
+    failures: list[Exception] = []
+    moved = threading.Event()
+
+    def write() -> None:
+        number = 0
+        while not moved.is_set() or number < 40:
+            batch: list[Event] = [trade(n) for n in range(number * 50, number * 50 + 50)]
+            while True:
+                try:
+                    sink.write_batch(batch)
+                    break
+                except (redis.RedisError, RedisClusterException) as exc:
+                    failures.append(exc)
+                    time.sleep(0.01)
+            number += 1
+            time.sleep(0.005)
+        written.append(number)
+
+    written: list[int] = []
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(0.1)
+        source, target = redis_cluster.move_slot(key, pause=0.2)
+    finally:
+        moved.set()
+        writer.join(30)
+    sink.close()
+    [batches] = written
+    assert redis_cluster.primary_port_for(key) == target != source
+    # Writes met the slot half-moved: the client followed ASK redirects to the new owner.
+    with redis.Redis(port=target) as client:
+        assert client.info("commandstats")["cmdstat_asking"]["calls"] > 0
+    with redis_cluster.client() as client:
+        entries = client.xrange(key)
+    uuids = [json.loads(fields[b"json"])["uuid"] for _, fields in entries]
+    assert uuids == [trade(n).uuid for n in range(batches * 50)]  # in order, each once
