@@ -23,6 +23,7 @@ server.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import signal
 import socket
@@ -87,6 +88,8 @@ class StreamConsumer:
     _own_pending: set[str] = attrs.field(factory=set)
     """Streams whose entries this consumer name still holds from an earlier run."""
     _claim_cursors: dict[str, str] = attrs.field(factory=dict)
+    rediscover: bool = False
+    """Set when a stream lost our group: look for streams again at once."""
 
     @property
     def streams(self) -> list[str]:
@@ -94,6 +97,7 @@ class StreamConsumer:
 
     def discover(self) -> list[str]:
         """Join the group on streams that appeared since the last look; returns the new ones."""
+        self.rediscover = False
         found = set(self._existing_streams()) - set(self._streams)
         for key in sorted(found):
             try:
@@ -133,10 +137,14 @@ class StreamConsumer:
 
     def _read_groups(self, keys: list[str], start: str) -> list[tuple[str, Any]]:
         pipe = self.client.pipeline(transaction=False)
-        for group in _by_slot(keys, isinstance(self.client, RedisCluster)):
+        groups = _by_slot(keys, isinstance(self.client, RedisCluster))
+        for group in groups:
             pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(group, start), self.count)
         replies: list[tuple[str, Any]] = []
-        for reply in pipe.execute():
+        for group, reply in zip(groups, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, Exception):
+                self._check_group_lost(reply, group)
+                continue
             items = reply.items() if isinstance(reply, dict) else reply or []
             for key, entries in items:
                 replies.append((key.decode() if isinstance(key, bytes) else key, entries))
@@ -151,7 +159,10 @@ class StreamConsumer:
                 key, self.group, self.consumer, int(self.claim_idle * 1000), start, self.count
             )
         claimed = []
-        for key, reply in zip(self._streams, pipe.execute(), strict=True):
+        for key, reply in zip(list(self._streams), pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, Exception):
+                self._check_group_lost(reply, [key])
+                continue
             cursor, entries = reply[0], reply[1]
             trimmed = reply[2] if len(reply) > 2 else []
             self._claim_cursors[key] = cursor.decode() if isinstance(cursor, bytes) else cursor
@@ -166,6 +177,22 @@ class StreamConsumer:
                 self.stats.claimed += len(entries)
                 claimed.append((key, entries))
         return claimed
+
+    def _check_group_lost(self, error: Exception, keys: list[str]) -> None:
+        """A stream deleted (and maybe created again) since we joined it has lost our group:
+        forget it, so that the next discovery joins it afresh. Any other error is raised."""
+        if not (isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")):
+            raise error
+        lost = [key for key in keys if f"'{key}'" in str(error)] or keys
+        for key in lost:
+            if key in self._streams:
+                self._streams.remove(key)
+            self._own_pending.discard(key)
+            self._claim_cursors.pop(key, None)
+        self.rediscover = True
+        logger.bind(streams=",".join(lost)).warning(
+            "consumer group gone from stream; joining again"
+        )
 
     def acknowledge(self, replies: list[tuple[str, list[tuple[bytes, Any]]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -212,13 +239,24 @@ async def consume(
     sinks: Sequence[Sink],
     *,
     rng: random.Random | None = None,
+    stopping: trio.Event | None = None,
 ) -> None:
-    """Deliver entries to ``sinks`` until cancelled; every sink is written before the ack."""
+    """Deliver entries to ``sinks``, every sink written before the ack, until ``stopping`` is
+    set (then the round in hand is finished, and buffering sinks flush all) or cancelled."""
+    stopping = stopping if stopping is not None else trio.Event()
     rng = rng or random.Random()
     next_discovery = next_claim = 0.0
-    while True:
+    # Sinks that hold events past write_batch (Parquet's spool) roll what is due every
+    # flush_every seconds, as the service's writers have them do.
+    buffering = [s for s in sinks if getattr(s, "flush", None) is not None]
+    next_flush = time.monotonic() + min((s.flush_every for s in buffering), default=math.inf)  # type: ignore[attr-defined]
+    while not stopping.is_set():
         now = time.monotonic()
-        if now >= next_discovery:
+        if now >= next_flush:
+            for sink in buffering:
+                await _flush(sink, everything=False, rng=rng)
+            next_flush = now + min(s.flush_every for s in buffering)  # type: ignore[attr-defined]
+        if now >= next_discovery or consumer.rediscover:
             new = await _redis(consumer.discover, rng)
             if new:
                 logger.bind(streams=len(consumer.streams), new=len(new)).info("streams joined")
@@ -230,13 +268,16 @@ async def consume(
         if not replies:
             replies = await _redis(consumer.read, rng)
         if not replies:
-            await trio.sleep(IDLE_WAIT)
+            with trio.move_on_after(IDLE_WAIT):
+                await stopping.wait()
             continue
         events = consumer.events_of(replies)
         for sink in sinks:
             await _write(sink, events, rng)
         await _redis(functools.partial(consumer.acknowledge, replies), rng)
         consumer.stats.delivered += len(events)
+    for sink in buffering:
+        await _flush(sink, everything=True, rng=rng)
 
 
 async def _redis(call: typing.Callable[[], Any], rng: random.Random) -> Any:
@@ -253,18 +294,30 @@ async def _redis(call: typing.Callable[[], Any], rng: random.Random) -> Any:
 
 
 async def _write(sink: Sink, events: list[Event], rng: random.Random) -> None:
+    await _in_sink(sink, functools.partial(sink.write_batch, events), "sink write", rng)
+
+
+async def _flush(sink: Sink, *, everything: bool, rng: random.Random) -> None:
+    flush = sink.flush  # type: ignore[attr-defined]
+    await _in_sink(sink, functools.partial(flush, everything), "sink flush", rng)
+
+
+async def _in_sink(
+    sink: Sink, call: typing.Callable[[], None], what: str, rng: random.Random
+) -> None:
+    """``call()`` (in a worker thread for a blocking sink), retried until it succeeds."""
     attempt = 0
     while True:
         try:
             if sink.blocking:
-                await trio.to_thread.run_sync(sink.write_batch, events, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(call, abandon_on_cancel=True)
             else:
-                sink.write_batch(events)
+                call()
             return
         except Exception as exc:  # a sink's failure is reported and retried, never fatal
             attempt += 1
             logger.bind(sink=sink.name, attempt=attempt, error=str(exc)).warning(
-                "sink write failed; retrying"
+                f"{what} failed; retrying"
             )
             await trio.sleep(full_jitter(attempt, base=0.1, cap=RETRY_MAX, rng=rng))
 
@@ -312,22 +365,36 @@ async def _consume_until_stopped(
     log = logger.bind(redis=str(url), group=group, consumer=name)
     kinds = ",".join(options["kinds"])
     log.bind(kinds=kinds, sinks=",".join(s.name for s in sinks)).info("consuming")
-    consumer: StreamConsumer = await _redis(build, rng)
+    stopping = trio.Event()
+    consumer: StreamConsumer | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(consume, consumer, sinks, rng=rng))
-            nursery.start_soon(_log_stats, consumer.stats, settings.stats_interval)
-            async for signum in signals:
-                log.bind(signal=signal.Signals(signum).name).info("stopping")
+
+            async def deliver() -> None:
+                nonlocal consumer
+                consumer = await _redis(build, rng)
+                await consume(consumer, sinks, rng=rng, stopping=stopping)
                 nursery.cancel_scope.cancel()
+
+            nursery.start_soon(deliver)
+            nursery.start_soon(_log_stats, lambda: consumer, settings.stats_interval)
+            async for signum in signals:
+                # The round in hand is finished and acknowledged, within shutdown_timeout;
+                # what is cut short then stays pending for this consumer's next start.
+                log.bind(signal=signal.Signals(signum).name).info("stopping")
+                stopping.set()
+                nursery.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout
                 break
-    stats = consumer.stats
+    stats = consumer.stats if consumer is not None else ConsumeStats()
     log.bind(**attrs.asdict(stats)).info("stopped")
-    consumer.client.close()
+    if consumer is not None:
+        consumer.client.close()
     return 0
 
 
-async def _log_stats(stats: ConsumeStats, interval: float) -> None:
+async def _log_stats(current: typing.Callable[[], StreamConsumer | None], interval: float) -> None:
     while True:
         await trio.sleep(interval)
-        logger.bind(**attrs.asdict(stats)).info("stats")
+        consumer = current()
+        if consumer is not None:
+            logger.bind(**attrs.asdict(consumer.stats)).info("stats")

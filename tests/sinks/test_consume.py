@@ -12,15 +12,18 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import attrs
+import pyarrow.parquet as pq
 import pytest
 import redis
 import trio
 
 from coinfeed.consume import StreamConsumer, consume
 from coinfeed.core.events import Event, TradeEvent, encode_event
+from coinfeed.sinks import open_sink
 from coinfeed.sinks.redis_streams import RedisStreamSink
 from tests.helpers import SYM, quote, trade, wait_for
 from tests.sinks.redisserver import RedisServer, stream
@@ -239,3 +242,38 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str) -> No
     )
     assert done.returncode == 2
     assert message in done.stderr.decode()
+
+
+async def test_a_stream_deleted_and_written_again_is_joined_again(
+    redis_server: RedisServer,
+) -> None:
+    produce(redis_server, [trade(n) for n in range(3)])
+    sink = MemorySink()
+    reader = consumer(redis_server, "one")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume, reader, [sink])
+        await wait_for(lambda: len(sink.events) == 3, 10, "the first entries")
+        with redis_server.client() as client:
+            client.delete(stream("trade", SYM), stream("trade", SYM) + ":seen")  # group gone
+        produce(redis_server, [trade(n) for n in range(3, 6)])
+        await wait_for(lambda: len(sink.events) == 6, 10, "the entries after the delete")
+        nursery.cancel_scope.cancel()
+    assert uuids(sink.events) == [trade(n).uuid for n in range(6)]
+
+
+async def test_a_parquet_sink_gets_its_files_when_the_consumer_stops(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    produce(redis_server, [trade(n) for n in range(40)])
+    sink = open_sink(f"parquet:{tmp_path / 'history'}")
+    reader = consumer(redis_server, "one")
+    stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(consume, reader, [sink], stopping=stopping))
+        await wait_for(lambda: pending(redis_server, stream("trade", SYM)) == 0, 10, "acked")
+        await wait_for(lambda: reader.stats.delivered == 40, 10, "all delivered")
+        stopping.set()  # the round in hand finishes, then the spool is converted whole
+    sink.close()
+    files = list((tmp_path / "history").rglob("*.parquet"))
+    rows = pq.read_table(files[0]).column("uuid").to_pylist() if len(files) == 1 else files
+    assert rows == [trade(n).uuid for n in range(40)]
