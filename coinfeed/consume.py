@@ -264,7 +264,9 @@ async def consume(
         replies = []
         if now >= next_claim:
             replies = await _redis(consumer.claim, rng)
-            next_claim = now + max(consumer.claim_idle / 2, IDLE_WAIT)
+            # A dead consumer's entries are claimed --count per stream at a time: go on
+            # claiming next round until there are none left.
+            next_claim = now if replies else now + max(consumer.claim_idle / 2, IDLE_WAIT)
         if not replies:
             replies = await _redis(consumer.read, rng)
         if not replies:

@@ -277,3 +277,24 @@ async def test_a_parquet_sink_gets_its_files_when_the_consumer_stops(
     files = list((tmp_path / "history").rglob("*.parquet"))
     rows = pq.read_table(files[0]).column("uuid").to_pylist() if len(files) == 1 else files
     assert rows == [trade(n).uuid for n in range(40)]
+
+
+async def test_a_dead_consumers_many_entries_are_claimed_without_waiting_between_rounds(
+    redis_server: RedisServer,
+) -> None:
+    produce(redis_server, [trade(n) for n in range(1000)])
+    key = stream("trade", SYM)
+    with redis_server.client() as client:
+        client.xgroup_create(key, "group", id="0")
+        [(_, entries)] = client.xreadgroup("group", "dead", {key: ">"}, count=1000)
+        # Held for a minute already (XCLAIM … IDLE sets how long an entry has been idle).
+        client.xclaim(key, "group", "dead", 0, [i for i, _ in entries], idle=60_000)
+    sink = MemorySink()
+    # 50 per claim, and claim passes 5 s apart when there was nothing to claim: the 20 claims
+    # fit in seconds only if they follow each other while entries remain.
+    reader = consumer(redis_server, "alive", count=50, claim_idle=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume, reader, [sink])
+        await wait_for(lambda: len(sink.events) == 1000, 3, "every claimed entry")
+        nursery.cancel_scope.cancel()
+    assert reader.stats.claimed == 1000
