@@ -14,8 +14,9 @@ class SinkSpecError(ValueError):
 class Sink(Protocol):
     """Writes batches of events; ``write_batch`` writes the whole batch or raises.
 
-    After a failure the writer calls ``write_batch`` again with the same list object, so a sink
-    may recognise a retry (the Redis sink reuses its entry ids to write nothing twice).
+    After a failure the writer calls ``write_batch`` again with the same list object: a sink
+    whose write may have landed in part must make the retry write nothing twice (SQLite's
+    trades are keyed by uuid, the Redis sink's appends are idempotent).
 
     When ``blocking`` is true (files, sockets, databases) ``write_batch`` and ``close`` run in a
     worker thread so a slow device never stalls the event loop; an in-memory sink sets it false.
