@@ -543,13 +543,21 @@ class SentinelGroup:
         _wait_until(f"the sentinels promoting {new}", timeout, problem, self._servers.logs)
         return new
 
-    def rejoin(self, port: int, timeout: float = 20) -> None:
-        """Start the killed former primary again and wait until the sentinels have made it the
-        new primary's replica, in sync."""
-        self._servers.relaunch(port)
+    def add_replica(self, timeout: float = 20) -> int:
+        """Start a new, empty server as the current primary's replica and wait until it is in
+        sync; returns its port.
+
+        Not the killed primary again: without persistence it comes back empty, and if the
+        sentinels see it as the primary once more (they did, on a loaded machine) they make the
+        promoted replica copy its emptiness. Redis's replication docs warn of exactly this."""
+        [port] = _free_ports(1)
+        primary = self.current_primary_port()
+        replicaof = ["--replicaof", HOST, str(primary)]
+        self._servers.launch(port, [*_common_args(port, self._servers.home(port)), *replicaof])
         _wait_until(
             f"{port} a replica in sync", timeout, lambda: _unsynced(port), self._servers.logs
         )
+        return port
 
     def stop(self) -> None:
         self._servers.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -69,14 +70,15 @@ def trade_uuids(client: Any) -> list[str]:
 
 
 def fail_over(topology: Topology) -> None:
-    """Kill the primary that holds the first symbol's streams; once its replica took over, start
-    it again (it rejoins as a replica, so ``WAIT 1`` can be met again)."""
+    """Kill the primary that holds the first symbol's streams; once its replica took over, give
+    it a replica again, so that ``WAIT 1`` can be met again: in the cluster the killed node
+    restarts (it rejoins as its successor's replica), under Sentinel a new server joins."""
     if isinstance(topology, RedisClusterNodes):
         old, _ = topology.kill_primary_of(stream("trade", SYMBOLS[0]))
+        topology.rejoin(old)
     else:
-        old = topology.current_primary_port()
         topology.fail_over()
-    topology.rejoin(old)
+        topology.add_replica()
 
 
 async def test_a_failover_loses_and_doubles_no_trade_and_two_consumers_share_the_streams(
@@ -128,25 +130,32 @@ async def consume_with_one_consumer_killed(
 ) -> None:
     """Consumers ``a`` and ``b`` of one group share the streams, each writing to the shared
     target and to a file of its own. ``a``'s file is a pipe nobody reads while it runs: once its
-    buffer (64 KiB, a few rounds) is full, ``a`` blocks holding entries it read; it is killed
-    there, and ``b`` claims them."""
+    buffer (16 KiB, about four of its rounds) is full, ``a`` blocks holding entries it read; it
+    is killed there, and ``b`` claims them."""
     fifo = tmp_path / "a.jsonl"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: a's open succeeds
+    fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 16384)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINFEED_", "COINAPI_"))}
 
-    def start(consumer: str, out: Path) -> subprocess.Popen[bytes]:
+    def start(consumer: str, out: Path, count: int) -> subprocess.Popen[bytes]:
+        # claim-idle 3 s: longer than it takes to see that a is stuck, and then kill it.
         return subprocess.Popen(
             [sys.executable, "-m", "coinfeed", "consume", topology.url, "--group", "g",
-             "--consumer", consumer, "--kinds", "trade", "--count", "20", "--claim-idle", "1",
-             "--sink", target.url, "--sink", f"jsonl:{out}", "--log-format", "json"],
+             "--consumer", consumer, "--kinds", "trade", "--count", str(count),
+             "--claim-idle", "3", "--sink", target.url, "--sink", f"jsonl:{out}",
+             "--log-format", "json"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
-    processes = [start("a", fifo), start("b", tmp_path / "b.jsonl")]
-    a, b = processes
+    processes = [start("a", fifo, 5)]
+    a = processes[0]
     try:
         with topology.client() as client:
+            # a goes first (so that it has its rounds before b takes the rest), then both read.
+            await wait_for(lambda: held_by(client, "a") > 0, 20, "a reading")
+            processes.append(start("b", tmp_path / "b.jsonl", 20))
+            b = processes[1]
             held = await stuck_holding(client, "a")
             a.kill()
             a.wait(10)
