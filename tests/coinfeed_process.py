@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -126,3 +127,13 @@ async def start_coinfeed(args: list[str], log: Path) -> trio.Process:
         )
     finally:
         os.close(stderr)
+
+
+async def stop_gracefully(process: trio.Process, log: Path) -> None:
+    """SIGTERM, and exit code 0 within 15 s (the log's tail in the message if not)."""
+    process.send_signal(signal.SIGTERM)
+    with trio.fail_after(15):
+        code = await process.wait()
+    if code != 0:
+        tail = (await trio.Path(log).read_text())[-3000:]
+        raise AssertionError(f"coinfeed exited {code}:\n{tail}")

@@ -63,14 +63,18 @@ def service_settings(**overrides: Any) -> Settings:
 
 @attrs.define(eq=False)
 class MemorySink:
-    """Keeps every event written (tests read ``events``)."""
+    """Keeps every event written (tests read ``events``); ``fail`` makes writes raise (a sink
+    that is down)."""
 
     name: str = "memory"
     blocking: bool = False
     events: list[Event] = attrs.field(factory=list)
     closed: bool = False
+    fail: bool = False
 
     def write_batch(self, events: list[Event]) -> None:
+        if self.fail:
+            raise OSError("sink down")
         self.events.extend(events)
 
     def close(self) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 from pathlib import Path
 
 import trio
 
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.coinfeed_process import start_coinfeed
+from tests.coinfeed_process import start_coinfeed, stop_gracefully
 from tests.helpers import SYMBOLS
 
 
@@ -61,9 +60,7 @@ async def test_sigkill_then_restart_backfills_the_outage_from_the_checkpoint(
             await trio.sleep(1.5)
             sim.pause_market()
             await trio.sleep(1.5)  # the last live trades reach the sink
-            second.send_signal(signal.SIGTERM)
-            with trio.fail_after(15):
-                assert await second.wait() == 0, log.read_text()[-3000:]
+            await stop_gracefully(second, log)
         finally:
             if second.returncode is None:
                 second.kill()

@@ -236,8 +236,25 @@ class _Lost:
     replicas: tuple[int, ...]
 
 
+class _Topology:
+    """``start()`` runs ``_start()``; what it started before failing is stopped again."""
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
 @attrs.define(eq=False)
-class RedisClusterNodes:
+class RedisClusterNodes(_Topology):
     """``start()`` launches 6 cluster-enabled redis-servers (no persistence) and joins them into
     3 primaries with one replica each; ``stop()`` ends them all.
 
@@ -267,13 +284,6 @@ class RedisClusterNodes:
         """A cluster client for assertions, seeded with every node still alive."""
         nodes = [ClusterNode(HOST, port) for port in self._servers.alive()]
         return RedisCluster(startup_nodes=nodes, socket_timeout=5)
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         cli = require_binary("redis-cli", package="redis-tools", needed_for="the Redis sink")
@@ -428,7 +438,7 @@ class RedisClusterNodes:
 
 
 @attrs.define(eq=False)
-class SentinelGroup:
+class SentinelGroup(_Topology):
     """``start()`` launches a primary, its replica and 3 sentinels watching them (quorum 2,
     down after 1 s); ``stop()`` ends them all.
 
@@ -467,13 +477,6 @@ class SentinelGroup:
     def client(self) -> redis.Redis:
         """A plain client of the primary the sentinels name now."""
         return redis.Redis(host=HOST, port=self.current_primary_port(), socket_timeout=5)
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         servers = self._servers

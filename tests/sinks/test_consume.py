@@ -15,7 +15,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import attrs
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -25,28 +24,10 @@ from coinfeed.consume import StreamConsumer, consume
 from coinfeed.core.events import Event, TradeEvent, encode_event
 from coinfeed.sinks import open_sink
 from coinfeed.sinks.redis_streams import RedisStreamSink
-from tests.helpers import SYM, quote, trade, wait_for
+from tests.helpers import SYM, MemorySink, quote, trade, wait_for
 from tests.sinks.redisserver import RedisServer, stream
 
 OTHER = "COINBASE_SPOT_ETH_USD"
-
-
-@attrs.define(eq=False)
-class MemorySink:
-    """Keeps what it is given; ``fail`` makes writes raise (a sink that is down)."""
-
-    name: str = "memory"
-    blocking: bool = False
-    events: list[Event] = attrs.field(factory=list)
-    fail: bool = False
-
-    def write_batch(self, events: list[Event]) -> None:
-        if self.fail:
-            raise OSError("sink down")
-        self.events.extend(events)
-
-    def close(self) -> None:
-        pass
 
 
 def produce(server: RedisServer, events: list[Event]) -> None:
@@ -66,6 +47,16 @@ def pending(server: RedisServer, key: str) -> int | None:
             return int(client.xpending(key, "group")["pending"])
         except redis.ResponseError:
             return None
+
+
+def hold(server: RedisServer, consumer: str, count: int) -> list[bytes]:
+    """``consumer`` of the group reads ``count`` trades of SYM and never acknowledges them (it
+    died, or crashed before its restart); returns their entry ids."""
+    key = stream("trade", SYM)
+    with server.client() as client:
+        client.xgroup_create(key, "group", id="0")
+        [(_, entries)] = client.xreadgroup("group", consumer, {key: ">"}, count=count)
+    return [entry_id for entry_id, _ in entries]
 
 
 def uuids(events: list[Event]) -> list[str]:
@@ -128,9 +119,7 @@ async def test_a_dead_consumers_pending_entries_are_claimed_by_another(
 ) -> None:
     produce(redis_server, [trade(n) for n in range(100)])
     key = stream("trade", SYM)
-    with redis_server.client() as client:
-        client.xgroup_create(key, "group", id="0")
-        client.xreadgroup("group", "dead", {key: ">"}, count=60)  # read, never acknowledged
+    hold(redis_server, "dead", 60)
     sink = MemorySink()
     reader = consumer(redis_server, "alive", claim_idle=0.5)
     async with trio.open_nursery() as nursery:
@@ -146,10 +135,7 @@ async def test_a_restarted_consumer_delivers_what_it_left_pending_first(
     redis_server: RedisServer,
 ) -> None:
     produce(redis_server, [trade(n) for n in range(10)])
-    key = stream("trade", SYM)
-    with redis_server.client() as client:
-        client.xgroup_create(key, "group", id="0")
-        client.xreadgroup("group", "worker", {key: ">"}, count=4)  # the run that crashed
+    hold(redis_server, "worker", 4)  # the run that crashed
     sink = MemorySink()
     reader = consumer(redis_server, "worker", claim_idle=3600)
     async with trio.open_nursery() as nursery:
@@ -284,11 +270,9 @@ async def test_a_dead_consumers_many_entries_are_claimed_without_waiting_between
 ) -> None:
     produce(redis_server, [trade(n) for n in range(1000)])
     key = stream("trade", SYM)
-    with redis_server.client() as client:
-        client.xgroup_create(key, "group", id="0")
-        [(_, entries)] = client.xreadgroup("group", "dead", {key: ">"}, count=1000)
-        # Held for a minute already (XCLAIM … IDLE sets how long an entry has been idle).
-        client.xclaim(key, "group", "dead", 0, [i for i, _ in entries], idle=60_000)
+    held = hold(redis_server, "dead", 1000)
+    with redis_server.client() as client:  # held for a minute already (XCLAIM … IDLE)
+        client.xclaim(key, "group", "dead", 0, held, idle=60_000)
     sink = MemorySink()
     # 50 per claim, and claim passes 5 s apart when there was nothing to claim: the 20 claims
     # fit in seconds only if they follow each other while entries remain.
