@@ -8,12 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Sized
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import attrs
 import httpx
 import trio
 
+from coinfeed.simulator import Simulator
 from tests.helpers import SYMBOLS
 
 KEY = "sekrit-key-4711"
@@ -137,3 +141,60 @@ async def stop_gracefully(process: trio.Process, log: Path) -> None:
     if code != 0:
         tail = (await trio.Path(log).read_text())[-3000:]
         raise AssertionError(f"coinfeed exited {code}:\n{tail}")
+
+
+@attrs.frozen
+class RestartRun:
+    """What :func:`kill_and_restart` saw: the ground truth and the trades stored at the kill."""
+
+    truth: dict[str, str]
+    """uuid -> time_exchange of every trade the simulator made for :data:`SYMBOLS`."""
+    stored_at_kill: Any
+    """What ``stored()`` returned right after the kill."""
+
+
+async def kill_and_restart(
+    sim: Simulator,
+    sink: str,
+    tmp_path: Path,
+    *,
+    stored: Callable[[], Sized],
+    recovered: Callable[[], bool],
+    outage: float,
+) -> RestartRun:
+    """``coinfeed run`` (trades of :data:`SYMBOLS`, into ``sink``, a state_dir) until ``stored()``
+    holds 500 trades and a checkpoint exists, SIGKILL (no shutdown, no final checkpoint),
+    ``outage`` seconds of market without it, then the same command again until ``recovered()``
+    (its restart gaps closed); the market pauses, the last trades arrive, it stops cleanly."""
+    state, log = tmp_path / "state", tmp_path / "coinfeed.log"
+    args = [
+        "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--symbols", ",".join(SYMBOLS),
+        "--types", "trade", "--sink", sink, "--http", "off", "--state-dir", str(state),
+        "--recovery-pause", "0.01", "--log-format", "json",
+    ]  # fmt: skip
+    first = await start_coinfeed(args, log)
+    try:
+        with trio.fail_after(20):
+            while len(stored()) < 500 or not await trio.Path(state / "checkpoint.json").exists():
+                await trio.sleep(0.1)
+        await trio.sleep(1.5)  # a checkpoint newer than the first trades
+    finally:
+        first.kill()
+        await first.wait()
+    stored_at_kill = stored()
+    await trio.sleep(outage)  # the market goes on
+    second = await start_coinfeed(args, log)
+    try:
+        with trio.fail_after(30):
+            while not recovered():
+                await trio.sleep(0.2)
+        await trio.sleep(1.5)
+        sim.pause_market()
+        await trio.sleep(1.5)  # the last live trades reach the sink
+        await stop_gracefully(second, log)
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+    truth = {t.uuid.lower(): t.time_exchange for s in SYMBOLS for t in sim.truth.trades(s)}
+    return RestartRun(truth, stored_at_kill)

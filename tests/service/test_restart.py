@@ -6,10 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-import trio
-
 from coinfeed.simulator import SimulatorConfig, open_simulator
-from tests.coinfeed_process import start_coinfeed, stop_gracefully
+from tests.coinfeed_process import kill_and_restart
 from tests.helpers import SYMBOLS
 
 
@@ -34,38 +32,14 @@ def restart_gaps(db: Path) -> list[tuple[str, str]]:
 async def test_sigkill_then_restart_backfills_the_outage_from_the_checkpoint(
     tmp_path: Path,
 ) -> None:
-    db, state, log = tmp_path / "trades.db", tmp_path / "state", tmp_path / "coinfeed.log"
+    db, log = tmp_path / "trades.db", tmp_path / "coinfeed.log"
     async with open_simulator(SimulatorConfig(rate=1500, seed=21)) as sim:
-        args = [
-            "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--symbols", ",".join(SYMBOLS),
-            "--types", "trade", "--sink", f"sqlite:{db}", "--http", "off",
-            "--state-dir", str(state), "--recovery-pause", "0.01", "--log-format", "json",
-        ]  # fmt: skip
-        first = await start_coinfeed(args, log)
-        try:
-            with trio.fail_after(20):
-                while len(stored_trades(db)) < 500 or not (state / "checkpoint.json").exists():
-                    await trio.sleep(0.1)
-            await trio.sleep(1.5)  # a checkpoint newer than the first trades
-        finally:
-            first.kill()  # SIGKILL: no shutdown, no final checkpoint
-            await first.wait()
-        before_restart = stored_trades(db)
-        await trio.sleep(3)  # the outage: the market goes on
-        second = await start_coinfeed(args, log)
-        try:
-            with trio.fail_after(30):
-                while ("BITSTAMP_SPOT_BTC_USD", "recovered") not in set(restart_gaps(db)):
-                    await trio.sleep(0.2)
-            await trio.sleep(1.5)
-            sim.pause_market()
-            await trio.sleep(1.5)  # the last live trades reach the sink
-            await stop_gracefully(second, log)
-        finally:
-            if second.returncode is None:
-                second.kill()
-                await second.wait()
-        truth = {t.uuid.lower(): t.time_exchange for s in SYMBOLS for t in sim.truth.trades(s)}
+        run = await kill_and_restart(
+            sim, f"sqlite:{db}", tmp_path, stored=lambda: stored_trades(db),
+            recovered=lambda: ("BITSTAMP_SPOT_BTC_USD", "recovered") in set(restart_gaps(db)),
+            outage=3,
+        )  # fmt: skip
+    truth, before_restart = run.truth, run.stored_at_kill
 
     stored = stored_trades(db)
     first_stored = min(stored.values())
