@@ -424,7 +424,7 @@ class Service:
         token = self.settings.debug_token
         return ServiceView(
             readiness=self.readiness,
-            registry=self.metrics.registry,
+            metrics=self.metrics.snapshot,
             book=lambda symbol_id: self.processor.books.get(symbol_id),
             queue_statistics=self.queue_statistics,
             pipeline_figures=self._pipeline_figures,

@@ -153,6 +153,12 @@ class LatencyStats:
                     histogram.observe(value)
         return skew
 
+    def copy_histograms(self) -> dict[Key, Histogram]:
+        """The since-start histograms as they are now, for a reader in another thread."""
+        return {
+            key: Histogram(list(h.counts), h.total, h.count) for key, h in self.histograms.items()
+        }
+
     def _recent_slice(self, now: float) -> dict[Key, Histogram]:
         number = int(now // _SLICE_SECONDS)
         recent = self._recent

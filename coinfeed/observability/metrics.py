@@ -13,10 +13,10 @@ when they are built; the collector over their counters is added once they all ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import attrs
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 
 from coinfeed.connection import ConnectionCounters
 from coinfeed.core.decoding import INVALID_REASONS
-from coinfeed.core.latency import BUCKETS, LatencyStats
+from coinfeed.core.latency import BUCKETS, Key
+from coinfeed.core.latency import Histogram as LatencyHistogram
 from coinfeed.framequeue import FrameQueue, QueueStatistics
 from coinfeed.observability.process import memory_limit_bytes
 from coinfeed.processor import Processor, ProcessorCounters
@@ -81,6 +82,19 @@ class CoinfeedCollector(Collector):
         self._s = sources
 
     def collect(self) -> Iterator[Metric]:
+        return self.freeze()()
+
+    def freeze(self) -> Callable[[], Iterator[Metric]]:
+        """Read every number now (on the event loop, whose counters they are); the callable
+        returned builds the families from those readings in any thread. The latency histogram,
+        whose size grows with the exchanges of the symbols, is only copied here."""
+        families = list(self._families())
+        processor = self._s.derived()
+        latency = processor.latency if processor is not None else None
+        histograms = latency.copy_histograms() if latency is not None else {}
+        return lambda: iter([*families, latency_family(histograms)])
+
+    def _families(self) -> Iterator[Metric]:
         s = self._s
         received = CounterMetricFamily(
             PREFIX + "messages_received", "Frames received, by message type", labels=["type"]
@@ -188,7 +202,7 @@ class CoinfeedCollector(Collector):
         )
 
 
-def latency_family(latency: LatencyStats) -> HistogramMetricFamily:
+def latency_family(histograms: Mapping[Key, LatencyHistogram]) -> HistogramMetricFamily:
     """``coinfeed_latency_seconds{stage,exchange}`` from the processor's bucket counts."""
     family = HistogramMetricFamily(
         PREFIX + "latency_seconds",
@@ -197,7 +211,7 @@ def latency_family(latency: LatencyStats) -> HistogramMetricFamily:
         labels=["stage", "exchange"],
     )
     bounds = [*(repr(float(bound)) for bound in BUCKETS), "+Inf"]
-    for (stage, exchange), histogram in sorted(latency.histograms.items()):
+    for (stage, exchange), histogram in sorted(histograms.items()):
         cumulative, buckets = 0, []
         for bound, n in zip(bounds, histogram.counts, strict=True):
             cumulative += n
@@ -207,10 +221,8 @@ def latency_family(latency: LatencyStats) -> HistogramMetricFamily:
 
 
 def _derived_metrics(processor: Processor | None) -> Iterator[Metric]:
-    """Latency, book snapshot and bar figures; exported (at 0) without the features too, so
-    dashboards and alerts find them."""
-    latency = processor.latency if processor is not None else None
-    yield latency_family(latency if latency is not None else LatencyStats({}))
+    """Book snapshot and bar figures (latency: :meth:`CoinfeedCollector.freeze`); exported (at
+    0) without the features too, so dashboards and alerts find them."""
     book_tops = processor.book_tops if processor is not None else None
     skipped = CounterMetricFamily(
         PREFIX + "book_top_skipped",
@@ -237,14 +249,16 @@ class Metrics:
     recovery_seconds: Histogram
     reconnect_seconds: Histogram
     message_processing_seconds: Histogram
+    process: ProcessCollector
+    _coinfeed: CoinfeedCollector | None = None
 
     @classmethod
     def create(cls) -> Metrics:
         """The registry with the process collector and the histograms."""
         registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=registry)
         return cls(
             registry=registry,
+            process=ProcessCollector(registry=registry),
             recovery_seconds=Histogram(
                 PREFIX + "recovery_seconds",
                 "Time to fetch one recovery window from REST",
@@ -267,8 +281,40 @@ class Metrics:
 
     def collect_from(self, sources: MetricSources) -> None:
         """Export the counters and gauges read from ``sources`` at every scrape."""
-        self.registry.register(CoinfeedCollector(sources))
+        self._coinfeed = CoinfeedCollector(sources)
+        self.registry.register(self._coinfeed)
+
+    def snapshot(self) -> Callable[[], bytes]:
+        """Read coinfeed's numbers now, on the event loop; the callable returned writes the
+        whole exposition text from those readings, in a worker thread: its cost grows with the
+        market (the latency histogram's exchanges) and must not stall the feed. The process
+        collector and prometheus_client's histograms are safe to read from any thread."""
+        coinfeed = self._coinfeed.freeze() if self._coinfeed is not None else lambda: iter(())
+        others: list[Collector] = [
+            self.process,
+            self.recovery_seconds,
+            self.reconnect_seconds,
+            self.message_processing_seconds,
+        ]
+
+        def render() -> bytes:
+            return bytes(generate_latest(_Readings(others, coinfeed)))
+
+        return render
 
     def observe_batch(self, seconds: float, frames: int) -> None:
         if frames:
             self.message_processing_seconds.observe(seconds / frames)
+
+
+@attrs.frozen
+class _Readings:
+    """What ``generate_latest`` asks of a registry (``collect``), over a scrape's readings."""
+
+    collectors: list[Collector]
+    coinfeed: Callable[[], Iterator[Metric]]
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+        yield from self.coinfeed()

@@ -6,14 +6,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from coinfeed.config import Settings
-from coinfeed.observability import http
+from coinfeed.observability import http, metrics
 from coinfeed.observability.process import live_task_count, open_fd_count
 from coinfeed.service import Service
 from tests.fakes import FakeWebSocket
@@ -37,11 +38,11 @@ def renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times /metrics was rendered (one entry per render)."""
     counted: list[int] = []
 
-    def counting(registry: CollectorRegistry) -> bytes:
+    def counting(registry: Any) -> bytes:
         counted.append(1)
-        return generate_latest(registry)
+        return bytes(generate_latest(registry))
 
-    monkeypatch.setattr(http, "generate_latest", counting)
+    monkeypatch.setattr(metrics, "generate_latest", counting)
     return counted
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import httpx
+import pytest
 import trio
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
+from coinfeed.core.latency import BUCKETS, Histogram
+from coinfeed.observability import metrics as metrics_module
 from coinfeed.simulator import SimulatorConfig
 from tests.fakes import FakeWebSocket
 from tests.helpers import (
@@ -145,3 +151,39 @@ async def test_counters_move_with_frames_gaps_recoveries_and_drops(
         assert memory["frames_dropped"] >= value(overloaded, "coinfeed_frames_dropped_total")
         assert "tracemalloc" not in memory
         sink.delay = 0.0
+
+
+async def test_at_1000_symbols_the_text_is_written_off_the_event_loop_and_complete(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 symbols over 50 exchanges, every exchange with latency samples: the exposition text
+    # is ~180 kB and took ~10 ms to write. The event loop only reads the numbers.
+    symbols = tuple(f"EX{i % 50}_SPOT_S{i}_USD" for i in range(1000))
+    threads: list[bool] = []
+
+    def recording(registry: Any) -> bytes:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return bytes(generate_latest(registry))
+
+    monkeypatch.setattr(metrics_module, "generate_latest", recording)
+    async with serving_fake_feed(make_settings, FakeWebSocket(), symbols=symbols) as (
+        service,
+        client,
+    ):
+        latency = service.processor.latency
+        assert latency is not None
+        for stage in ("exchange_to_coinapi", "coinapi_to_coinfeed"):
+            for exchange in {f"EX{i}" for i in range(50)}:
+                latency.histograms[(stage, exchange)] = Histogram(
+                    [0] * 5 + [3] + [0] * (len(BUCKETS) - 5), 0.03, 3
+                )
+        text = (await client.get("/metrics")).text
+    assert threads == [False]  # rendered once, in a worker thread
+    counts = {
+        (s.labels["stage"], s.labels["exchange"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "coinfeed_latency_seconds"
+        for s in family.samples
+        if s.name.endswith("_count")
+    }
+    assert len(counts) == 100 and set(counts.values()) == {3.0}

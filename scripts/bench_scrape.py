@@ -1,0 +1,143 @@
+"""What a ``/metrics`` scrape costs the event loop, at 10 and at 1,000 symbols.
+
+For each size a service is built on a fake feed (no traffic), its symbols spread over 3 or 50
+exchanges, every exchange given latency samples (so ``coinfeed_latency_seconds`` has all its
+label sets, the part that grows with the market), and its HTTP listener started. A client in
+another thread then scrapes ``/metrics`` ``--scrapes`` times, one after the other. A trio
+instrument sums the time of every task step of the event loop meanwhile: that sum per scrape is
+the event-loop time a scrape costs (the request handling, reading the numbers); the longest
+single step is the longest stall. The baseline, measured in the same run on the same registry,
+is what the handler did before the text moved to a worker thread: ``generate_latest`` on the
+loop (its median time per call).
+
+    .venv/bin/python scripts/bench_scrape.py [--scrapes N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from prometheus_client import generate_latest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from coinfeed.config import ListenAddress, Settings
+from coinfeed.core.latency import BUCKETS, Histogram
+from coinfeed.main import GIL_SWITCH_INTERVAL
+from coinfeed.service import Service
+
+SIZES = ((10, 3), (1000, 50))
+"""(symbols, exchanges) of each measured service."""
+
+
+class _NoFeed:
+    """A transport whose connect never completes: the service runs its HTTP side, no feed."""
+
+    async def connect(
+        self, nursery: trio.Nursery, url: str, *, headers: list[tuple[str, str]]
+    ) -> Any:
+        await trio.sleep_forever()
+
+
+class StepClock(trio.abc.Instrument):
+    """Sums the duration of every task step, and keeps the longest."""
+
+    def __init__(self) -> None:
+        self.total = self.longest = 0.0
+        self._started: float | None = None
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is None:  # the step that added this instrument
+            return
+        step = time.perf_counter() - self._started
+        self._started = None
+        self.total += step
+        self.longest = max(self.longest, step)
+
+
+async def measure(symbol_count: int, exchanges: int, scrapes: int) -> dict[str, Any]:
+    symbols = tuple(f"EX{i % exchanges}_SPOT_S{i}_USD" for i in range(symbol_count))
+    settings = Settings(
+        symbols=symbols, http=ListenAddress("127.0.0.1", 0), state_dir=None,
+        ws_url="ws://127.0.0.1:9/v1/", rest_url="http://127.0.0.1:9", sinks=("jsonl:/dev/null",),
+        stats_interval=3600.0, connect_timeout=3600.0,
+    )  # fmt: skip
+    service = Service.build(settings, transport=_NoFeed(), handle_signals=False)
+    latency = service.processor.latency
+    assert latency is not None
+    for stage in ("exchange_to_coinapi", "coinapi_to_coinfeed"):
+        for exchange in {f"EX{i}" for i in range(exchanges)}:
+            counts = [0] * (len(BUCKETS) + 1)
+            counts[5] = 3
+            latency.histograms[(stage, exchange)] = Histogram(counts, 0.03, 3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        url = f"{service.http_url}/metrics"
+
+        def scrape(times: int) -> int:
+            """The body's size, after ``times`` scrapes one after the other."""
+            with httpx.Client() as client:
+                for _ in range(times):
+                    response = client.get(url)
+                    response.raise_for_status()
+            return len(response.content)
+
+        size = await trio.to_thread.run_sync(scrape, 3)  # warm-up
+
+        clock = StepClock()
+        trio.lowlevel.add_instrument(clock)
+        started = time.perf_counter()
+        await trio.to_thread.run_sync(scrape, scrapes)
+        elapsed = time.perf_counter() - started
+        trio.lowlevel.remove_instrument(clock)
+        on_loop = []
+        for _ in range(scrapes):
+            t = time.perf_counter()
+            generate_latest(service.metrics.registry)
+            on_loop.append(time.perf_counter() - t)
+        service.status.request_shutdown("bench over")
+    return {
+        "symbols": symbol_count,
+        "exchanges": exchanges,
+        "body_bytes": size,
+        "loop_ms_per_scrape": round(clock.total / scrapes * 1000, 3),
+        "longest_step_ms": round(clock.longest * 1000, 3),
+        "wall_ms_per_scrape": round(elapsed / scrapes * 1000, 3),
+        "baseline_render_on_loop_ms": round(statistics.median(on_loop) * 1000, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scrapes", type=int, default=200, help="scrapes per size")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.scrapes <= 0:
+        parser.error(f"--scrapes must be above 0, got {args.scrapes}")
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as coinfeed run and demo have it
+    rows = [trio.run(measure, n, exchanges, args.scrapes) for n, exchanges in SIZES]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"/metrics, {args.scrapes} scrapes one after the other per size")
+    print("  symbols  exchanges   bytes  loop ms/scrape  longest step ms  before: on loop ms")
+    for r in rows:
+        print(f"  {r['symbols']:>7}  {r['exchanges']:>9}  {r['body_bytes']:>6}  "
+              f"{r['loop_ms_per_scrape']:>14}  {r['longest_step_ms']:>15}  "
+              f"{r['baseline_render_on_loop_ms']:>18}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
