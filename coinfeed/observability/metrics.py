@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from coinfeed.connection import ConnectionCounters
 from coinfeed.core.decoding import INVALID_REASONS
@@ -82,17 +83,17 @@ class CoinfeedCollector(Collector):
         self._s = sources
 
     def collect(self) -> Iterator[Metric]:
-        return self.freeze()()
+        readings = self.freeze()
+        return iter([*readings.families, latency_family(readings.latency)])
 
-    def freeze(self) -> Callable[[], Iterator[Metric]]:
-        """Read every number now (on the event loop, whose counters they are); the callable
-        returned builds the families from those readings in any thread. The latency histogram,
-        whose size grows with the exchanges of the symbols, is only copied here."""
-        families = list(self._families())
+    def freeze(self) -> Readings:
+        """Read every number now (on the event loop, whose counters they are). The latency
+        histogram, whose size grows with the exchanges of the symbols, is only copied here."""
         processor = self._s.derived()
         latency = processor.latency if processor is not None else None
-        histograms = latency.copy_histograms() if latency is not None else {}
-        return lambda: iter([*families, latency_family(histograms)])
+        return Readings(
+            list(self._families()), latency.copy_histograms() if latency is not None else {}
+        )
 
     def _families(self) -> Iterator[Metric]:
         s = self._s
@@ -202,14 +203,52 @@ class CoinfeedCollector(Collector):
         )
 
 
+@attrs.frozen
+class Readings:
+    """One scrape's numbers: the counter and gauge families, and the latency counts."""
+
+    families: list[Metric]
+    latency: Mapping[Key, LatencyHistogram]
+
+
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes a value
+LATENCY_NAME = PREFIX + "latency_seconds"
+LATENCY_HELP = (
+    "Age of sampled frames: time_coinapi - time_exchange (exchange_to_coinapi), and read off the "
+    "socket - time_coinapi (coinapi_to_coinfeed)"
+)
+_LATENCY_BOUNDS = [*(_go_float(bound) for bound in BUCKETS), "+Inf"]
+
+
+def latency_text(histograms: Mapping[Key, LatencyHistogram]) -> str:
+    """``coinfeed_latency_seconds`` in the text format, written directly: the same lines
+    :func:`latency_family` gives through prometheus_client's formatter, which took ten times
+    as long (1,000 symbols over 50 exchanges: 2,300 lines)."""
+    name = LATENCY_NAME
+    lines = [f"# HELP {name} {LATENCY_HELP}", f"# TYPE {name} histogram"]
+    for (stage, exchange), histogram in sorted(histograms.items()):
+        # Label names in alphabetical order, as prometheus_client writes them.
+        exchange_label, stage_label = f'exchange="{_escape(exchange)}"', f'stage="{_escape(stage)}"'
+        cumulative = 0
+        for bound, n in zip(_LATENCY_BOUNDS, histogram.counts, strict=True):
+            cumulative += n
+            lines.append(
+                f'{name}_bucket{{{exchange_label},le="{bound}",{stage_label}}} '
+                f"{_go_float(cumulative)}"
+            )
+        labels = f"{exchange_label},{stage_label}"
+        lines.append(f"{name}_count{{{labels}}} {_go_float(cumulative)}")
+        lines.append(f"{name}_sum{{{labels}}} {_go_float(histogram.total)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
 def latency_family(histograms: Mapping[Key, LatencyHistogram]) -> HistogramMetricFamily:
     """``coinfeed_latency_seconds{stage,exchange}`` from the processor's bucket counts."""
-    family = HistogramMetricFamily(
-        PREFIX + "latency_seconds",
-        "Age of sampled frames: time_coinapi - time_exchange (exchange_to_coinapi), and read "
-        "off the socket - time_coinapi (coinapi_to_coinfeed)",
-        labels=["stage", "exchange"],
-    )
+    family = HistogramMetricFamily(LATENCY_NAME, LATENCY_HELP, labels=["stage", "exchange"])
     bounds = [*(repr(float(bound)) for bound in BUCKETS), "+Inf"]
     for (stage, exchange), histogram in sorted(histograms.items()):
         cumulative, buckets = 0, []
@@ -289,8 +328,8 @@ class Metrics:
         whole exposition text from those readings, in a worker thread: its cost grows with the
         market (the latency histogram's exchanges) and must not stall the feed. The process
         collector and prometheus_client's histograms are safe to read from any thread."""
-        coinfeed = self._coinfeed.freeze() if self._coinfeed is not None else lambda: iter(())
-        others: list[Collector] = [
+        readings = self._coinfeed.freeze() if self._coinfeed is not None else Readings([], {})
+        collectors: list[Collector] = [
             self.process,
             self.recovery_seconds,
             self.reconnect_seconds,
@@ -298,7 +337,8 @@ class Metrics:
         ]
 
         def render() -> bytes:
-            return bytes(generate_latest(_Readings(others, coinfeed)))
+            text = generate_latest(_Families(collectors, readings.families))
+            return bytes(text) + latency_text(readings.latency).encode()
 
         return render
 
@@ -308,13 +348,14 @@ class Metrics:
 
 
 @attrs.frozen
-class _Readings:
-    """What ``generate_latest`` asks of a registry (``collect``), over a scrape's readings."""
+class _Families:
+    """What ``generate_latest`` asks of a registry (``collect``): the collectors' families and
+    those read already."""
 
     collectors: list[Collector]
-    coinfeed: Callable[[], Iterator[Metric]]
+    families: list[Metric]
 
     def collect(self) -> Iterator[Metric]:
         for collector in self.collectors:
             yield from collector.collect()
-        yield from self.coinfeed()
+        yield from self.families

@@ -187,3 +187,19 @@ async def test_at_1000_symbols_the_text_is_written_off_the_event_loop_and_comple
         if s.name.endswith("_count")
     }
     assert len(counts) == 100 and set(counts.values()) == {3.0}
+
+
+def test_the_latency_text_written_directly_is_prometheus_clients_byte_for_byte() -> None:
+    histograms = {
+        ("coinapi_to_coinfeed", "BITSTAMP"): Histogram(
+            [1, 0, 7, *[0] * (len(BUCKETS) - 3), 2], 12.5, 10
+        ),
+        ("exchange_to_coinapi", 'ODD"EX\\'): Histogram([0] * len(BUCKETS) + [1], 1e6, 1),
+        ("exchange_to_coinapi", "BITSTAMP"): Histogram([0] * (len(BUCKETS) + 1), 0.0, 0),
+    }
+
+    class One:
+        def collect(self) -> Any:
+            yield metrics_module.latency_family(histograms)
+
+    assert metrics_module.latency_text(histograms).encode() == generate_latest(One())
