@@ -222,8 +222,8 @@ _LATENCY_BOUNDS = [*(_go_float(bound) for bound in BUCKETS), "+Inf"]
 
 def latency_text(histograms: Mapping[Key, LatencyHistogram]) -> str:
     """``coinfeed_latency_seconds`` in the text format, written directly: the same lines
-    :func:`latency_family` gives through prometheus_client's formatter, which took ten times
-    as long (1,000 symbols over 50 exchanges: 2,300 lines)."""
+    :func:`latency_family` gives through prometheus_client's generic formatter, which is far
+    slower, and this family grows with the exchanges of the symbols (docs/performance.md)."""
     name = LATENCY_NAME
     lines = [f"# HELP {name} {LATENCY_HELP}", f"# TYPE {name} histogram"]
     for (stage, exchange), histogram in sorted(histograms.items()):
