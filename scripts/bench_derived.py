@@ -37,7 +37,9 @@ from bench_throughput import (
     add_stream_arguments,
     fmt,
     parse_stream_arguments,
+    per_round,
     prepare_stream,
+    print_figures,
     progress,
     run_end_to_end,
     stream_title,
@@ -93,9 +95,6 @@ def measure(rounds: int, stream: dict[str, Any], workdir: Path) -> dict[str, Any
 def print_report(report: dict[str, Any]) -> None:
     runs = report["runs"]
 
-    def per_round(which: str, key: str, spec: str) -> str:
-        return "  ".join(fmt(run[which].get(key), spec) for run in runs)
-
     flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in DERIVED.items())
     print(
         f"\ncoinfeed derived-data bench ({report['elapsed_s']:.0f} s) on "
@@ -103,19 +102,15 @@ def print_report(report: dict[str, Any]) -> None:
     )
     rows = [
         ("(1) coinfeed run frames/s", fmt(report["without_frames_per_s"]),
-         per_round("without", "frames_per_s", ",.0f"), ""),
+         per_round(runs, "without", "frames_per_s", ",.0f"), ""),
         (f"(2) + {flags}", fmt(report["with_frames_per_s"]),
-         per_round("with", "frames_per_s", ",.0f"), ""),
+         per_round(runs, "with", "frames_per_s", ",.0f"), ""),
         ("    ratio (2)/(1), median per round", fmt(report["ratio"], ".2f"),
          "  ".join(fmt(r, ".2f") for r in report["ratios"]), TARGET),
-        ("    frames dropped (1)", "", per_round("without", "frames_dropped", ",.0f"), ""),
-        ("    frames dropped (2)", "", per_round("with", "frames_dropped", ",.0f"), ""),
+        ("    frames dropped (1)", "", per_round(runs, "without", "frames_dropped", ",.0f"), ""),
+        ("    frames dropped (2)", "", per_round(runs, "with", "frames_dropped", ",.0f"), ""),
     ]  # fmt: skip
-    header = ("figure", "median", "per round", "target")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    print()
-    for name, median, rounds, target in [header, *rows]:
-        print(f"{name:<{widths[0]}}  {median:>{widths[1]}}  {rounds:<{widths[2]}}  {target}")
+    print_figures(rows)
     print(
         "- bench.py's end-to-end timing; the order of (1) and (2) alternates per round. "
         f"Load average (1 min) at start / end: {report['load_avg_1m'][0]:.2f} / "

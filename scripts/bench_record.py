@@ -41,7 +41,9 @@ from bench_throughput import (
     add_stream_arguments,
     fmt,
     parse_stream_arguments,
+    per_round,
     prepare_stream,
+    print_figures,
     progress,
     ratio,
     run_end_to_end,
@@ -293,32 +295,25 @@ def print_report(report: dict[str, Any]) -> None:
         f"{stream_title(stream)}; {report['rounds']} round(s), sink {report['sink']}"
     )
 
-    def per_round(which: str, key: str, spec: str) -> str:
-        return "  ".join(fmt(run[which].get(key), spec) for run in runs)
-
     rows = [
         ("(1) coinfeed run frames/s, no --record", fmt(report["without_record_frames_per_s"]),
-         per_round("without_record", "frames_per_s", ",.0f"), ""),
+         per_round(runs, "without_record", "frames_per_s", ",.0f"), ""),
         ("(2) coinfeed run frames/s, --record DIR", fmt(report["with_record_frames_per_s"]),
-         per_round("with_record", "frames_per_s", ",.0f"), ""),
+         per_round(runs, "with_record", "frames_per_s", ",.0f"), ""),
         ("    ratio (2)/(1), median per round", fmt(report["record_ratio"], ".2f"),
          "  ".join(fmt(r, ".2f") for r in report["record_ratios"]), TARGETS["record_ratio"]),
         ("(3) coinfeed replay --speed max frames/s", fmt(report["replay_frames_per_s"]),
-         per_round("replay", "frames_per_s", ",.0f"), ""),
+         per_round(runs, "replay", "frames_per_s", ",.0f"), ""),
         ("    ratio (3)/(1), median per round", fmt(report["replay_ratio"], ".2f"),
          "  ".join(fmt(r, ".2f") for r in report["replay_ratios"]), TARGETS["replay_ratio"]),
         ("    replay start-up, left out of (3), s", fmt(report["replay_startup_seconds"], ".2f"),
-         per_round("replay", "startup_seconds", ".2f"), ""),
+         per_round(runs, "replay", "startup_seconds", ".2f"), ""),
         ("(4) recording: bytes on disk per frame", fmt(report["bytes_per_frame"], ".1f"),
-         per_round("recording", "bytes_per_frame", ".1f"), ""),
+         per_round(runs, "recording", "bytes_per_frame", ".1f"), ""),
         ("    compression ratio (raw/disk)", fmt(report["compression_ratio"], ".2f"),
-         per_round("recording", "compression_ratio", ".2f"), ""),
+         per_round(runs, "recording", "compression_ratio", ".2f"), ""),
     ]  # fmt: skip
-    header = ("figure", "median", "per round", "target")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    print()
-    for name, median, rounds, target in [header, *rows]:
-        print(f"{name:<{widths[0]}}  {median:>{widths[1]}}  {rounds:<{widths[2]}}  {target}")
+    print_figures(rows)
     print(
         "- (1), (2): bench.py's end-to-end timing, from the stream server getting the hello to "
         "the /metrics answer counting the N-th frame; the order of (1) and (2) alternates per "

@@ -77,6 +77,20 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def per_round(runs: list[dict[str, Any]], which: str, key: str, spec: str) -> str:
+    """``key`` of the ``which`` run of every round, formatted, side by side."""
+    return "  ".join(fmt(run[which].get(key), spec) for run in runs)
+
+
+def print_figures(rows: list[tuple[str, str, str, str]]) -> None:
+    """A table of (figure, median, per round, target) rows under its header."""
+    header = ("figure", "median", "per round", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    print()
+    for name, median, rounds, target in [header, *rows]:
+        print(f"{name:<{widths[0]}}  {median:>{widths[1]}}  {rounds:<{widths[2]}}  {target}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The stream
 # ---------------------------------------------------------------------------------------------
