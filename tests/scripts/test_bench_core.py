@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # runs a script end to end
+from tests.scripts.scriptrun import run_script
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # runs a script end to end
 
 
 def test_bench_core_reports_the_core_and_the_three_websocket_parsers() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_core.py"), "--frames", "3000",
-         "--rounds", "1", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script("bench_core.py", "--frames", "3000", "--rounds", "1", "--json")
     report = json.loads(done.stdout)
     assert report["frames"] == 3000
     assert report["decode_only_frames_per_s"] > 0

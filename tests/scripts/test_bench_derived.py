@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.scripts.scriptrun import run_script
+
 pytestmark = pytest.mark.slow  # runs a script end to end
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 20_000
 
 
 def test_bench_derived_one_round_measures_both_runs_and_their_ratio(tmp_path: Path) -> None:
     out = tmp_path / "bench-derived.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_derived.py"), "--rounds", "1",
-         "--frames", str(FRAMES), "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    done = run_script(
+        "bench_derived.py", "--rounds", "1", "--frames", str(FRAMES), "--json", str(out)
+    )
     report = json.loads(out.read_text())
     assert report["settings"] == {"bars": "1SEC,1MIN", "book_snapshots": "10@1s"}
     (run,) = report["runs"]

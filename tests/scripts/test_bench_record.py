@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.scripts.scriptrun import run_script
+
 pytestmark = pytest.mark.slow  # runs a script end to end
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 20_000
 
 
 def test_bench_record_one_round_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench-record.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_record.py"), "--rounds", "1",
-         "--frames", str(FRAMES), "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    done = run_script(
+        "bench_record.py", "--rounds", "1", "--frames", str(FRAMES), "--json", str(out)
+    )
     report = json.loads(out.read_text())
 
     for name in (

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # runs a script end to end (two services with HTTP listeners)
+from tests.scripts.scriptrun import run_script
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # runs a script end to end (two services with HTTP listeners)
 
 
 def test_bench_scrape_measures_the_loop_time_of_a_scrape_at_10_and_1000_symbols() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_scrape.py"), "--scrapes", "5", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script("bench_scrape.py", "--scrapes", "5", "--json")
     small, large = json.loads(done.stdout)
     assert (small["symbols"], large["symbols"]) == (10, 1000)
     # 50 exchanges of latency label sets make the body ten times larger.

@@ -13,9 +13,10 @@ from types import ModuleType
 
 import pytest
 
+from tests.scripts.scriptrun import ROOT, run_script
+
 pytestmark = pytest.mark.slow  # runs a script end to end
 
-ROOT = Path(__file__).resolve().parents[2]
 # The peer benchmark is an optional extra, not in this repository: used when one is named.
 PEER_DIR = Path(os.environ.get("COINFEED_PEER_BENCH") or "/nonexistent")
 HAVE_PEER_GENERATOR = (PEER_DIR / "gen_frames.py").is_file() and (PEER_DIR / "common.py").is_file()
@@ -32,12 +33,10 @@ def load_bench() -> ModuleType:
 
 def test_bench_smallest_settings_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--frames", "20000",
-         "--rates", "1000", "--latency-seconds", "1", "--fault-rounds", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    done = run_script(
+        "bench.py", "--quick", "--frames", "20000", "--rates", "1000", "--latency-seconds", "1",
+        "--fault-rounds", "2", "--json", str(out), timeout=90,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert {"throughput", "latency", "reconnect", "recovery", "targets", "machine"} <= set(report)
     throughput = report["throughput"]

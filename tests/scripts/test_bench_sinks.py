@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.scripts.scriptrun import run_script
+
 pytestmark = pytest.mark.slow  # runs a script end to end (and a redis-server)
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 5_000  # the mix has a gap event every 5,000th
 FILE_SINKS = ("jsonl", "sqlite", "parquet")
 REDIS_SINKS = ("redis", "redis+cluster", "redis+cluster+wait")  # one server, a cluster, with WAIT
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_sinks.py"), "--events", str(EVENTS),
-         "--rounds", "1", "--batch", "500", *args],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    return done
+    return run_script(
+        "bench_sinks.py", "--events", str(EVENTS), "--rounds", "1", "--batch", "500", *args
+    )
 
 
 def test_bench_sinks_reports_parquet_next_to_jsonl_and_sqlite(tmp_path: Path) -> None:
@@ -75,9 +71,5 @@ def test_bench_sinks_stream_rounds_run_coinfeed_into_each_file_sink(tmp_path: Pa
 
 
 def test_bench_sinks_refuses_an_unknown_stream_sink() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_sinks.py"), "--stream-sinks", "csv"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 2
+    done = run_script("bench_sinks.py", "--stream-sinks", "csv", timeout=60, expect=2)
     assert "--stream-sinks takes some of jsonl, sqlite, parquet" in done.stderr

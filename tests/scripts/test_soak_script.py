@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,20 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow  # runs a script end to end
+from tests.scripts.scriptrun import ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # runs a script end to end
 
 
 def run_soak(
     out: Path, *args: str, expect: int = 0, timeout: float = 90
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """``scripts/soak.py ARGS --out OUT``: its run (exit code ``expect``) and report.json."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), *args, "--out", str(out)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == expect, done.stdout + done.stderr[-3000:]
+    done = run_script("soak.py", *args, "--out", str(out), timeout=timeout, expect=expect)
     return done, json.loads((out / "report.json").read_text())
 
 
