@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ import trio
 import zstandard
 
 from coinfeed.config import ListenAddress, Secret, Settings
-from coinfeed.core.events import BarEvent, GapEvent, TradeEvent, encode_lines
+from coinfeed.core.events import BarEvent, Event, GapEvent, TradeEvent, encode_lines
 from coinfeed.core.protocol import parse_time
 from coinfeed.recording.format import Batch, End, Sent
 from coinfeed.recording.listing import summarize
@@ -36,6 +37,15 @@ async def replay(
     with trio.fail_after(60):
         assert await service.run() == 0
     return list(sink.events)
+
+
+async def record_run(
+    record: Path, config: SimulatorConfig, seconds: float, **settings: Any
+) -> list[Event]:
+    """The events of a run of ``seconds`` against the simulator, recorded into ``record``."""
+    async with running(service_settings, config, record=str(record), **settings) as (_, _, live):
+        await trio.sleep(seconds)
+    return live.events
 
 
 @pytest.mark.parametrize(
@@ -107,14 +117,10 @@ async def test_two_runs_in_one_directory_replay_as_two_runs(tmp_path: Path) -> N
     """A process restarted on the same directory: each run is replayed with a fresh
     processor, as it ran, and the two runs' events follow each other."""
     record = tmp_path / "recording"
-    live: list[object] = []
+    live: list[Event] = []
     for seed in (3, 4):
-        async with running(
-            service_settings, SimulatorConfig(rate=800, seed=seed, faults="gaps"),
-            record=str(record),
-        ) as (_sim, _service, sink):  # fmt: skip
-            await trio.sleep(1.5)
-        live.extend(sink.events)
+        config = SimulatorConfig(rate=800, seed=seed, faults="gaps")
+        live += await record_run(record, config, 1.5)
     runs = {read_segment_header(path)["run_id"] for path in list_segments(record)}
     assert len(runs) == 2
     replayed = await replay(record)
@@ -128,14 +134,11 @@ def read_segment_header(path: Path) -> dict[str, object]:
 
 async def test_from_and_to_replay_the_events_of_that_window(tmp_path: Path) -> None:
     record = tmp_path / "recording"
-    async with running(
-        service_settings, SimulatorConfig(rate=1000, seed=5, faults="gaps"), record=str(record)
-    ) as (_sim, _service, live):
-        await trio.sleep(3)
-    stamps = sorted({event.received_at for event in live.events})
+    live = await record_run(record, SimulatorConfig(rate=1000, seed=5, faults="gaps"), 3)
+    stamps = sorted({event.received_at for event in live})
     start, stop = stamps[len(stamps) // 4], stamps[3 * len(stamps) // 4]
     replayed = await replay(record, start=parse_time(start), stop=parse_time(stop))
-    expected = [e for e in live.events if start <= e.received_at <= stop]
+    expected = [e for e in live if start <= e.received_at <= stop]
     assert len(expected) > 100
     assert encode_lines(replayed) == encode_lines(expected)  # type: ignore[arg-type]
 
@@ -163,10 +166,7 @@ async def test_the_recording_keeps_what_was_sent_and_never_the_key(tmp_path: Pat
 
 async def test_books_and_metrics_answer_during_a_paced_replay(tmp_path: Path) -> None:
     record = tmp_path / "recording"
-    async with running(
-        service_settings, SimulatorConfig(rate=1000, seed=9), record=str(record)
-    ) as (_sim, _service, live):
-        await trio.sleep(2)
+    live = await record_run(record, SimulatorConfig(rate=1000, seed=9), 2)
     sink = MemorySink()
     service = Service.build_replay(
         service_settings(http=ListenAddress("127.0.0.1", 0)), str(record), speed=1.0,
@@ -185,7 +185,7 @@ async def test_books_and_metrics_answer_during_a_paced_replay(tmp_path: Path) ->
             assert not service.status.shutdown.is_set(), "the replay is still going"
     assert book["state"] == "synced" and book["asks"]
     assert metrics[("coinfeed_messages_received_total", (("type", "book"),))] > 0
-    assert encode_lines(sink.events) == encode_lines(live.events)  # type: ignore[arg-type]
+    assert encode_lines(sink.events) == encode_lines(live)  # type: ignore[arg-type]
 
 
 async def test_a_run_whose_first_segments_are_gone_still_lists_and_replays(
@@ -195,11 +195,10 @@ async def test_a_run_whose_first_segments_are_gone_still_lists_and_replays(
     less than the live one did and asks recovery other questions; the listing and the replay
     still go through every segment left."""
     record = tmp_path / "recording"
-    async with running(
-        service_settings, SimulatorConfig(rate=2000, seed=13, faults="gaps"),
-        record=str(record), record_segment_seconds=0.5, record_flush_interval=0.2,
-    ) as (_sim, _service, live):  # fmt: skip
-        await trio.sleep(5)
+    live = await record_run(
+        record, SimulatorConfig(rate=2000, seed=13, faults="gaps"), 5,
+        record_segment_seconds=0.5, record_flush_interval=0.2,
+    )  # fmt: skip
     segments = list_segments(record)
     assert len(segments) >= 6
     resyncs = [
@@ -217,17 +216,14 @@ async def test_a_run_whose_first_segments_are_gone_still_lists_and_replays(
         assert [s.error for s in summaries] == [None] * (len(segments) - first)
         events = await replay(trimmed)
         assert events
-        assert {e.received_at for e in events} <= {e.received_at for e in live.events}
+        assert {e.received_at for e in events} <= {e.received_at for e in live}
 
 
 async def test_every_frame_is_recorded_with_the_time_its_socket_read_returned(
     tmp_path: Path,
 ) -> None:
     record = tmp_path / "recording"
-    async with running(
-        service_settings, SimulatorConfig(rate=2000, seed=4, faults="gaps"), record=str(record)
-    ) as (_sim, _service, _live):
-        await trio.sleep(1.5)
+    await record_run(record, SimulatorConfig(rate=2000, seed=4, faults="gaps"), 1.5)
     batches = [r for p in list_segments(record) for r in read_segment(p) if isinstance(r, Batch)]
     frames = 0
     for batch in batches:
@@ -248,31 +244,23 @@ async def test_a_replay_derives_the_same_bars_and_book_snapshots(tmp_path: Path)
     """Bars and snapshots fall due by the clock: the recording keeps the batches the clock
     woke the processor for, so the replay emits them in the same places."""
     record = tmp_path / "recording"
-    async with running(
-        service_settings,
-        SimulatorConfig(rate=1500, seed=5, faults="gaps"),
-        record=str(record),
-        bars=("1SEC", "1MIN"),
-        bar_grace=0.2,
-        book_snapshots=("5@250ms",),
-    ) as (_sim, _service, live):
-        await trio.sleep(3)
-    kinds = {type(e).__name__ for e in live.events}
+    live = await record_run(
+        record, SimulatorConfig(rate=1500, seed=5, faults="gaps"), 3,
+        bars=("1SEC", "1MIN"), bar_grace=0.2, book_snapshots=("5@250ms",),
+    )  # fmt: skip
+    kinds = {type(e).__name__ for e in live}
     assert {"BarEvent", "BookTopEvent"} <= kinds
     replayed = await replay(record)
-    assert encode_lines(replayed) == encode_lines(live.events)  # type: ignore[arg-type]
+    assert encode_lines(replayed) == encode_lines(live)  # type: ignore[arg-type]
 
 
 async def test_a_replay_can_derive_bars_the_run_did_not(tmp_path: Path) -> None:
     record = tmp_path / "recording"
-    async with running(
-        service_settings, SimulatorConfig(rate=1500, seed=6), record=str(record)
-    ) as (_sim, _service, live):
-        await trio.sleep(2.5)
-    assert not any(isinstance(e, BarEvent) for e in live.events)
+    live = await record_run(record, SimulatorConfig(rate=1500, seed=6), 2.5)
+    assert not any(isinstance(e, BarEvent) for e in live)
     replayed = await replay(record, service_settings(bars=("1SEC",)))
     bars = [e for e in replayed if isinstance(e, BarEvent)]
-    trades = [e for e in live.events if isinstance(e, TradeEvent) and e.size]
+    trades = [e for e in live if isinstance(e, TradeEvent) and e.size]
     assert sum(b.trades_count for b in bars if b.revision == 0) <= len(trades)
     final = {(b.symbol_id, b.time_period_start): b for b in bars}
     assert sum(b.trades_count for b in final.values()) == len(trades)
