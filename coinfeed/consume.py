@@ -283,16 +283,8 @@ async def consume(
 
 
 async def _redis(call: typing.Callable[[], Any], rng: random.Random) -> Any:
-    """``call()`` in a worker thread, retried with backoff while Redis fails (a failover, an
-    outage): the consumer waits it out and says so."""
-    attempt = 0
-    while True:
-        try:
-            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except (redis.RedisError, RedisClusterException) as exc:
-            attempt += 1
-            logger.bind(attempt=attempt, error=str(exc)).warning("redis failed; retrying")
-            await trio.sleep(full_jitter(attempt, base=0.1, cap=RETRY_MAX, rng=rng))
+    """``call()`` in a worker thread, retried while Redis fails (a failover, an outage)."""
+    return await _retried(call, "redis", (redis.RedisError, RedisClusterException), rng)
 
 
 async def _write(sink: Sink, events: list[Event], rng: random.Random) -> None:
@@ -307,18 +299,32 @@ async def _flush(sink: Sink, *, everything: bool, rng: random.Random) -> None:
 async def _in_sink(
     sink: Sink, call: typing.Callable[[], None], what: str, rng: random.Random
 ) -> None:
-    """``call()`` (in a worker thread for a blocking sink), retried until it succeeds."""
+    """``call()`` (in a worker thread for a blocking sink), retried until it succeeds: a
+    sink's failure is reported and retried, never fatal."""
+    await _retried(call, what, (Exception,), rng, in_thread=sink.blocking, sink=sink.name)
+
+
+async def _retried(
+    call: typing.Callable[[], Any],
+    what: str,
+    errors: tuple[type[Exception], ...],
+    rng: random.Random,
+    *,
+    in_thread: bool = True,
+    **context: str,
+) -> Any:
+    """``call()`` (in a worker thread, unless ``in_thread`` is false), retried with capped,
+    jittered backoff while it raises one of ``errors``: the consumer waits the failure out
+    and logs each attempt."""
     attempt = 0
     while True:
         try:
-            if sink.blocking:
-                await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-            else:
-                call()
-            return
-        except Exception as exc:  # a sink's failure is reported and retried, never fatal
+            if in_thread:
+                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            return call()
+        except errors as exc:
             attempt += 1
-            logger.bind(sink=sink.name, attempt=attempt, error=str(exc)).warning(
+            logger.bind(**context, attempt=attempt, error=str(exc)).warning(
                 f"{what} failed; retrying"
             )
             await trio.sleep(full_jitter(attempt, base=0.1, cap=RETRY_MAX, rng=rng))
