@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +48,6 @@ def topology(request: pytest.FixtureRequest) -> Topology:
     return found
 
 
-@pytest.fixture
-def target(tmp_path: Path) -> Iterator[RedisServer]:
-    """The store the consumers fan the streams out into: a single redis-server."""
-    server = RedisServer(tmp_path / "target")
-    server.directory.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def trade_uuids(client: Any) -> list[str]:
     """The uuid of every entry of the trade streams of :data:`SYMBOLS`, duplicates kept."""
     found = []
@@ -84,7 +72,7 @@ def fail_over(topology: Topology) -> None:
 async def test_a_failover_loses_and_doubles_no_trade_and_two_consumers_share_the_streams(
     make_settings: Callable[..., Settings],
     topology: Topology,
-    target: RedisServer,
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     async with open_simulator(SimulatorConfig(rate=2000, seed=21)) as sim:
@@ -122,7 +110,8 @@ async def test_a_failover_loses_and_doubles_no_trade_and_two_consumers_share_the
             service.status.request_shutdown("test over")
     assert len(stored) == len(set(stored)) and set(stored) == expected
 
-    await consume_with_one_consumer_killed(topology, target, tmp_path, expected)
+    # The store the consumers fan the streams out into: a single redis-server.
+    await consume_with_one_consumer_killed(topology, redis_server, tmp_path, expected)
 
 
 async def consume_with_one_consumer_killed(
