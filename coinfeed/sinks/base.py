@@ -22,11 +22,12 @@ class Sink(Protocol):
     worker thread so a slow device never stalls the event loop; an in-memory sink sets it false.
 
     A sink that writes bytes may also have ``encode_batch(events) -> bytes`` and
-    ``write_encoded(data)``: the writer then encodes on the event loop and hands only the bytes
-    to the worker thread (JSON Lines does; encoding in the thread held the GIL just as long and
-    made each hand-off wait for it), and a retry writes the same bytes again. The writer may
-    encode a batch in slices and join the bytes: the encoding of a batch must be the
-    concatenation of the encodings of its parts (as JSON Lines are).
+    ``write_encoded(data)``: its channel then encodes each batch on the event loop as it is
+    sent, keeps only the bytes, and the writer hands them to the worker thread (JSON Lines does;
+    encoding in the thread held the GIL just as long and made each hand-off wait for it); a
+    retry writes the same bytes again. ``encode_batch`` must be pure, and the encoding of a
+    batch the concatenation of the encodings of its parts (as JSON Lines are): batches are
+    encoded in slices and joined, and consecutive ones written together.
 
     A sink that buffers events past ``write_batch`` (Parquet writes whole files) has
     ``flush(everything)`` and ``flush_every``: the writer calls ``flush(False)`` after

@@ -8,10 +8,12 @@ since the oldest waiting event arrived, when a sender is blocked on a full chann
 channel closes, whichever comes first; so a sink is never more than about ``flush_interval``
 behind, and waiting events stay in the channel (counted against its capacity) until written.
 Writes run in a worker thread for blocking sinks, so a slow disk or socket never stalls the event
-loop. A failing write is retried with backoff, with the same batch, while the sink is reported
-failing (``ServiceStatus.sink_failures``, read by /ready, and ``sink_errors_total``); its events are
-held, not dropped, and the bounded channel turns a long outage into backpressure. When the hub
-closes, each writer drains its channel, writes, and closes its sink.
+loop. A sink that writes bytes has its channel encode each batch as it is sent
+(:class:`EncodedBatch`). A failing write is retried with backoff, with the same batch, while the
+sink is reported failing (``ServiceStatus.sink_failures``, read by /ready, and
+``sink_errors_total``); its events are held, not dropped, and the bounded channel turns a long
+outage into backpressure. When the hub closes, each writer drains its channel, writes, and closes
+its sink.
 
 A sink that holds events and has not finished a write for a while is *stalled*
 (:meth:`SinkWriter.stalled_for`; /ready reports it past ``sink_stall_after``): a write blocked in
@@ -22,11 +24,12 @@ returns cannot keep the process alive; the abandoned sink is not closed under th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import msgspec
@@ -50,7 +53,37 @@ one is written event by event, and the events that fail alone are set aside. A s
 more in its own ``permanent_errors`` (SQLite's binding errors, say)."""
 
 ENCODE_SLICE = 1000
-"""Most events encoded without a checkpoint, ~0.4 ms (see :meth:`SinkWriter._encode`)."""
+"""Most events encoded without a checkpoint, ~0.4 ms (see :func:`encode_in_slices`)."""
+
+
+@attrs.frozen
+class EncodedBatch:
+    """A batch of events a channel encoded as it was sent (:attr:`EventChannel.encode`): the
+    sink's bytes and how many events they hold."""
+
+    data: bytes
+    events: int
+
+    def __len__(self) -> int:
+        return self.events
+
+
+Batch = list[Event] | EncodedBatch
+"""What a channel holds per ``send``: the events, or their bytes when the channel encodes."""
+
+
+async def encode_in_slices(encode: Callable[[list[Event]], bytes], batch: list[Event]) -> bytes:
+    """``encode(batch)`` in slices of :data:`ENCODE_SLICE` events with a checkpoint after each,
+    so a large batch does not stall the event loop for its whole length. Not smaller: every
+    checkpoint waits a scheduling round, and a slower hand-off lets the processor fill the
+    channel (``docs/performance.md``)."""
+    if len(batch) <= ENCODE_SLICE:
+        return encode(batch)
+    parts = []
+    for start in range(0, len(batch), ENCODE_SLICE):
+        parts.append(encode(batch[start : start + ENCODE_SLICE]))
+        await trio.lowlevel.checkpoint()
+    return b"".join(parts)
 
 
 @attrs.define(slots=True)
@@ -76,12 +109,19 @@ class _Isolation:
 class EventChannel:
     """A bounded (in events) channel of event batches with a blocking ``send``.
 
-    Events taken by :meth:`receive_nowait` still count against the capacity until the writer
-    calls :meth:`release` (written), so ``capacity`` bounds every event the sink holds.
+    Events taken by :meth:`take` still count against the capacity until the writer calls
+    :meth:`release` (written), so ``capacity`` bounds every event the sink holds.
+
+    With ``encode`` (a sink that writes bytes), each batch is encoded as it is sent and the
+    channel keeps only the bytes: the events are encoded while they are still in the CPU's
+    caches and freed with the sender's batch, instead of piling up (~700 B each) until the
+    writer takes them. A batch that fails to encode is kept as events, for the writer to find
+    the event the sink cannot store.
     """
 
     capacity: int
-    _batches: deque[tuple[float, list[Event], int]] = attrs.field(factory=deque, init=False)
+    encode: Callable[[list[Event]], bytes] | None = None
+    _batches: deque[tuple[float, Batch, int]] = attrs.field(factory=deque, init=False)
     _events: int = attrs.field(default=0, init=False)
     """Events waiting plus events taken and not yet released."""
     _waiting: int = attrs.field(default=0, init=False)
@@ -94,11 +134,16 @@ class EventChannel:
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
 
     taken_number: int = attrs.field(default=0, init=False)
-    """The number of the last batch :meth:`receive_nowait` took."""
+    """The number of the last batch :meth:`take` took."""
 
-    async def send(self, batch: list[Event], number: int = 0) -> None:
+    async def send(self, events: list[Event], number: int = 0) -> None:
         """Wait until the batch fits (an oversized batch waits for an empty channel), then add.
         ``number`` identifies the batch to :attr:`taken_number` (the hub counts them)."""
+        batch: Batch = events
+        if self.encode is not None and events:
+            # Kept as events when they fail to encode: the writer sets aside the one at fault.
+            with contextlib.suppress(*PERMANENT_ERRORS):
+                batch = EncodedBatch(await encode_in_slices(self.encode, events), len(events))
         while self._events and self._events + len(batch) > self.capacity:
             self._readers.unpark_all()  # a blocked sender makes the writer write what it has
             await self._writers.park()
@@ -141,28 +186,22 @@ class EventChannel:
                 await self._readers.park()
         await trio.lowlevel.checkpoint()
 
-    def receive_nowait(self, max_events: int) -> list[Event]:
-        """Take whole batches up to ``max_events`` (at least one batch when any is waiting);
-        they keep their place in the capacity until :meth:`release`."""
-        taken: list[Event] = []
-        while self._batches and (not taken or len(taken) + len(self._batches[0][1]) <= max_events):
+    def take(self, max_events: int) -> list[Batch]:
+        """Take whole batches of up to ``max_events`` events together (at least one batch when
+        any is waiting); they keep their place in the capacity until :meth:`release`."""
+        taken: list[Batch] = []
+        events = 0
+        while self._batches and (not taken or events + len(self._batches[0][1]) <= max_events):
             _, batch, self.taken_number = self._batches.popleft()
-            taken.extend(batch)
-        self._waiting -= len(taken)
+            taken.append(batch)
+            events += len(batch)
+        self._waiting -= events
         return taken
 
     def release(self, n: int) -> None:
         """``n`` taken events are written: their room goes back to senders."""
         self._events -= n
         self._writers.unpark_all()
-
-    async def receive(self, max_events: int) -> list[Event]:
-        """Wait for events; take whole batches up to ``max_events`` and release them at once
-        (for readers that need no bound on what they hold). EndOfChannel when done."""
-        await self.wait_batch(1, 0.0)
-        taken = self.receive_nowait(max_events)
-        self.release(len(taken))
-        return taken
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(self._events, self.capacity, self.peak, 0, len(self._batches))
@@ -212,18 +251,16 @@ class SinkWriter:
                     continue
                 # Up to half the channel per hand-off: the processor fills the other half while
                 # a worker thread writes, and one thread hop is paid per several batches.
-                events = self.channel.receive_nowait(
-                    max(self.max_batch, self.channel.capacity // 2)
-                )
+                taken = self.channel.take(max(self.max_batch, self.channel.capacity // 2))
                 number = self.channel.taken_number
                 self._writing_since = trio.current_time()
                 try:
-                    await self._write(events)
+                    await self._write(taken)
                 except trio.Cancelled:
                     abandoned = self._in_thread  # that thread may still be inside the sink
                     raise
                 finally:
-                    self.channel.release(len(events))
+                    self.channel.release(sum(map(len, taken)))
                 self._writing_since = None
                 self._progress_at = trio.current_time()
                 self._written(number)
@@ -279,35 +316,26 @@ class SinkWriter:
             fn(*args)
 
     def _write_batches(
-        self,
-        batches: list[list[Event]],
-        encoded: list[bytes] | None,
-        written: list[int],
-        isolation: _Isolation,
+        self, batches: list[Batch], written: list[int], isolation: _Isolation
     ) -> None:
-        """Write ``batches`` (or their ``encoded`` form) from ``written[0]`` on, counting each
-        one done in ``written`` (runs in the worker thread for a blocking sink)."""
-        write: Callable[[Any], None] = self.sink.write_batch
-        items: list[Any] = batches
-        if encoded is not None:
-            write, items = self.sink.write_encoded, encoded  # type: ignore[attr-defined]
-        for item in items[written[0] :]:
-            if isolation.batch == written[0]:
-                self._write_one_by_one(batches[written[0]], encoded is not None, isolation)
+        """Write ``batches`` from ``written[0]`` on, counting each one done in ``written`` (runs
+        in the worker thread for a blocking sink)."""
+        for batch in batches[written[0] :]:
+            if isinstance(batch, EncodedBatch):
+                self.sink.write_encoded(batch.data)  # type: ignore[attr-defined]
+            elif isolation.batch == written[0]:
+                self._write_one_by_one(batch, isolation)
             else:
-                write(item)
+                self.sink.write_batch(batch)
             written[0] += 1
 
-    def _write_one_by_one(self, batch: list[Event], encode: bool, isolation: _Isolation) -> None:
+    def _write_one_by_one(self, batch: list[Event], isolation: _Isolation) -> None:
         """Write each event of ``batch`` alone; one that fails permanently is set aside. Any
         other failure propagates, and the retry resumes at the event it stopped at."""
         permanent = self._permanent_errors()
         for event in batch[isolation.position :]:
             try:
-                if encode:
-                    self.sink.write_encoded(self.sink.encode_batch([event]))  # type: ignore[attr-defined]
-                else:
-                    self.sink.write_batch([event])
+                self.sink.write_batch([event])
             except permanent as exc:
                 isolation.rejected.append((event, exc))
             isolation.position += 1
@@ -315,54 +343,68 @@ class SinkWriter:
     def _permanent_errors(self) -> tuple[type[Exception], ...]:
         return PERMANENT_ERRORS + tuple(getattr(self.sink, "permanent_errors", ()))
 
-    @staticmethod
-    async def _encode(encode: Callable[[list[Event]], bytes], batch: list[Event]) -> bytes:
-        """``encode(batch)`` in slices of :data:`ENCODE_SLICE` events with a checkpoint after
-        each, so a large ``sink_batch_size`` does not stall the event loop for its whole batch.
-        Not smaller: every checkpoint waits a scheduling round, and a slower hand-off lets the
-        processor fill the channel (``docs/performance.md``)."""
-        if len(batch) <= ENCODE_SLICE:
-            return encode(batch)
-        parts = []
-        for start in range(0, len(batch), ENCODE_SLICE):
-            parts.append(encode(batch[start : start + ENCODE_SLICE]))
-            await trio.lowlevel.checkpoint()
-        return b"".join(parts)
-
-    def _count(self, batches: list[list[Event]], counted: int, written: int) -> int:
+    def _count(self, batches: list[Batch], counted: int, written: int) -> int:
         name = self.sink.name
         n = sum(len(batch) for batch in batches[counted:written])
         self.counters.events[name] = self.counters.events.get(name, 0) + n
         return written
 
-    async def _write(self, events: list[Event]) -> None:
-        """Write ``events`` as batches of at most ``max_batch``, in one call to the worker
-        thread; a failed batch is retried (the same list object) after those before it."""
+    def _regroup(self, taken: list[Batch]) -> list[Batch]:
+        """The batches to write: runs of event batches joined and cut into ``max_batch``
+        events (whole with ``split`` off), runs of encoded ones joined up to ``max_batch``."""
+        size = self.max_batch if self.split else math.inf
+        out: list[Batch] = []
+        events: list[Event] = []
+        for batch in [*taken, None]:
+            if batch is None or isinstance(batch, EncodedBatch):
+                if events:
+                    if len(events) <= size:
+                        out.append(events)
+                    else:
+                        step = int(size)
+                        out.extend(events[i : i + step] for i in range(0, len(events), step))
+                    events = []
+                if batch is None:
+                    break
+                last = out[-1] if out else None
+                if isinstance(last, EncodedBatch) and len(last) + len(batch) <= size:
+                    out[-1] = EncodedBatch(last.data + batch.data, len(last) + len(batch))
+                else:
+                    out.append(batch)
+            else:
+                events.extend(batch)
+        return out
+
+    async def _write(self, taken: list[Batch]) -> None:
+        """Write what was taken as batches of at most ``max_batch`` events, in one call to the
+        worker thread; a failed batch is retried (the same object) after those before it."""
         name = self.sink.name
-        size = self.max_batch
-        batches = (
-            [events]
-            if len(events) <= size or not self.split
-            else [events[i : i + size] for i in range(0, len(events), size)]
-        )
-        # A sink that writes bytes gets them encoded here, on the event loop: the worker thread
-        # then needs the GIL only around its system calls, so its hand-off comes back quickly
-        # (encoding in the thread held the GIL as long, and made every hand-off wait for it).
+        batches = self._regroup(taken)
+        # A sink that writes bytes gets them encoded on the event loop (by its channel as they
+        # were sent, or here): the worker thread then needs the GIL only around its system
+        # calls, so its hand-off comes back quickly (encoding in the thread held the GIL as
+        # long, and made every hand-off wait for it).
         encode = getattr(self.sink, "encode_batch", None)
-        encoded = None
         if encode is not None:
-            try:
-                encoded = [await self._encode(encode, batch) for batch in batches]
-            except PERMANENT_ERRORS:
-                encoded = None  # an event that cannot be encoded: found and set aside below
+            for index, batch in enumerate(batches):
+                if isinstance(batch, list):
+                    try:
+                        data = await encode_in_slices(encode, batch)
+                    except PERMANENT_ERRORS:
+                        continue  # an event that cannot be encoded: found and set aside below
+                    batches[index] = EncodedBatch(data, len(batch))
         written = [0]
         isolation = _Isolation()
         counted = attempt = 0
         while True:
             try:
-                await self._call(self._write_batches, batches, encoded, written, isolation)
+                await self._call(self._write_batches, batches, written, isolation)
             except Exception as exc:  # a sink's failure is reported and retried, never fatal
-                if isinstance(exc, self._permanent_errors()) and isolation.batch != written[0]:
+                if (
+                    isinstance(exc, self._permanent_errors())
+                    and isolation.batch != written[0]
+                    and isinstance(batches[written[0]], list)
+                ):
                     # This batch holds an event the sink cannot store: find it, keep the rest.
                     isolation.batch, isolation.position = written[0], 0
                     self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
@@ -449,7 +491,7 @@ class SinkHub:
             [
                 SinkWriter(
                     s,
-                    EventChannel(capacity),
+                    EventChannel(capacity, encode=getattr(s, "encode_batch", None)),
                     status,
                     counters,
                     max_batch=batch_size,

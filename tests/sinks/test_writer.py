@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import attrs
+import msgspec
 import trio
 import trio.testing
 
 from coinfeed.core.events import Event, encode_lines
-from coinfeed.sinks.writer import EventChannel, SinkCounters, SinkHub, SinkWriter
+from coinfeed.sinks.jsonl import JsonlSink
+from coinfeed.sinks.writer import EncodedBatch, EventChannel, SinkCounters, SinkHub, SinkWriter
 from coinfeed.status import ServiceStatus
 from tests.helpers import MemorySink, trade
 
@@ -168,8 +171,8 @@ async def test_a_sender_waits_while_taken_events_are_being_written(
 ) -> None:
     channel = EventChannel(10)
     await channel.send([trade(n) for n in range(8)])
-    taken = channel.receive_nowait(8)
-    assert len(taken) == 8
+    taken = channel.take(8)
+    assert sum(map(len, taken)) == 8
     sent = trio.Event()
 
     async def send() -> None:
@@ -320,3 +323,54 @@ async def test_a_partial_batch_waiting_for_its_flush_is_not_a_stall(
         await trio.sleep(1.5)  # held on purpose until the flush interval has passed
         assert hub.stalled(trio.current_time(), 1.0) == []
         writer.channel.close()
+
+
+async def test_a_channel_that_encodes_keeps_each_batch_as_its_bytes() -> None:
+    # The events are encoded as they are sent and freed with the sender's batch; the channel
+    # still counts them against its capacity.
+    channel = EventChannel(10, encode=encode_lines)
+    events = [trade(n) for n in range(5)]
+    await channel.send(events[:3])
+    await channel.send(events[3:])
+    assert channel.statistics().depth == 5
+    assert channel.take(10) == [
+        EncodedBatch(encode_lines(events[:3]), 3),
+        EncodedBatch(encode_lines(events[3:]), 2),
+    ]
+
+
+async def test_batches_encoded_as_sent_are_written_in_order_and_retried_unchanged() -> None:
+    sink = BytesSink()
+    [writer] = SinkHub.build(
+        [sink], ServiceStatus(), SinkCounters(), capacity=10, batch_size=3, flush_interval=0.05
+    ).writers
+    events = [trade(n) for n in range(5)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        for event in events:  # one event per send: joined into writes of at most 3
+            await writer.channel.send([event])
+        writer.channel.close()
+    assert len(sink.encoded_in) == 5, "encoded once as sent, never again for the retry"
+    assert sink.written == [encode_lines(events[:3]), encode_lines(events[3:])]
+    assert writer.counters.events["bytes"] == 5
+
+
+async def test_an_event_that_cannot_be_encoded_is_set_aside_when_its_channel_encodes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    counters = SinkCounters()
+    [writer] = SinkHub.build(
+        [JsonlSink.open(str(path))], ServiceStatus(), counters, capacity=100, flush_interval=0.05
+    ).writers
+    events: list[Event] = [trade(n) for n in range(1, 5)]
+    events[2] = msgspec.structs.replace(trade(3), price=object())  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.channel.send(events[:2])
+        await writer.channel.send(events[2:])
+        writer.channel.close()
+    lines = path.read_bytes()
+    assert lines == encode_lines([events[0], events[1], events[3]])
+    assert counters.rejected == {"jsonl:" + str(path): 1}
+    assert counters.events == {"jsonl:" + str(path): 3}
