@@ -33,6 +33,10 @@ Figures, each printed next to its target where it has one (targets are shown, no
    second; from the processor emitting the ``pending`` trade gap to it emitting ``recovered``
    (backfill delivered), default recovery settings.
 
+``--growth`` runs another section instead, on its own: the cost against the size of the market
+(µs per frame and RSS as symbols, book depth and frame size grow; ``scripts/bench_growth.py``
+describes it), about 3 minutes for 3 rounds.
+
 Figures 1-4 and the clients table are measured by ``scripts/bench_throughput.py``; this file
 holds the command line, the in-process probes behind 5-7, the machine description, the figures
 table and the JSON report.
@@ -43,6 +47,7 @@ Default run about 1.5 min (``--peer`` adds about 20 s once its venv exists), ``-
 
     .venv/bin/python scripts/bench.py [--quick] [--rounds 3] [--frames 200000] [--peer]
         [--transport direct|websockets|trio-websocket] [--json bench.json]
+    .venv/bin/python scripts/bench.py --growth [--rounds 3] [--quick] [--json growth.json]
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_growth import default_cases, measure_growth, print_growth
 from bench_throughput import (
     PEER_DIR,
     PEER_DIR_ENV,
@@ -455,6 +461,24 @@ async def run_in_process(args: argparse.Namespace, workdir: Path) -> dict[str, A
     return {"latency": latency, **faults}
 
 
+def run_growth(args: argparse.Namespace) -> int:
+    """``--growth``: the cost-against-market-size table alone, and its JSON."""
+    started = time.monotonic()
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="coinfeed-bench-") as tmp:
+        growth = measure_growth(args.rounds, Path(tmp), default_cases(0.25 if args.quick else 1.0))
+    machine["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"\ncoinfeed bench --growth ({time.monotonic() - started:.0f} s)")
+    print(machine_line(machine))
+    print_growth(growth)
+    if args.json is not None:
+        report = {"machine": machine, "growth": growth}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    measured = any(row["cost"] is not None for row in growth["cases"])
+    return 0 if measured else 1
+
+
 def default_transport() -> str:
     """The transport ``coinfeed run`` uses without ``--transport``."""
     from coinfeed.config import Settings
@@ -504,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer-timeout", type=float, default=900.0, help="seconds allowed for compare.sh (900)"
     )
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="only the cost-against-market-size table (symbols, book depth, frame size)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -512,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be above 0, got {value}")
     args.rounds = args.rounds or (1 if quick else 3)
+    if args.growth:
+        return run_growth(args)
     args.frames = args.frames or (40_000 if quick else PEER_STREAM["frames"])
     args.rates = [
         float(r) for r in (args.rates or ("1000,5000" if quick else "1000,5000,10000")).split(",")
