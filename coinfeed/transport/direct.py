@@ -94,10 +94,12 @@ class DirectWebSocket:
         messages' worth of bytes (by the average message size so far), between
         ``MIN_READ_BYTES`` and ``READ_BYTES``: the socket is always read, but no faster than the
         caller can take in, so a burst waits in the kernel's buffer instead of being dropped.
+        At most ``room`` messages are returned when it is 1 or more; the rest of the read (the
+        estimate was off: small messages after large ones) is kept for the next call. With
+        ``room`` 0 or None everything read is returned.
         """
         if self._pending:
-            batch, self._pending = self._pending, []
-            return batch  # type: ignore[return-value]  # list is invariant
+            return self._within(room)
         while self._closed is None:
             size = READ_BYTES
             if room is not None:
@@ -117,9 +119,19 @@ class DirectWebSocket:
                 # A running estimate (bytes read per message) that follows a changing mix.
                 estimate = len(data) // len(messages)
                 self._message_bytes = (7 * self._message_bytes + max(estimate, 16)) // 8
-                return messages  # type: ignore[return-value]  # list is invariant
+                self._pending = messages
+                return self._within(room)
         assert self._closed is not None
         raise self._closed
+
+    def _within(self, room: int | None) -> list[str | bytes]:
+        """The pending messages, or the first ``room`` of them (kept: the rest)."""
+        batch = self._pending
+        if room and len(batch) > room:
+            batch, self._pending = batch[:room], batch[room:]
+        else:
+            self._pending = []
+        return batch  # type: ignore[return-value]  # list is invariant
 
     async def _take(self, data: bytes) -> list[bytes]:
         """Parse one read and answer its control frames; a violation fails the connection."""
