@@ -139,6 +139,9 @@ class Connection:
     backoff_max: float = 30.0
     backoff_base: float = 0.5
     healthy_after: float = 30.0
+    queue_full_wait: float = 0.1
+    """Seconds the reader waits for the processor to take a full queue before it reads on and
+    the queue drops (once per full queue: see :meth:`_read`)."""
     apikey_in_hello: bool = False
     ohlcv_periods: tuple[str, ...] = ()
     exrate_pairs: tuple[str, ...] = ()
@@ -281,7 +284,19 @@ class Connection:
         status = self.status
         queue = self.queue
         last: str | bytes = b""
+        waited = False
         while True:
+            if not queue.room() and not waited and self.queue_full_wait > 0:
+                # A processor busy for a moment (a sink hand-off, a large batch) takes the queue
+                # soon: until then the burst waits in the socket's buffer instead of being read
+                # to be dropped. Once per full queue: a processor that stays stalled must not
+                # slow the reader down, or the server's send buffer fills and CoinAPI
+                # disconnects; the queue drops instead, and recovery repairs.
+                with trio.move_on_after(self.queue_full_wait):
+                    await queue.wait_for_room()
+                waited = True
+            elif queue.room():
+                waited = False
             try:
                 batch = await ws.receive_batch(queue.room())
             except TransportClosed as exc:

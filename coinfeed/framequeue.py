@@ -76,6 +76,9 @@ class FrameQueue:
     _control_writers: trio.lowlevel.ParkingLot = attrs.field(
         factory=trio.lowlevel.ParkingLot, init=False
     )
+    _room_waiters: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
     _closed: bool = attrs.field(default=False, init=False)
     keep_reads: bool = attrs.field(default=False, init=False)
     """Whether to keep when each read's frames came (the recording wants them)."""
@@ -117,6 +120,12 @@ class FrameQueue:
         """Frames that fit now."""
         return max(self.capacity - self._frames, 0)
 
+    async def wait_for_room(self) -> None:
+        """Until the processor has taken the queued frames (or the queue is closed)."""
+        while self._frames >= self.capacity and not self._closed:
+            await self._room_waiters.park()
+        await trio.lowlevel.checkpoint()
+
     def put_control_nowait(self, item: ControlItem) -> None:
         """Enqueue a control item in order with the frames; it is never dropped."""
         self._items.append(item)
@@ -136,6 +145,7 @@ class FrameQueue:
         self._closed = True
         self._lot.unpark_all()
         self._control_writers.unpark_all()
+        self._room_waiters.unpark_all()
 
     async def get_batch(self) -> tuple[list[QueueItem], list[DroppedStream]]:
         """Wait for input; take everything queued (frames and controls) and the drop summary."""
@@ -156,6 +166,8 @@ class FrameQueue:
         self._controls = 0
         if self._control_writers:
             self._control_writers.unpark_all()
+        if self._room_waiters:
+            self._room_waiters.unpark_all()
         drops = list(self._drops.values())
         self._drops.clear()
         return items, drops

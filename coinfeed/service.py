@@ -148,6 +148,7 @@ class Service:
             stale_after=settings.stale_after,
             backoff_max=settings.backoff_max,
             healthy_after=settings.healthy_after,
+            queue_full_wait=settings.queue_full_wait,
             apikey_in_hello=settings.apikey_in_hello,
             ohlcv_periods=settings.ohlcv_periods,
             exrate_pairs=exrate_pairs(settings.symbols),

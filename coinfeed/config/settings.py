@@ -114,6 +114,9 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("shutdown_timeout", p.seconds(), 10.0, "seconds from SIGTERM to exit", "S"),
     _S("duration", p.optional(p.seconds()), None, "stop cleanly after this many seconds", "S"),
     _S("queue_capacity", p.integer(1), 500, "capacity of the raw frame channel, frames", "N"),
+    _S("queue_full_wait", p.seconds(zero_ok=True), 0.1,
+       "seconds the reader waits for room in a full raw queue before reading on and dropping "
+       "(0: never waits)", "S"),
     _S("sink_queue_capacity", p.integer(1), 4000, "capacity of each sink's channel, events", "N"),
     _S("sink_batch_size", p.integer(1), 1000, "events a sink writes per batch at most", "N"),
     _S("sink_flush_interval", p.seconds(), 0.5,
@@ -240,6 +243,7 @@ class Settings:
     shutdown_timeout: float = DEFAULTS["shutdown_timeout"]
     duration: float | None = DEFAULTS["duration"]
     queue_capacity: int = DEFAULTS["queue_capacity"]
+    queue_full_wait: float = DEFAULTS["queue_full_wait"]
     sink_queue_capacity: int = DEFAULTS["sink_queue_capacity"]
     sink_batch_size: int = DEFAULTS["sink_batch_size"]
     sink_flush_interval: float = DEFAULTS["sink_flush_interval"]

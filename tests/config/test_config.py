@@ -39,6 +39,7 @@ INVALID = {
     "shutdown_timeout": "nan",
     "duration": "0",
     "queue_capacity": "abc",
+    "queue_full_wait": "-0.1",
     "sink_queue_capacity": "0",
     "sink_batch_size": "0",
     "sink_flush_interval": "0",
