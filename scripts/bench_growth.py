@@ -36,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_throughput import fmt, progress, start_stream_server
-from harness import Child, free_port, metric_sum, parse_metrics, start_coinfeed
+from harness import Child, free_port, metric_sum, parse_metrics, start_coinfeed, status_bytes
 
 GROWTH_TARGET = 1.5
 """Most a series' per-frame (per-KB) cost may rise from its smallest case to its largest."""
@@ -174,16 +174,6 @@ def generate(case: Case, path: Path, seed: int = 11) -> dict[str, Any]:
             "avg_frame_bytes": total_bytes / written}  # fmt: skip
 
 
-def rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def run_case(case: Case, stream: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """One ``coinfeed run`` on the case's stream: steady-state frames/s, drops, RSS."""
     server, port = start_stream_server(stream, workdir / "server-growth.log")
@@ -220,7 +210,7 @@ def run_case(case: Case, stream: dict[str, Any], workdir: Path) -> dict[str, Any
                 elif now - last_change > STALL_SECONDS:
                     raise RuntimeError(f"coinfeed stalled at {counted:.0f} of {frames} frames")
                 time.sleep(POLL_SECONDS)
-        rss = rss_bytes(coinfeed.pid)
+        rss = status_bytes(coinfeed.pid, "VmRSS")
     finally:
         coinfeed.stop(grace=15)
         server.stop(grace=5)

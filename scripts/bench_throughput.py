@@ -43,6 +43,7 @@ from harness import (
     metric_sum,
     parse_metrics,
     start_coinfeed,
+    status_bytes,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,12 +313,14 @@ def run_end_to_end(
                     raise RuntimeError(f"coinfeed stalled at {counted:.0f} of {frames} frames")
                 time.sleep(POLL_SECONDS)
         seconds = now - hello
+        peak_rss = status_bytes(coinfeed.pid, "VmHWM")
     finally:
         code = coinfeed.stop(grace=15)
         server.stop(grace=5)
     # Dropped frames were read but never processed: they end the run but do not count.
     return {"frames_per_s": counted / seconds, "seconds": seconds, "frames_processed": counted,
-            "frames_dropped": dropped, "exit_code": code}  # fmt: skip
+            "frames_dropped": dropped, "exit_code": code,
+            "peak_rss_bytes": peak_rss}  # fmt: skip
 
 
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:

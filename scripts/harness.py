@@ -189,6 +189,18 @@ def coinfeed_http_url(child: Child, *, timeout: float) -> str:
     raise RuntimeError(f"coinfeed did not listen within {timeout} s")
 
 
+def status_bytes(pid: int, field: str) -> int | None:
+    """A memory figure of a live process from ``/proc/PID/status`` (``VmRSS``, ``VmHWM``: the
+    peak), in bytes; None when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
