@@ -26,7 +26,6 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import fmt, progress, start_stream_server
-from harness import Child, free_port, metric_sum, parse_metrics, start_coinfeed, status_bytes
+from bench_throughput import fmt, follow_counts, progress, start_stream_server
+from harness import Child, free_port, start_coinfeed, status_bytes
 
 GROWTH_TARGET = 1.5
 """Most a series' per-frame (per-KB) cost may rise from its smallest case to its largest."""
 EXCHANGES = 10
 POLL_SECONDS = 0.1
 """Between /metrics polls: a scrape costs the loop about a millisecond, 1 % at this interval."""
-STALL_SECONDS = 30.0
 STAMP = "2026-11-28T12:00:00.0000000Z"
 
 
@@ -189,27 +187,13 @@ def run_case(case: Case, stream: dict[str, Any], workdir: Path) -> dict[str, Any
         "--stats-interval", "3600",
     ]  # fmt: skip
     coinfeed: Child = start_coinfeed(args, log=workdir / "coinfeed-growth.log")
-    frames, warm_up = stream["frames"], stream["warm_up"]
     start: tuple[float, float] | None = None
     rss = None
     try:
         server.read_lines(1, timeout=60)  # the hello
-        last_change, last_counted = time.monotonic(), -1.0
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
-            while True:
-                metrics = parse_metrics(client.get("/metrics").text)
-                now = time.monotonic()
-                counted = metric_sum(metrics, "coinfeed_messages_received_total")
-                dropped = metric_sum(metrics, "coinfeed_frames_dropped_total")
-                if start is None and counted + dropped >= warm_up:
-                    start = (now, counted)
-                if counted + dropped >= frames:
-                    break
-                if counted != last_counted:
-                    last_counted, last_change = counted, now
-                elif now - last_change > STALL_SECONDS:
-                    raise RuntimeError(f"coinfeed stalled at {counted:.0f} of {frames} frames")
-                time.sleep(POLL_SECONDS)
+        for now, counted, dropped in follow_counts(http_port, stream["frames"], POLL_SECONDS):
+            if start is None and counted + dropped >= stream["warm_up"]:
+                start = (now, counted)
         rss = status_bytes(coinfeed.pid, "VmRSS")
     finally:
         coinfeed.stop(grace=15)

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,20 +299,7 @@ def run_end_to_end(
     coinfeed = start_coinfeed(args, log=workdir / "coinfeed-e2e.log")
     try:
         hello = float(server.read_lines(1, timeout=60)[0].split()[1])
-        counted, dropped, last_change, last_counted = 0.0, 0.0, time.monotonic(), -1.0
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5) as client:
-            while True:
-                metrics = parse_metrics(client.get("/metrics").text)
-                now = time.monotonic()
-                counted = metric_sum(metrics, "coinfeed_messages_received_total")
-                dropped = metric_sum(metrics, "coinfeed_frames_dropped_total")
-                if counted + dropped >= frames:
-                    break
-                if counted != last_counted:
-                    last_counted, last_change = counted, now
-                elif now - last_change > STALL_SECONDS:
-                    raise RuntimeError(f"coinfeed stalled at {counted:.0f} of {frames} frames")
-                time.sleep(POLL_SECONDS)
+        *_, (now, counted, dropped) = follow_counts(http_port, frames, POLL_SECONDS)
         seconds = now - hello
         peak_rss = status_bytes(coinfeed.pid, "VmHWM")
     finally:
@@ -321,6 +309,29 @@ def run_end_to_end(
     return {"frames_per_s": counted / seconds, "seconds": seconds, "frames_processed": counted,
             "frames_dropped": dropped, "exit_code": code,
             "peak_rss_bytes": peak_rss}  # fmt: skip
+
+
+def follow_counts(
+    http_port: int, frames: int, poll_seconds: float
+) -> Iterator[tuple[float, float, float]]:
+    """Poll a coinfeed's ``/metrics`` every ``poll_seconds``: ``(time.monotonic(), frames
+    processed, frames dropped)`` per answer, up to the first whose sum reaches ``frames``.
+    RuntimeError when the count stands still for ``STALL_SECONDS``."""
+    last_change, last_counted = time.monotonic(), -1.0
+    with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
+        while True:
+            metrics = parse_metrics(client.get("/metrics").text)
+            now = time.monotonic()
+            counted = metric_sum(metrics, "coinfeed_messages_received_total")
+            dropped = metric_sum(metrics, "coinfeed_frames_dropped_total")
+            yield now, counted, dropped
+            if counted + dropped >= frames:
+                return
+            if counted != last_counted:
+                last_counted, last_change = counted, now
+            elif now - last_change > STALL_SECONDS:
+                raise RuntimeError(f"coinfeed stalled at {counted:.0f} of {frames} frames")
+            time.sleep(poll_seconds)
 
 
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -50,17 +50,26 @@ async def consume(queue: FrameQueue, taken: list[int], *, pause: float) -> None:
         await trio.sleep(pause)
 
 
-async def test_a_briefly_busy_processor_loses_no_frame_of_a_full_speed_burst(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def burst(
+    *, pause: float, seconds: float, **settings: float
+) -> tuple[BurstingWebSocket, FrameQueue, list[int]]:
+    """10,000 frames at full speed into a queue of 100, a processor pausing ``pause`` per
+    batch; after ``seconds``: the server, the queue, and the frames each batch took."""
     queue = FrameQueue(100)
     ws = BurstingWebSocket(reads=200, per_read=50)
     taken: list[int] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection(ws, queue).run)
-        nursery.start_soon(functools.partial(consume, queue, taken, pause=0.02))
-        await trio.sleep(30)
+        nursery.start_soon(connection(ws, queue, **settings).run)
+        nursery.start_soon(functools.partial(consume, queue, taken, pause=pause))
+        await trio.sleep(seconds)
         nursery.cancel_scope.cancel()
+    return ws, queue, taken
+
+
+async def test_a_briefly_busy_processor_loses_no_frame_of_a_full_speed_burst(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, queue, taken = await burst(pause=0.02, seconds=30)
     assert ws.served == 10_000
     assert queue.dropped_total == 0
     assert sum(taken) == 10_000
@@ -72,14 +81,7 @@ async def test_a_stalled_processor_still_costs_drops_not_a_slower_reader(
     # Waiting for room is bounded by queue_full_wait, and only once per full queue: after it
     # the reader takes what the server sends and the queue drops it, so pings are answered
     # and the server's send buffer does not fill.
-    queue = FrameQueue(100)
-    ws = BurstingWebSocket(reads=200, per_read=50)
-    taken: list[int] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection(ws, queue, queue_full_wait=0.1).run)
-        nursery.start_soon(functools.partial(consume, queue, taken, pause=60))
-        await trio.sleep(1)
-        assert ws.served == 10_000, "the whole burst was read within a second"
-        nursery.cancel_scope.cancel()
+    ws, queue, taken = await burst(pause=60, seconds=1, queue_full_wait=0.1)
+    assert ws.served == 10_000, "the whole burst was read within a second"
     assert queue.dropped_total == 10_000 - sum(taken) - queue.statistics().depth
     assert queue.dropped_total == 9_900, "all but the queue's 100"
