@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -352,26 +353,24 @@ class SinkWriter:
     def _regroup(self, taken: list[Batch]) -> list[Batch]:
         """The batches to write: runs of event batches joined and cut into ``max_batch``
         events (whole with ``split`` off), runs of encoded ones joined up to ``max_batch``."""
-        size = self.max_batch if self.split else math.inf
+        size = self.max_batch if self.split else sys.maxsize
         out: list[Batch] = []
         events: list[Event] = []
+        parts: list[bytes] = []
+        encoded = 0  # events in parts
         for batch in [*taken, None]:
-            if batch is None or isinstance(batch, EncodedBatch):
-                if events:
-                    if len(events) <= size:
-                        out.append(events)
-                    else:
-                        step = int(size)
-                        out.extend(events[i : i + step] for i in range(0, len(events), step))
-                    events = []
-                if batch is None:
-                    break
-                last = out[-1] if out else None
-                if isinstance(last, EncodedBatch) and len(last) + len(batch) <= size:
-                    out[-1] = EncodedBatch(last.data + batch.data, len(last) + len(batch))
-                else:
-                    out.append(batch)
-            else:
+            if events and not isinstance(batch, list):
+                out.extend(events[i : i + size] for i in range(0, len(events), size))
+                events = []
+            if parts and (not isinstance(batch, EncodedBatch) or encoded + len(batch) > size):
+                # One join per run: adding to the bytes batch by batch would copy them again
+                # for every small batch.
+                out.append(EncodedBatch(b"".join(parts), encoded))
+                parts, encoded = [], 0
+            if isinstance(batch, EncodedBatch):
+                parts.append(batch.data)
+                encoded += len(batch)
+            elif batch is not None:
                 events.extend(batch)
         return out
 
