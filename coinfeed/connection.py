@@ -139,9 +139,9 @@ class Connection:
     backoff_max: float = 30.0
     backoff_base: float = 0.5
     healthy_after: float = 30.0
-    queue_full_wait: float = 0.1
-    """Seconds the reader waits for the processor to take a full queue before it reads on and
-    the queue drops (once per full queue: see :meth:`_read`)."""
+    queue_full_wait: float = 0.0
+    """Seconds the reader may wait for the processor to take a full queue before it reads on
+    and the queue drops (once per full queue: see :meth:`_read`); 0 never waits."""
     apikey_in_hello: bool = False
     ohlcv_periods: tuple[str, ...] = ()
     exrate_pairs: tuple[str, ...] = ()
@@ -291,7 +291,8 @@ class Connection:
                 # soon: until then the burst waits in the socket's buffer instead of being read
                 # to be dropped. Once per full queue: a processor that stays stalled must not
                 # slow the reader down, or the server's send buffer fills and CoinAPI
-                # disconnects; the queue drops instead, and recovery repairs.
+                # disconnects; the queue drops instead, and recovery repairs. Off by default: a
+                # processor that keeps up only just would set the pace of the whole feed.
                 with trio.move_on_after(self.queue_full_wait):
                     await queue.wait_for_room()
                 waited = True

@@ -114,9 +114,9 @@ SETTINGS: Final[tuple[SettingDef, ...]] = (
     _S("shutdown_timeout", p.seconds(), 10.0, "seconds from SIGTERM to exit", "S"),
     _S("duration", p.optional(p.seconds()), None, "stop cleanly after this many seconds", "S"),
     _S("queue_capacity", p.integer(1), 500, "capacity of the raw frame channel, frames", "N"),
-    _S("queue_full_wait", p.seconds(zero_ok=True), 0.1,
-       "seconds the reader waits for room in a full raw queue before reading on and dropping "
-       "(0: never waits)", "S"),
+    _S("queue_full_wait", p.seconds(zero_ok=True), 0.0,
+       "seconds the reader may wait for the processor to take a full raw queue before reading "
+       "on and dropping, once per full queue (0: never; a wait holds the server back)", "S"),
     _S("sink_queue_capacity", p.integer(1), 4000, "capacity of each sink's channel, events", "N"),
     _S("sink_batch_size", p.integer(1), 1000, "events a sink writes per batch at most", "N"),
     _S("sink_flush_interval", p.seconds(), 0.5,
