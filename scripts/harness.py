@@ -93,9 +93,12 @@ class Child:
         while len(lines) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.argv[2:4]} printed {lines} within {timeout} s")
-            if self.proc.poll() is not None and not buffer:
-                raise RuntimeError(f"{self.argv[2:4]} exited with {self.proc.returncode}")
+            exited = self.proc.poll() is not None
+            # Read before judging the exit: a quick child prints its lines and exits between
+            # two polls, and what it printed is still in the pipe.
             chunk = self.proc.stdout.read()
+            if exited and not chunk:
+                raise RuntimeError(f"{self.argv[2:4]} exited with {self.proc.returncode}")
             if chunk:
                 buffer += chunk
                 *done, buffer = buffer.split(b"\n")
