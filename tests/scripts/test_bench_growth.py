@@ -3,7 +3,6 @@ run measures the steady state of a real ``coinfeed run``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,17 +12,11 @@ import pytest
 
 from coinfeed.core.decoding import FrameDecoder, InvalidFrame
 from coinfeed.core.protocol import BookUpdate, Quote, Trade
-from tests.scripts.scriptrun import ROOT
+from tests.scripts.scriptrun import load_script
 
 
 def load_growth() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_growth", ROOT / "scripts" / "bench_growth.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_growth.py", "bench_growth")
 
 
 def decoded(path: Path) -> list[object]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.scripts.scriptrun import ROOT, run_script
+from tests.scripts.scriptrun import ROOT, load_script, run_script
 
 pytestmark = pytest.mark.slow  # runs a script end to end
 
@@ -24,11 +23,7 @@ TRANSPORTS = ("direct", "websockets", "trio-websocket")
 
 
 def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench.py", "bench_script")
 
 
 def test_bench_smallest_settings_writes_every_figure(tmp_path: Path) -> None:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from types import ModuleType
 
 import pytest
 
-from tests.scripts.scriptrun import ROOT
+from tests.scripts.scriptrun import load_script
 
 
 def load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("harness", ROOT / "scripts" / "harness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("harness.py", "harness")
 
 
 def test_the_lines_of_a_child_that_already_exited_are_read() -> None:

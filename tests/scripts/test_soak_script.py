@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scripts.scriptrun import ROOT, run_script
+from tests.scripts.scriptrun import load_script, run_script
 
 pytestmark = pytest.mark.slow  # runs a script end to end
 
@@ -134,11 +133,7 @@ def test_record_settings_derive_the_retention_from_the_duration() -> None:
 
 
 def load_soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("soak.py", "soak_script")
 
 
 def test_a_book_that_moved_while_waiting_is_resynced_and_a_stuck_one_fails() -> None:
