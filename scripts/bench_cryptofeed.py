@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_throughput import (
     add_stream_arguments,
+    client_on_stream,
     fmt,
     parse_stream_arguments,
     per_round,
@@ -43,9 +44,7 @@ from bench_throughput import (
     print_figures,
     progress,
     run_end_to_end,
-    start_stream_server,
 )
-from harness import Child
 
 SCRIPTS = Path(__file__).resolve().parent
 REQUIREMENTS = SCRIPTS / "cryptofeed-requirements.txt"
@@ -73,22 +72,15 @@ def cryptofeed_python() -> Path:
 def run_cryptofeed(stream: dict[str, Any], python: Path, workdir: Path) -> dict[str, Any]:
     """One cryptofeed run: frames/s from the server's hello to the N-th callback."""
     frames = stream["frames"]
-    server, port = start_stream_server(stream, workdir / "server-cryptofeed.log")
-    client: Child | None = None
-    try:
-        client = Child(
-            [str(python), str(SCRIPTS / "cryptofeed_client.py"),
-             "--url", f"ws://127.0.0.1:{port}/v1/", "--frames", str(frames),
-             "--symbols", ",".join(stream["symbols"])],
-            log=workdir / "cryptofeed.log", stdout_pipe=True,
-        )  # fmt: skip
+
+    def command(url: str) -> list[str]:
+        return [str(python), str(SCRIPTS / "cryptofeed_client.py"), "--url", url,
+                "--frames", str(frames), "--symbols", ",".join(stream["symbols"])]  # fmt: skip
+
+    with client_on_stream(stream, command, workdir, "cryptofeed") as (server, client):
         hello = float(server.read_lines(1, timeout=60)[0].split()[1])
         done, rss = client.read_lines(2, timeout=150)
         code = client.wait(30)
-    finally:
-        if client is not None:
-            client.stop(grace=5)
-        server.stop(grace=5)
     seconds = float(done.split()[1]) - hello
     return {"frames_per_s": frames / seconds, "seconds": seconds,
             "peak_rss_bytes": int(rss.split()[1]), "exit_code": code}  # fmt: skip

@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -258,23 +258,34 @@ def start_stream_server(stream: dict[str, Any], log: Path) -> tuple[Child, int]:
     return server, port
 
 
-def run_bare(stream: dict[str, Any], transport: str, workdir: Path) -> dict[str, Any]:
-    """One bare-loop run: frames/s from the client's hello to its N-th message."""
-    frames = stream["frames"]
-    server, port = start_stream_server(stream, workdir / "server-bare.log")
+@contextlib.contextmanager
+def client_on_stream(
+    stream: dict[str, Any], command: Callable[[str], list[str]], workdir: Path, name: str
+) -> Iterator[tuple[Child, Child]]:
+    """A fresh stream server and a client child given its URL (``command(url)``, stdout
+    piped); both stopped on the way out. Logs: ``server-NAME.log`` and ``NAME.log``."""
+    server, port = start_stream_server(stream, workdir / f"server-{name}.log")
     client: Child | None = None
     try:
-        client = Child(
-            [sys.executable, str(Path(__file__).parent / "harness.py"), "bare-client",
-             "--url", f"ws://127.0.0.1:{port}/v1/", "--frames", str(frames),
-             "--transport", transport],
-            log=workdir / f"bare-{transport}.log", stdout_pipe=True,
-        )  # fmt: skip
-        result = json.loads(client.read_lines(1, timeout=150)[0])
+        client = Child(command(f"ws://127.0.0.1:{port}/v1/"), log=workdir / f"{name}.log",
+                       stdout_pipe=True)  # fmt: skip
+        yield server, client
     finally:
         if client is not None:
             client.stop(grace=5)
         server.stop(grace=5)
+
+
+def run_bare(stream: dict[str, Any], transport: str, workdir: Path) -> dict[str, Any]:
+    """One bare-loop run: frames/s from the client's hello to its N-th message."""
+    frames = stream["frames"]
+
+    def command(url: str) -> list[str]:
+        return [sys.executable, str(Path(__file__).parent / "harness.py"), "bare-client",
+                "--url", url, "--frames", str(frames), "--transport", transport]  # fmt: skip
+
+    with client_on_stream(stream, command, workdir, f"bare-{transport}") as (_server, client):
+        result = json.loads(client.read_lines(1, timeout=150)[0])
     seconds = result["ended"] - result["started"]
     return {"frames_per_s": frames / seconds, "seconds": seconds,
             "cpu_share": result["cpu_seconds"] / seconds}  # fmt: skip
