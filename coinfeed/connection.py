@@ -286,7 +286,10 @@ class Connection:
         last: str | bytes = b""
         waited = False
         while True:
-            if not queue.room() and not waited and self.queue_full_wait > 0:
+            room = queue.room()
+            if room:
+                waited = False
+            elif not waited and self.queue_full_wait > 0:
                 # A processor busy for a moment (a sink hand-off, a large batch) takes the queue
                 # soon: until then the burst waits in the socket's buffer instead of being read
                 # to be dropped. Once per full queue: a processor that stays stalled must not
@@ -296,10 +299,9 @@ class Connection:
                 with trio.move_on_after(self.queue_full_wait):
                     await queue.wait_for_room()
                 waited = True
-            elif queue.room():
-                waited = False
+                room = queue.room()
             try:
-                batch = await ws.receive_batch(queue.room())
+                batch = await ws.receive_batch(room)
             except TransportClosed as exc:
                 return self._classify_close(exc, last, connection_id)
             now = trio.current_time()
