@@ -372,7 +372,7 @@ class Service:
         readiness = Readiness(
             status=status,
             stale_after=settings.stale_after,
-            book_states=lambda: service.processor.books.states_of(book_symbols),
+            unsynced_books=lambda: service.processor.books.unsynced_of(book_symbols),
             secrets=[s.reveal() for s in (settings.api_key, settings.debug_token) if s],
             oldest_recovery=recovery.oldest_pending_age,
             recovery_stale_after=settings.recovery_stale_after,

@@ -264,6 +264,19 @@ class Books:
             for symbol_id in symbol_ids
         }
 
+    def unsynced_of(self, symbol_ids: Iterable[str]) -> dict[str, BookState]:
+        """symbol_id -> state of those of ``symbol_ids`` whose book is not in sync (a book not
+        created yet has no snapshot)."""
+        books, synced, missing = self._books, BookState.SYNCED, BookState.NO_SNAPSHOT
+        unsynced = {}
+        for symbol_id in symbol_ids:
+            book = books.get(symbol_id)
+            if book is None:
+                unsynced[symbol_id] = missing
+            elif book.state is not synced:
+                unsynced[symbol_id] = book.state
+        return unsynced
+
     def __iter__(self) -> Iterator[OrderBook]:
         return iter(self._books.values())
 

@@ -9,7 +9,7 @@ write for ``sink_stall_after``), no gap waiting for recovery longer than
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 import trio
@@ -32,16 +32,18 @@ class BookSyncWatch:
 
     _since: dict[str, float] = attrs.field(factory=dict)
 
-    def observe(self, states: dict[str, BookState], now: float) -> dict[str, float]:
-        """Record ``states`` (symbol_id -> state) at ``now``; return out-of-sync since, by book."""
-        for symbol_id, state in states.items():
-            if state is BookState.SYNCED:
-                self._since.pop(symbol_id, None)
-            else:
-                self._since.setdefault(symbol_id, now)
-        for symbol_id in self._since.keys() - states.keys():
-            del self._since[symbol_id]
-        return dict(self._since)
+    def observe(self, unsynced: dict[str, BookState], now: float) -> Mapping[str, float]:
+        """Record the books out of sync at ``now`` (symbol_id -> state; every other book is in
+        sync); return out-of-sync since, by book. The cost is that of the books out of sync,
+        not of all of them: /metrics calls this at every scrape."""
+        since = self._since
+        for symbol_id in unsynced:
+            if symbol_id not in since:
+                since[symbol_id] = now
+        if len(since) > len(unsynced):
+            for symbol_id in since.keys() - unsynced.keys():
+                del since[symbol_id]
+        return since
 
 
 @attrs.define(slots=True, eq=False)
@@ -50,8 +52,9 @@ class Readiness:
 
     status: ServiceStatus
     stale_after: float
-    book_states: Callable[[], dict[str, BookState]]
-    """The state of every subscribed incremental book (none when ``book`` is not subscribed)."""
+    unsynced_books: Callable[[], dict[str, BookState]]
+    """The state of every subscribed incremental book not in sync (none when ``book`` is not
+    subscribed)."""
     secrets: Sequence[str] = ()
     """Values no answer may carry (the key, the debug token)."""
     oldest_recovery: Callable[[], float | None] = lambda: None
@@ -66,50 +69,63 @@ class Readiness:
 
     def sample(self) -> None:
         """Note the books' states now (a sampler calls this between /ready requests)."""
-        self.watch.observe(self.book_states(), trio.current_time())
+        self.watch.observe(self.unsynced_books(), trio.current_time())
 
     def problems(self) -> list[str]:
         """Why the service is not ready; empty when it is."""
+        return [redact(problem, self.secrets) for problem in self._problems()]
+
+    def is_ready(self) -> bool:
+        """Whether :meth:`problems` is empty, without writing out every problem (the gauge
+        asks at every scrape)."""
+        return next(self._problems(), None) is None
+
+    def _problems(self) -> Iterator[str]:
         status = self.status
         now = trio.current_time()
-        problems: list[str] = []
+        # Observed before the first answer: the watch's "since" must not wait for a caller
+        # that reads all of them.
+        states = self.unsynced_books()
+        out_of_sync = self.watch.observe(states, now)
         if status.shutdown.is_set():
-            problems.append("shutting down")
+            yield "shutting down"
         if not status.connected:
-            problems.append("not connected to CoinAPI")
+            yield "not connected to CoinAPI"
         elif not status.subscribed:
-            problems.append("not subscribed")
+            yield "not subscribed"
         elif status.connected_at is not None and status.last_frame_at == status.connected_at:
             # The connection sets both clocks when it opens: no frame has arrived since.
-            problems.append(f"subscribed {now - status.connected_at:.1f}s ago, no frame yet")
+            yield f"subscribed {now - status.connected_at:.1f}s ago, no frame yet"
         else:
             age = status.freshness(now)
             if age is not None and age > self.stale_after:
-                problems.append(f"no frame for {age:.1f}s (stale_after={self.stale_after:g})")
-        states = self.book_states()
+                yield f"no frame for {age:.1f}s (stale_after={self.stale_after:g})"
         grace = BOOK_GRACE_FACTOR * self.stale_after
-        for symbol_id, since in sorted(self.watch.observe(states, now).items()):
-            if status.connected and now - since > grace:
-                problems.append(
-                    f"book {symbol_id} {states[symbol_id].value} for {now - since:.1f}s "
+        if status.connected:
+            late = sorted(
+                (symbol_id, now - since)
+                for symbol_id, since in out_of_sync.items()
+                if now - since > grace
+            )
+            for symbol_id, seconds in late:
+                yield (
+                    f"book {symbol_id} {states[symbol_id].value} for {seconds:.1f}s "
                     f"(grace {grace:g}s)"
                 )
-        problems.extend(
-            f"sink {name} failing: {error}" for name, error in status.sink_failures.items()
-        )
-        problems.extend(
-            f"sink {name} stalled: {held} events held, no write finished for {seconds:.1f}s "
-            f"(sink_stall_after={self.sink_stall_after:g})"
-            for name, held, seconds in self.stalled_sinks(now)
-        )
+        for name, error in self.status.sink_failures.items():
+            yield f"sink {name} failing: {error}"
+        for name, held, seconds in self.stalled_sinks(now):
+            yield (
+                f"sink {name} stalled: {held} events held, no write finished for {seconds:.1f}s "
+                f"(sink_stall_after={self.sink_stall_after:g})"
+            )
         age = self.oldest_recovery()
         if age is not None and age > self.recovery_stale_after:
-            problems.append(
+            yield (
                 f"oldest pending recovery {age:.1f}s old "
                 f"(recovery_stale_after={self.recovery_stale_after:g})"
             )
-        return [redact(problem, self.secrets) for problem in problems]
 
     def ready_gauge(self) -> bool | None:
         """Whether /ready would answer 200; None while nothing answers it."""
-        return not self.problems() if self.listeners else None
+        return self.is_ready() if self.listeners else None
