@@ -1,7 +1,8 @@
 """The HTTP side: health, readiness, metrics, memory debug and books (docs/architecture.md).
 
 A Starlette app served by hypercorn's trio worker inside the root nursery, stopped through its
-shutdown trigger. Handlers read a :class:`ServiceView`, never the service itself, and never
+shutdown trigger; ``GET /metrics`` is answered in front of it (:class:`MetricsRoute`), gzipped when
+the scraper accepts it. Handlers read a :class:`ServiceView`, never the service itself, and never
 await the pipeline, so a stuck pipeline still answers /health and reports itself through /ready.
 
 Exposure rule: on a loopback listener everything is open. On any other address ``/api/debug/*``
@@ -32,6 +33,7 @@ import math
 import socket
 import sys
 import tracemalloc
+import zlib
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
@@ -260,8 +262,69 @@ class GoneClientGuard:
             del self._gone[next(iter(self._gone))]
 
 
-def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
-    """The Starlette app over one running service; ``exposed`` applies the debug token rule."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (Prometheus sends ``gzip``)."""
+    qualities: dict[str, float] = {}
+    for coding in accept_encoding.split(","):
+        name, _, parameters = coding.partition(";")
+        quality, parameters = 1.0, parameters.strip().lower()
+        if parameters.startswith("q="):
+            try:
+                quality = float(parameters[2:])
+            except ValueError:
+                quality = 0.0
+        qualities[name.strip().lower()] = quality
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
+
+
+def gzipped(render: Callable[[], bytes]) -> bytes:
+    """``render()``'s bytes in gzip, at the fastest level: the text repeats itself so much that
+    level 1 already shrinks it 10-18 times, and zlib lets go of the GIL while it works."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(render()) + compressor.flush()
+
+
+async def render_metrics(view: ServiceView, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
+    """/metrics' body and its headers (beyond the type). The numbers are read here, on the
+    event loop; the text, which grows with the market, is written and compressed in a worker
+    thread (Metrics.snapshot), where the feed does not wait for it. Compressed, the loop also
+    sends a tenth of the bytes."""
+    render = view.metrics()
+    if accepts_gzip(accept_encoding):
+        body = await trio.to_thread.run_sync(gzipped, render, abandon_on_cancel=True)
+        return body, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    body = await trio.to_thread.run_sync(render, abandon_on_cancel=True)
+    return body, {"Vary": "Accept-Encoding"}
+
+
+class MetricsRoute:
+    """ASGI: ``GET /metrics`` answered without Starlette's middleware and routing, which cost
+    the event loop about a third of what the whole request costs; everything else goes on to
+    ``app``."""
+
+    def __init__(self, app: ASGIApp, view: ServiceView) -> None:
+        self.app = app
+        self._view = view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        accept_encoding = b", ".join(
+            value for name, value in scope["headers"] if name.lower() == b"accept-encoding"
+        )
+        body, headers = await render_metrics(self._view, accept_encoding.decode("latin-1"))
+        raw_headers = [
+            (b"content-type", CONTENT_TYPE_LATEST.encode()),
+            (b"content-length", b"%d" % len(body)),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def build_app(view: ServiceView, *, exposed: bool = False) -> ASGIApp:
+    """The ASGI app over one running service; ``exposed`` applies the debug token rule."""
 
     async def health(_request: Request) -> Response:
         return json_response({"status": "alive"})
@@ -272,12 +335,10 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
             return json_response({"status": "not ready", "reasons": problems}, 503)
         return json_response({"status": "ready"})
 
-    async def metrics(_request: Request) -> Response:
-        # The numbers are read here, on the event loop; the text, which grows with the market,
-        # is written in a worker thread (Metrics.snapshot), where the feed does not wait for it.
-        render = view.metrics()
-        body = await trio.to_thread.run_sync(render, abandon_on_cancel=True)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        # HEAD and the other methods; GET is answered by MetricsRoute.
+        body, headers = await render_metrics(view, request.headers.get("accept-encoding", ""))
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
 
     async def symbols(_request: Request) -> Response:
         return json_response(view.symbols())
@@ -310,10 +371,10 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
             }
         )
 
-    middleware = [Middleware(GoneClientGuard)]
+    middleware = []
     if exposed:
         middleware.append(Middleware(DebugGuard, token=view.debug_token))
-    return Starlette(
+    starlette = Starlette(
         routes=[
             Route("/health", health),
             Route("/ready", ready),
@@ -325,6 +386,7 @@ def build_app(view: ServiceView, *, exposed: bool = False) -> Starlette:
         ],
         middleware=middleware,
     )
+    return GoneClientGuard(MetricsRoute(starlette, view))
 
 
 _BIND_FAILURES: dict[int, str] = {
@@ -420,7 +482,7 @@ async def serve_api(
 
             async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
                 await serve(
-                    app,  # type: ignore[arg-type]  # Starlette is an ASGI 3 app
+                    app,  # type: ignore[arg-type]  # an ASGI 3 app
                     config,
                     shutdown_trigger=shutdown.wait,
                     task_status=task_status,

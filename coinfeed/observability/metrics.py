@@ -13,7 +13,10 @@ when they are built; the collector over their counters is added once they all ex
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
+from typing import Literal
 
 import attrs
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -84,131 +87,201 @@ class CoinfeedCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         readings = self.freeze()
-        return iter([*readings.families, latency_family(readings.latency)])
+        return iter([*readings.families(), latency_family(readings.latency)])
 
     def freeze(self) -> Readings:
-        """Read every number now (on the event loop, whose counters they are). The latency
-        histogram, whose size grows with the exchanges of the symbols, is only copied here."""
+        """Read every number now, on the event loop, whose counters they are, as plain values:
+        the families are built from them later, in any thread. The latency histogram, whose
+        size grows with the exchanges of the symbols, is only copied here."""
         processor = self._s.derived()
         latency = processor.latency if processor is not None else None
         return Readings(
-            list(self._families()), latency.copy_histograms() if latency is not None else {}
+            list(self._read()),
+            latency.copy_histograms() if latency is not None else {},
+            self._s.memory_limit,
         )
 
-    def _families(self) -> Iterator[Metric]:
+    def _read(self) -> Iterator[Family]:
         s = self._s
-        received = CounterMetricFamily(
-            PREFIX + "messages_received", "Frames received, by message type", labels=["type"]
-        )
-        queues = s.queues()
-        for kind, n in sorted(received_by_type(s.processor.received, s.raw_queue).items()):
-            received.add_metric([kind], n)
-        yield received
-        invalid = CounterMetricFamily(
-            PREFIX + "messages_invalid", "Frames skipped as invalid, by reason", labels=["reason"]
-        )
-        for reason in INVALID_REASONS:
-            invalid.add_metric([reason], s.processor.invalid.get(reason, 0))
-        yield invalid
-        skipped = CounterMetricFamily(
-            PREFIX + "messages_skipped",
-            "Valid frames that made no event, by reason",
-            labels=["reason"],
-        )
         p = s.processor
-        for skip, n in (
-            ("unrequested", p.unrequested),
-            ("stale_sequence", p.behind_sequence),
-            ("duplicate_trade", p.duplicates),
-            ("book_unsynced", p.unsynced_updates),
-        ):
-            skipped.add_metric([skip], n)
-        yield skipped
-        yield CounterMetricFamily(
-            PREFIX + "frames_dropped",
+        queues = s.queues()
+        yield Family(
+            "counter",
+            "messages_received",
+            "Frames received, by message type",
+            ("type",),
+            [((kind,), n) for kind, n in sorted(received_by_type(p.received, s.raw_queue).items())],
+        )
+        yield Family(
+            "counter",
+            "messages_invalid",
+            "Frames skipped as invalid, by reason",
+            ("reason",),
+            [((reason,), p.invalid.get(reason, 0)) for reason in INVALID_REASONS],
+        )
+        yield Family(
+            "counter",
+            "messages_skipped",
+            "Valid frames that made no event, by reason",
+            ("reason",),
+            [
+                (("unrequested",), p.unrequested),
+                (("stale_sequence",), p.behind_sequence),
+                (("duplicate_trade",), p.duplicates),
+                (("book_unsynced",), p.unsynced_updates),
+            ],
+        )
+        yield Family.single(
+            "counter",
+            "frames_dropped",
             "Frames dropped because the raw queue was full",
-            value=sum(q.dropped for q in queues.values()),
+            sum(q.dropped for q in queues.values()),
         )
         for name, help_text, attr in (
             ("queue_depth", "Items waiting in each queue", "depth"),
             ("queue_capacity", "Capacity of each queue", "capacity"),
             ("queue_peak", "Highest depth seen in each queue", "peak"),
         ):
-            family = GaugeMetricFamily(PREFIX + name, help_text, labels=["queue"])
-            for queue, stats in sorted(queues.items()):
-                family.add_metric([queue], getattr(stats, attr))
-            yield family
-        gaps = CounterMetricFamily(
-            PREFIX + "gaps_detected", "Sequence gaps and reconnect holes, by type", labels=["type"]
+            yield Family(
+                "gauge",
+                name,
+                help_text,
+                ("queue",),
+                [((queue,), getattr(stats, attr)) for queue, stats in sorted(queues.items())],
+            )
+        yield Family(
+            "counter",
+            "gaps_detected",
+            "Sequence gaps and reconnect holes, by type",
+            ("type",),
+            [((kind,), n) for kind, n in sorted(p.gaps.items())],
         )
-        for kind, n in sorted(s.processor.gaps.items()):
-            gaps.add_metric([kind], n)
-        yield gaps
-        recoveries = CounterMetricFamily(
-            PREFIX + "recoveries", "Recovery outcomes", labels=["type", "outcome"]
+        yield Family(
+            "counter",
+            "recoveries",
+            "Recovery outcomes",
+            ("type", "outcome"),
+            [(key, n) for key, n in sorted(p.recoveries.items())],
         )
-        for (kind, outcome), n in sorted(s.processor.recoveries.items()):
-            recoveries.add_metric([kind, outcome], n)
-        yield recoveries
-        yield GaugeMetricFamily(
-            PREFIX + "recovery_in_flight", "REST calls in flight", value=s.recovery.in_flight
+        yield Family.single(
+            "gauge", "recovery_in_flight", "REST calls in flight", s.recovery.in_flight
         )
-        yield GaugeMetricFamily(
-            PREFIX + "recovery_oldest_pending_seconds",
+        yield Family.single(
+            "gauge",
+            "recovery_oldest_pending_seconds",
             "Age of the oldest gap still waiting for recovery (0: none waits)",
-            value=s.oldest_pending_recovery() or 0.0,
+            s.oldest_pending_recovery() or 0.0,
         )
-        reconnects = CounterMetricFamily(
-            PREFIX + "reconnects", "Connection ends, by reason", labels=["reason"]
+        yield Family(
+            "counter",
+            "reconnects",
+            "Connection ends, by reason",
+            ("reason",),
+            [((why,), n) for why, n in sorted(s.connection.reconnects.items())],
         )
-        for why, n in sorted(s.connection.reconnects.items()):
-            reconnects.add_metric([why], n)
-        yield reconnects
-        yield GaugeMetricFamily(
-            PREFIX + "connected", "1 while connected and subscribed", value=int(s.status.connected)
+        yield Family.single(
+            "gauge", "connected", "1 while connected and subscribed", int(s.status.connected)
         )
-        yield GaugeMetricFamily(
-            PREFIX + "symbols_silent",
+        yield Family.single(
+            "gauge",
+            "symbols_silent",
             "Subscribed symbols with no message for symbol_silent_after seconds",
-            value=s.silent_symbols(),
+            s.silent_symbols(),
         )
-        events = CounterMetricFamily(
-            PREFIX + "sink_events", "Events written, by sink", labels=["sink"]
-        )
-        errors = CounterMetricFamily(
-            PREFIX + "sink_errors", "Sink write errors, by sink", labels=["sink"]
-        )
-        rejected = CounterMetricFamily(
-            PREFIX + "sink_events_rejected",
-            "Events set aside because the sink cannot store them, by sink",
-            labels=["sink"],
-        )
-        for name in s.sink_names:
-            events.add_metric([name], s.sinks.events.get(name, 0))
-            errors.add_metric([name], s.sinks.errors.get(name, 0))
-            rejected.add_metric([name], s.sinks.rejected.get(name, 0))
-        yield events
-        yield errors
-        yield rejected
+        for name, help_text, counts in (
+            ("sink_events", "Events written, by sink", s.sinks.events),
+            ("sink_errors", "Sink write errors, by sink", s.sinks.errors),
+            (
+                "sink_events_rejected",
+                "Events set aside because the sink cannot store them, by sink",
+                s.sinks.rejected,
+            ),
+        ):
+            yield Family(
+                "counter",
+                name,
+                help_text,
+                ("sink",),
+                [((sink,), counts.get(sink, 0)) for sink in s.sink_names],
+            )
         yield from _derived_metrics(s.derived())
         ready = s.readiness()
         if ready is not None:
-            yield GaugeMetricFamily(
-                PREFIX + "ready", "1 when /ready answers 200, else 0", value=int(ready)
+            yield Family.single("gauge", "ready", "1 when /ready answers 200, else 0", int(ready))
+
+
+@attrs.frozen
+class Family:
+    """One counter or gauge family as plain values, read on the event loop: building the
+    prometheus_client object, or the text, costs more than reading the numbers, and is done
+    later, in any thread."""
+
+    kind: Literal["counter", "gauge"]
+    name: str
+    """Without :data:`PREFIX` (and, for a counter, without ``_total``)."""
+    help: str
+    labels: tuple[str, ...]
+    samples: list[tuple[tuple[str, ...], float]]
+
+    @classmethod
+    def single(
+        cls, kind: Literal["counter", "gauge"], name: str, help: str, value: float
+    ) -> Family:
+        return cls(kind, name, help, (), [((), value)])
+
+    def metric(self) -> Metric:
+        family_type = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        if not self.labels:
+            return family_type(PREFIX + self.name, self.help, value=self.samples[0][1])
+        family = family_type(PREFIX + self.name, self.help, labels=list(self.labels))
+        for labels, value in self.samples:
+            family.add_metric(list(labels), value)
+        return family
+
+    def text(self) -> str:
+        """The family in the text format: what prometheus_client writes for :meth:`metric`, in
+        a fraction of its time (it holds the GIL, and the event loop waits for it)."""
+        name = PREFIX + self.name + ("_total" if self.kind == "counter" else "")
+        help_text = self.help.replace("\\", r"\\").replace("\n", r"\n")
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {self.kind}"]
+        order = sorted(range(len(self.labels)), key=self.labels.__getitem__)
+        for values, value in self.samples:
+            labels = ",".join(f'{self.labels[i]}="{_escape(values[i])}"' for i in order)
+            lines.append(
+                f"{name}{{{labels}}} {_go_float(value)}" if labels else f"{name} {_go_float(value)}"
             )
-        yield GaugeMetricFamily(
-            PREFIX + "memory_limit_bytes",
-            "Memory limit of the process's cgroup in bytes (0: no limit)",
-            value=s.memory_limit() or 0,
-        )
+        return "\n".join(lines) + "\n"
 
 
 @attrs.frozen
 class Readings:
     """One scrape's numbers: the counter and gauge families, and the latency counts."""
 
-    families: list[Metric]
+    read: list[Family]
     latency: Mapping[Key, LatencyHistogram]
+    memory_limit: Callable[[], int | None] | None
+    """Read with the families, off the event loop: it reads files."""
+
+    def plain(self) -> list[Family]:
+        """The counter and gauge families (not the latency histogram), with the memory limit
+        read now."""
+        if self.memory_limit is None:
+            return self.read
+        limit = Family.single(
+            "gauge",
+            "memory_limit_bytes",
+            "Memory limit of the process's cgroup in bytes (0: no limit)",
+            self.memory_limit() or 0,
+        )
+        return [*self.read, limit]
+
+    def families(self) -> Iterator[Metric]:
+        """:meth:`plain` as prometheus_client's families."""
+        return (family.metric() for family in self.plain())
+
+    def text(self) -> str:
+        """:meth:`plain` and the latency histogram in the text format."""
+        return "".join(family.text() for family in self.plain()) + latency_text(self.latency)
 
 
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes a value
@@ -223,23 +296,39 @@ _LATENCY_BOUNDS = [*(_go_float(bound) for bound in BUCKETS), "+Inf"]
 def latency_text(histograms: Mapping[Key, LatencyHistogram]) -> str:
     """``coinfeed_latency_seconds`` in the text format, written directly: the same lines
     :func:`latency_family` gives through prometheus_client's generic formatter, which is far
-    slower, and this family grows with the exchanges of the symbols (docs/performance.md)."""
-    name = LATENCY_NAME
-    lines = [f"# HELP {name} {LATENCY_HELP}", f"# TYPE {name} histogram"]
+    slower, and this family grows with the exchanges of the symbols (docs/performance.md).
+    Even in a worker thread its time is taken from the event loop, whose steps wait for the
+    GIL, so each label set's text is kept and only the counts are written per scrape."""
+    lines = [f"# HELP {LATENCY_NAME} {LATENCY_HELP}", f"# TYPE {LATENCY_NAME} histogram"]
     for (stage, exchange), histogram in sorted(histograms.items()):
-        # Label names in alphabetical order, as prometheus_client writes them.
-        exchange_label, stage_label = f'exchange="{_escape(exchange)}"', f'stage="{_escape(stage)}"'
-        cumulative = 0
-        for bound, n in zip(_LATENCY_BOUNDS, histogram.counts, strict=True):
-            cumulative += n
-            lines.append(
-                f'{name}_bucket{{{exchange_label},le="{bound}",{stage_label}}} '
-                f"{_go_float(cumulative)}"
-            )
-        labels = f"{exchange_label},{stage_label}"
-        lines.append(f"{name}_count{{{labels}}} {_go_float(cumulative)}")
-        lines.append(f"{name}_sum{{{labels}}} {_go_float(histogram.total)}")
+        buckets, count, total = _latency_prefixes(stage, exchange)
+        cumulative = list(accumulate(histogram.counts))
+        if cumulative[-1] < 1_000_000:  # the usual case, written inline
+            lines.extend([f"{prefix}{n}.0" for prefix, n in zip(buckets, cumulative, strict=True)])
+        else:
+            lines.extend(map(str.__add__, buckets, map(_count_text, cumulative)))
+        lines.append(count + _count_text(cumulative[-1]))
+        lines.append(total + _go_float(histogram.total))
     return "\n".join(lines) + "\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _latency_prefixes(stage: str, exchange: str) -> tuple[list[str], str, str]:
+    """The lines of one label set up to their value: buckets, count and sum."""
+    name = LATENCY_NAME
+    # Label names in alphabetical order, as prometheus_client writes them.
+    exchange_label, stage_label = f'exchange="{_escape(exchange)}"', f'stage="{_escape(stage)}"'
+    buckets = [
+        f'{name}_bucket{{{exchange_label},le="{bound}",{stage_label}}} '
+        for bound in _LATENCY_BOUNDS
+    ]
+    labels = f"{exchange_label},{stage_label}"
+    return buckets, f"{name}_count{{{labels}}} ", f"{name}_sum{{{labels}}} "
+
+
+def _count_text(n: int) -> str:
+    # What floatToGoString writes for a count, without its float round trip below 10**6.
+    return f"{n}.0" if 0 <= n < 1_000_000 else _go_float(n)
 
 
 def _escape(value: str) -> str:
@@ -259,24 +348,27 @@ def latency_family(histograms: Mapping[Key, LatencyHistogram]) -> HistogramMetri
     return family
 
 
-def _derived_metrics(processor: Processor | None) -> Iterator[Metric]:
+def _derived_metrics(processor: Processor | None) -> Iterator[Family]:
     """Book snapshot and bar figures (latency: :meth:`CoinfeedCollector.freeze`); exported (at
     0) without the features too, so dashboards and alerts find them."""
     book_tops = processor.book_tops if processor is not None else None
-    skipped = CounterMetricFamily(
-        PREFIX + "book_top_skipped",
+    yield Family(
+        "counter",
+        "book_top_skipped",
         "Interval book snapshots not emitted: the book was not synced (unsynced), or the moment "
         "passed while the processor was held up (behind)",
-        labels=["reason"],
+        ("reason",),
+        [
+            ((reason,), book_tops.skipped[reason] if book_tops is not None else 0)
+            for reason in ("behind", "unsynced")
+        ],
     )
-    for reason in ("behind", "unsynced"):
-        skipped.add_metric([reason], book_tops.skipped[reason] if book_tops is not None else 0)
-    yield skipped
     bars = processor.bars if processor is not None else None
-    yield CounterMetricFamily(
-        PREFIX + "bar_late_trades",
+    yield Family.single(
+        "counter",
+        "bar_late_trades",
         "Trades that came after their bar could no longer be revised",
-        value=bars.late_trades if bars is not None else 0,
+        bars.late_trades if bars is not None else 0,
     )
 
 
@@ -328,7 +420,7 @@ class Metrics:
         whole exposition text from those readings, in a worker thread: its cost grows with the
         market (the latency histogram's exchanges) and must not stall the feed. The process
         collector and prometheus_client's histograms are safe to read from any thread."""
-        readings = self._coinfeed.freeze() if self._coinfeed is not None else Readings([], {})
+        readings = self._coinfeed.freeze() if self._coinfeed is not None else Readings([], {}, None)
         collectors: list[Collector] = [
             self.process,
             self.recovery_seconds,
@@ -337,8 +429,7 @@ class Metrics:
         ]
 
         def render() -> bytes:
-            text = generate_latest(_Families(collectors, readings.families))
-            return bytes(text) + latency_text(readings.latency).encode()
+            return bytes(generate_latest(_Collectors(collectors))) + readings.text().encode()
 
         return render
 
@@ -348,14 +439,11 @@ class Metrics:
 
 
 @attrs.frozen
-class _Families:
-    """What ``generate_latest`` asks of a registry (``collect``): the collectors' families and
-    those read already."""
+class _Collectors:
+    """What ``generate_latest`` asks of a registry (``collect``), over some collectors."""
 
     collectors: list[Collector]
-    families: list[Metric]
 
     def collect(self) -> Iterator[Metric]:
         for collector in self.collectors:
             yield from collector.collect()
-        yield from self.families

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
@@ -196,6 +197,9 @@ def test_the_latency_text_written_directly_is_prometheus_clients_byte_for_byte()
         ),
         ("exchange_to_coinapi", 'ODD"EX\\'): Histogram([0] * len(BUCKETS) + [1], 1e6, 1),
         ("exchange_to_coinapi", "BITSTAMP"): Histogram([0] * (len(BUCKETS) + 1), 0.0, 0),
+        ("coinapi_to_coinfeed", "BINANCE"): Histogram(  # counts Go writes with an exponent
+            [999_999, 1, 1_234_567, *[0] * (len(BUCKETS) - 3), 10**12], 3.25e7, 10**12 + 2_234_567
+        ),
     }
 
     class One:
@@ -203,3 +207,62 @@ def test_the_latency_text_written_directly_is_prometheus_clients_byte_for_byte()
             yield metrics_module.latency_family(histograms)
 
     assert metrics_module.latency_text(histograms).encode() == generate_latest(One())
+
+
+def test_the_families_written_directly_are_prometheus_clients_byte_for_byte() -> None:
+    families = [
+        metrics_module.Family(
+            "counter", "recoveries", "Recovery outcomes", ("type", "outcome"),
+            [(("trade", "backfilled"), 3), (("book", "failed"), 12_345_678)],
+        ),
+        metrics_module.Family(
+            "gauge", "queue_depth", "A help with \\ and a\nnewline", ("queue",),
+            [(('r"a\\w\n',), 2.5)],
+        ),
+        metrics_module.Family("counter", "reconnects", "Connection ends", ("reason",), []),
+        metrics_module.Family.single("counter", "frames_dropped", "Frames dropped", 0),
+        metrics_module.Family.single("gauge", "oldest_seconds", "Age", 1e-7),
+    ]  # fmt: skip
+
+    class All:
+        def collect(self) -> Any:
+            return (family.metric() for family in families)
+
+    assert "".join(family.text() for family in families).encode() == generate_latest(All())
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0, gzip", True),
+        ("gzip;q=nonsense", False),
+    ],
+)
+async def test_metrics_are_gzipped_when_the_scraper_accepts_it_as_prometheus_does(
+    make_settings: Callable[..., Settings], accept_encoding: str, gzipped: bool
+) -> None:
+    # httpx undoes the gzip itself: the bytes are read as they came over the wire.
+    async with (
+        serving_fake_feed(make_settings, FakeWebSocket()) as (_service, client),
+        client.stream("GET", "/metrics", headers={"Accept-Encoding": accept_encoding}) as answer,
+    ):
+        wire = b"".join([chunk async for chunk in answer.aiter_raw()])
+    assert answer.status_code == 200
+    assert answer.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    assert answer.headers["content-type"] == CONTENT_TYPE_LATEST
+    text = (gzip.decompress(wire) if gzipped else wire).decode()
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {
+        "coinfeed_messages_received",
+        "coinfeed_latency_seconds",
+        "process_cpu_seconds",
+    } <= names
+    if gzipped:
+        assert len(wire) * 4 < len(text)
