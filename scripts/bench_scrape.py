@@ -2,8 +2,9 @@
 
 For each size a service is built on a fake feed (no traffic), its symbols spread over 3 or 50
 exchanges, every exchange given latency samples (so ``coinfeed_latency_seconds`` has all its
-label sets, the part that grows with the market), and its HTTP listener started. A client in
-another thread then scrapes ``/metrics`` ``--scrapes`` times, one after the other. A trio
+label sets, the part that grows with the market), and its HTTP listener started. A client in a
+child process, as Prometheus is, then scrapes ``/metrics`` ``--scrapes`` times, one after the
+other, asking for gzip as Prometheus does (``--identity``: plain text). A trio
 instrument sums the time of every task step of the event loop meanwhile, less what it sums over
 as long a time without scrapes (timers): that difference per scrape is the event-loop time a
 scrape costs (the request handling, reading the numbers); the longest single step is the
@@ -19,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 from prometheus_client import generate_latest
 
@@ -67,7 +68,40 @@ class StepClock(trio.abc.Instrument):
         self.longest = max(self.longest, step)
 
 
-async def measure(symbol_count: int, exchanges: int, scrapes: int) -> dict[str, Any]:
+_CLIENT = """
+import sys, httpx
+url, encoding = sys.argv[1], sys.argv[2]
+with httpx.Client(headers={"Accept-Encoding": encoding}) as client:
+    for line in sys.stdin:
+        for _ in range(int(line)):
+            response = client.get(url)
+            response.raise_for_status()
+        print(len(response.content), response.num_bytes_downloaded, flush=True)
+"""
+"""The scraper, in a process of its own as Prometheus is: in a thread of the measured process
+its own work (parsing each answer) would hold the GIL and lengthen the loop's steps."""
+
+
+class _Lines:
+    """Lines from a child's pipe."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    async def next(self) -> bytes:
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some()
+            if not chunk:
+                raise RuntimeError("the scraping client exited")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+
+async def measure(
+    symbol_count: int, exchanges: int, scrapes: int, encoding: str = "gzip"
+) -> dict[str, Any]:
     symbols = tuple(f"EX{i % exchanges}_SPOT_S{i}_USD" for i in range(symbol_count))
     settings = Settings(
         symbols=symbols, http=ListenAddress("127.0.0.1", 0), state_dir=None,
@@ -86,20 +120,24 @@ async def measure(symbol_count: int, exchanges: int, scrapes: int) -> dict[str, 
         await nursery.start(service.run)
         url = f"{service.http_url}/metrics"
 
-        def scrape(times: int) -> int:
-            """The body's size, after ``times`` scrapes one after the other."""
-            with httpx.Client() as client:
-                for _ in range(times):
-                    response = client.get(url)
-                    response.raise_for_status()
-            return len(response.content)
+        client = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _CLIENT, url, encoding],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert client.stdin is not None and client.stdout is not None
+        orders, answers = client.stdin, _Lines(client.stdout)
 
-        size = await trio.to_thread.run_sync(scrape, 3)  # warm-up
+        async def scrape(times: int) -> list[int]:
+            """(body bytes, bytes on the wire) after ``times`` scrapes one after the other."""
+            await orders.send_all(b"%d\n" % times)
+            return [int(n) for n in (await answers.next()).split()]
 
+        await scrape(3)  # warm-up
         clock = StepClock()
         trio.lowlevel.add_instrument(clock)
         started = time.perf_counter()
-        await trio.to_thread.run_sync(scrape, scrapes)
+        size, wire_size = await scrape(scrapes)
         elapsed = time.perf_counter() - started
         trio.lowlevel.remove_instrument(clock)
         # What the loop does anyway over as long (timers, the connect attempt's task): not the
@@ -113,11 +151,14 @@ async def measure(symbol_count: int, exchanges: int, scrapes: int) -> dict[str, 
             t = time.perf_counter()
             generate_latest(service.metrics.registry)
             on_loop.append(time.perf_counter() - t)
+        await orders.aclose()
+        await client.wait()
         service.status.request_shutdown("bench over")
     return {
         "symbols": symbol_count,
         "exchanges": exchanges,
         "body_bytes": size,
+        "wire_bytes": wire_size,
         "loop_ms_per_scrape": round((clock.total - idle.total) / scrapes * 1000, 3),
         "idle_loop_ms": round(idle.total * 1000, 3),
         "longest_step_ms": round(clock.longest * 1000, 3),
@@ -130,19 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scrapes", type=int, default=200, help="scrapes per size")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--identity",
+        action="store_true",
+        help="ask for plain text (default: gzip, as Prometheus asks)",
+    )
     args = parser.parse_args(argv)
     if args.scrapes <= 0:
         parser.error(f"--scrapes must be above 0, got {args.scrapes}")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as coinfeed run and demo have it
-    rows = [trio.run(measure, n, exchanges, args.scrapes) for n, exchanges in SIZES]
+    encoding = "identity" if args.identity else "gzip"
+    rows = [trio.run(measure, n, exchanges, args.scrapes, encoding) for n, exchanges in SIZES]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"/metrics, {args.scrapes} scrapes one after the other per size")
-    print("  symbols  exchanges   bytes  loop ms/scrape  longest step ms  before: on loop ms")
+    print(f"/metrics, {args.scrapes} scrapes one after the other per size, {encoding}")
+    print(
+        "  symbols  exchanges   bytes  on wire  loop ms/scrape  longest step ms  before: on loop ms"
+    )
     for r in rows:
         print(f"  {r['symbols']:>7}  {r['exchanges']:>9}  {r['body_bytes']:>6}  "
-              f"{r['loop_ms_per_scrape']:>14}  {r['longest_step_ms']:>15}  "
+              f"{r['wire_bytes']:>7}  {r['loop_ms_per_scrape']:>14}  {r['longest_step_ms']:>15}  "
               f"{r['baseline_render_on_loop_ms']:>18}")  # fmt: skip
     return 0
 

@@ -19,4 +19,5 @@ def test_bench_scrape_measures_the_loop_time_of_a_scrape_at_10_and_1000_symbols(
     assert large["body_bytes"] > 5 * small["body_bytes"]
     for row in (small, large):
         assert row["loop_ms_per_scrape"] > 0 and row["baseline_render_on_loop_ms"] > 0
+        assert row["wire_bytes"] * 4 < row["body_bytes"]  # asked for gzip, as Prometheus does
         assert 0 < row["longest_step_ms"] <= row["loop_ms_per_scrape"] * 5
