@@ -172,8 +172,8 @@ def generate(case: Case, path: Path, seed: int = 11) -> dict[str, Any]:
             "avg_frame_bytes": total_bytes / written}  # fmt: skip
 
 
-def run_case(case: Case, stream: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """One ``coinfeed run`` on the case's stream: steady-state frames/s, drops, RSS."""
+def run_case(stream: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """One ``coinfeed run`` on a case's stream: steady-state frames/s, drops, RSS."""
     server, port = start_stream_server(stream, workdir / "server-growth.log")
     http_port = free_port()
     config = workdir / "growth.toml"
@@ -222,7 +222,7 @@ def measure_growth(rounds: int, workdir: Path, cases: list[Case] | None = None) 
         for index in order:
             progress(f"growth round {number + 1}/{rounds}: {cases[index].label}")
             try:
-                runs[index].append(run_case(cases[index], streams[index], workdir))
+                runs[index].append(run_case(streams[index], workdir))
             except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
                 runs[index].append({"error": str(exc)})
     table = []

@@ -63,7 +63,7 @@ def test_a_growth_run_times_the_steady_state_of_coinfeed_run(tmp_path: Path) -> 
     growth = load_growth()
     case = growth.Case("symbols", "test", symbols=1_000, frames=40_000)
     stream = growth.generate(case, tmp_path / "stream.jsonl")
-    run = growth.run_case(case, stream, tmp_path)
+    run = growth.run_case(stream, tmp_path)
     assert run["frames_per_s"] > 0 and run["seconds"] > 0
     assert run["us_per_frame"] == pytest.approx(1e6 / run["frames_per_s"])
     assert run["rss_bytes"] > 20 * 2**20  # a Python process holding 1,000 books
