@@ -16,7 +16,7 @@ unsubscribe may still be in flight: a lower number on such a stream is taken as 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -210,13 +210,14 @@ class Processor:
                 return
             started = trio.current_time()
             out: list[Event] = []
-            self.handle_batch(items, drops, out, started, self.queue.taken_reads)
+            self.handle_batch(items, drops, out, started)
             self.observe_batch(trio.current_time() - started, len(items))
             if self.recorder is not None:  # first: no sink gets an event of an unrecorded batch
                 await self.recorder.batch(items, drops, self._wall, started, self.queue.taken_reads)
             if out:
                 self.counters.events += len(out)
                 await self.emit(out)
+            self.sample_latency(items, self.queue.taken_reads)
 
     def _wake_at(self) -> float:
         """The trio time at which a book snapshot or a bar falls due (inf: none)."""
@@ -247,13 +248,12 @@ class Processor:
         drops: list[DroppedStream],
         out: list[Event],
         now: float,
-        reads: list[tuple[int, int, float]] | None = None,
     ) -> None:
         """Handle frames and control items in order, then the drops recorded behind them.
 
-        ``now`` is the trio clock reading for this batch (resync pacing, backfill delays);
-        ``reads`` says when the frames came off the socket (latency telemetry). Book snapshots
-        due are taken before the batch is applied, bars due after it.
+        ``now`` is the trio clock reading for this batch (resync pacing, backfill delays). Book
+        snapshots due are taken before the batch is applied, bars due after it. Latency
+        telemetry is :meth:`sample_latency`'s, once the events are out.
         """
         self._wall = wall = self.wall_clock()
         self._now = now
@@ -302,16 +302,25 @@ class Processor:
         if self.bars is not None:
             self.bars.observe(out[first_new:])
             self.bars.emit_due(epoch, received_at, out)
-        if self.latency is not None and frames:
-            skew = self.latency.sample(items, reads or (), epoch, now)
-            if skew < -CLOCK_SKEW_TOLERANCE:
-                self._skew_log.warning(
-                    "clock_skew",
-                    "frames arrive before CoinAPI's time_coinapi: this machine's clock is "
-                    "behind (check NTP), and latency figures are off by as much",
-                    now=now,
-                    seconds_behind=round(-skew, 3),
-                )
+
+    def sample_latency(
+        self, items: Sequence[QueueItem], reads: Sequence[tuple[int, int, float]] = ()
+    ) -> None:
+        """Latency telemetry of the batch :meth:`handle_batch` just handled, at its clock
+        readings; called once its events are handed over, so measuring never delays them.
+        ``reads`` says when the frames came off the socket (``FrameQueue.taken_reads``)."""
+        if self.latency is None or not items:
+            return
+        now = self._now
+        skew = self.latency.sample(items, reads, self._wall.timestamp(), now)
+        if skew < -CLOCK_SKEW_TOLERANCE:
+            self._skew_log.warning(
+                "clock_skew",
+                "frames arrive before CoinAPI's time_coinapi: this machine's clock is "
+                "behind (check NTP), and latency figures are off by as much",
+                now=now,
+                seconds_behind=round(-skew, 3),
+            )
 
     # -- market data --------------------------------------------------------------------------
 

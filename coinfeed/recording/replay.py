@@ -252,6 +252,7 @@ class ReplayDriver:
         if out and emitting:
             processor.counters.events += len(out)
             await self.emit(out)
+        processor.sample_latency(batch.items)
 
     async def _end_run(self, end: End) -> None:
         processor = self.processor
