@@ -112,7 +112,7 @@ class Readiness:
                     f"book {symbol_id} {states[symbol_id].value} for {seconds:.1f}s "
                     f"(grace {grace:g}s)"
                 )
-        for name, error in self.status.sink_failures.items():
+        for name, error in status.sink_failures.items():
             yield f"sink {name} failing: {error}"
         for name, held, seconds in self.stalled_sinks(now):
             yield (
