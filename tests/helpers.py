@@ -25,7 +25,7 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinfeed.config import ListenAddress, Settings
-from coinfeed.core.book import BookState, OrderBook
+from coinfeed.core.book import OrderBook
 from coinfeed.core.events import BookEvent, Event, GapEvent, QuoteEvent, TradeEvent
 from coinfeed.core.protocol import Level
 from coinfeed.service import Service
@@ -161,7 +161,7 @@ async def settle(sim: Simulator, service: Service) -> None:
     books = service.processor.books
     sim.faults.set_profile("none")
     await wait_for(
-        lambda: all(s is BookState.SYNCED for s in books.states_of(SYMBOLS).values()),
+        lambda: not books.unsynced_of(SYMBOLS),
         10,
         "every book synced again",
     )

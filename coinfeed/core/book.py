@@ -256,14 +256,6 @@ class Books:
         """symbol_id -> state of every book there is."""
         return {symbol_id: book.state for symbol_id, book in self._books.items()}
 
-    def states_of(self, symbol_ids: Iterable[str]) -> dict[str, BookState]:
-        """symbol_id -> state for ``symbol_ids``; a book not created yet has no snapshot."""
-        books = self._books
-        return {
-            symbol_id: books[symbol_id].state if symbol_id in books else BookState.NO_SNAPSHOT
-            for symbol_id in symbol_ids
-        }
-
     def unsynced_of(self, symbol_ids: Iterable[str]) -> dict[str, BookState]:
         """symbol_id -> state of those of ``symbol_ids`` whose book is not in sync (a book not
         created yet has no snapshot)."""

@@ -169,6 +169,11 @@ def test_books_registry_creates_once_resets_all_and_reports_states() -> None:
     b.apply_snapshot([lv("2", "1")], [], sequence=1)
     b.mark_out_of_sync()
     assert books.states() == {"A": BookState.SYNCED, "B": BookState.OUT_OF_SYNC}
+    # Only the books out of sync, and a book not created yet has no snapshot.
+    assert books.unsynced_of(["A", "B", "C"]) == {
+        "B": BookState.OUT_OF_SYNC,
+        "C": BookState.NO_SNAPSHOT,
+    }
     assert (len(books), "A" in books, "C" in books) == (2, True, False)
     assert {book.symbol_id for book in books} == {"A", "B"}
     books.reset_all()

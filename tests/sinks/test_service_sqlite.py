@@ -97,8 +97,7 @@ async def test_the_books_rebuilt_from_book_updates_are_the_services_books(
         books = service.processor.books
 
         def all_synced() -> bool:
-            states = books.states_of(SYMBOLS)
-            return all(state is BookState.SYNCED for state in states.values())
+            return not books.unsynced_of(SYMBOLS)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
