@@ -290,4 +290,9 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     logger.remove()
     logger.configure(patcher=None)
-    logger.add(lambda message: sys.stderr.write(message))
+    logger.add(_write_to_current_stderr)
+
+
+def _write_to_current_stderr(message: str) -> None:
+    # Looked up at each call: pytest swaps sys.stderr while it captures output.
+    sys.stderr.write(message)

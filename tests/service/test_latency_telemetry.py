@@ -37,7 +37,7 @@ def bucket_counts(text: str) -> dict[tuple[str, str], dict[str, float]]:
             if sample.name.endswith("_bucket"):
                 key = (sample.labels["stage"], sample.labels["exchange"])
                 cumulative.setdefault(key, {})[sample.labels["le"]] = sample.value
-    counts = {}
+    counts: dict[tuple[str, str], dict[str, float]] = {}
     for key, by_le in cumulative.items():
         bounds = sorted(by_le, key=lambda le: float(le))
         previous, counts[key] = 0.0, {}
