@@ -10,15 +10,21 @@ cost of the same frames as server text frames cut into 64 KiB reads: coinfeed's
 measurement behind the ``direct`` transport).
 
     .venv/bin/python scripts/bench_core.py [--frames N] [--rounds R] [--json] [--index-compare]
+                                           [--amounts-compare]
 
 ``--index-compare`` also times the book's lazy sorted index against a bisect-maintained one on
 the same updates, with top-10 reads every N updates (the measurement behind ``coinfeed.core.book``).
+
+``--amounts-compare`` also times the hot path from frame to event line (decode, value check, book
+levels, event, encode) written twice: with amounts as ``Decimal``, as coinfeed keeps them, and
+kept as their JSON text (``msgspec.Raw``). Both must write the same lines and keep the same books.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import decimal
 import json
 import random
 import statistics
@@ -28,6 +34,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -204,7 +213,7 @@ def full_core_path(frames: list[bytes]) -> None:
 
 
 def median_rates(
-    runs: list[Callable[[list[bytes]], None]], frames: list[bytes], rounds: int
+    runs: list[Callable[[list[bytes]], object]], frames: list[bytes], rounds: int
 ) -> list[float]:
     """Median frames/s of each run; rounds interleave the runs so drift hits them alike."""
     rates: list[list[float]] = [[] for _ in runs]
@@ -278,6 +287,186 @@ def index_compare(books: list[BookUpdate], rounds: int) -> dict[str, dict[str, f
             row[name] = statistics.median(timings)
         results[f"read_every_{read_every or 'never'}"] = row
     return results
+
+
+AmountPipeline = Callable[[list[bytes], list[bytes] | None], dict[str, dict[Any, Any]]]
+
+
+def _amount_pipeline(
+    amount: type,
+    is_amount: Callable[[Any], bool],
+    level_key: Callable[[Any], Any],
+    is_zero: Callable[[Any], bool],
+) -> AmountPipeline:
+    """The hot path with amounts of type ``amount``: decode, value check, book levels (key and
+    size per side), the event, its line. Returns the books; ``lines`` collects the output."""
+
+    # defstruct, not class bodies: the field types are this call's ``amount``.
+    def struct(name: str, fields: list[tuple[str, Any]], **options: Any) -> Any:
+        return msgspec.defstruct(name, fields, kw_only=True, gc=False, **options)
+
+    head = [("symbol_id", str), ("sequence", int), ("time_exchange", str)]
+    pair = tuple[amount, amount]  # type: ignore[valid-type]
+    level = struct("Level", [("price", amount), ("size", amount)], frozen=True)
+    wire: dict[str, Any] = dict(tag_field="type")
+    wire_trade = struct("WireTrade", [
+        *head, ("time_coinapi", str), ("uuid", str), ("price", amount), ("size", amount),
+        ("taker_side", str),
+    ], tag="trade", **wire)  # fmt: skip
+    wire_quote = struct("WireQuote", [
+        *head, ("time_coinapi", str), ("ask_price", amount), ("ask_size", amount),
+        ("bid_price", amount), ("bid_size", amount),
+    ], tag="quote", **wire)  # fmt: skip
+    wire_book = struct("WireBook", [
+        *head, ("time_coinapi", str), ("is_snapshot", bool), ("asks", list[level]),  # type: ignore[valid-type]
+        ("bids", list[level]),  # type: ignore[valid-type]
+    ], tag="book", **wire)  # fmt: skip
+    event: dict[str, Any] = dict(tag_field="kind", frozen=True)
+    tail = [("source", str), ("received_at", str)]
+    trade_event = struct("TradeEvent", [
+        *head, ("time_coinapi", str), ("uuid", str), ("price", amount), ("size", amount),
+        ("taker_side", str), *tail,
+    ], tag="trade", **event)  # fmt: skip
+    quote_event = struct("QuoteEvent", [
+        *head, ("time_coinapi", str), ("ask_price", amount), ("ask_size", amount),
+        ("bid_price", amount), ("bid_size", amount), *tail,
+    ], tag="quote", **event)  # fmt: skip
+    book_event = struct("BookEvent", [
+        *head, ("depth", str), ("is_snapshot", bool), ("asks", list[pair]),
+        ("bids", list[pair]), *tail,
+    ], tag="book", **event)  # fmt: skip
+
+    decode = msgspec.json.Decoder(wire_trade | wire_quote | wire_book).decode
+    encode_lines = msgspec.json.Encoder(decimal_format="number").encode_lines
+    received_at = "2026-01-02T03:04:05.000000Z"
+
+    def apply(sizes: dict[Any, Any], levels: list[Any]) -> None:
+        for level in levels:
+            key = level_key(level.price)
+            if is_zero(level.size):
+                sizes.pop(key, None)
+            else:
+                sizes[key] = level.size
+
+    def run(frames: list[bytes], lines: list[bytes] | None) -> dict[str, dict[Any, Any]]:
+        books: dict[str, dict[Any, Any]] = {}
+        out: list[Any] = []
+        for frame in frames:
+            msg = decode(frame)
+            kind = type(msg)
+            if kind is wire_book:
+                for side in (msg.asks, msg.bids):
+                    for level in side:
+                        if not (is_amount(level.price) and is_amount(level.size)):
+                            raise ValueError(frame)
+                asks = books.setdefault(msg.symbol_id + " asks", {})
+                bids = books.setdefault(msg.symbol_id + " bids", {})
+                if msg.is_snapshot:
+                    asks.clear()
+                    bids.clear()
+                apply(asks, msg.asks)
+                apply(bids, msg.bids)
+                out.append(book_event(
+                    symbol_id=msg.symbol_id, sequence=msg.sequence, depth="book",
+                    time_exchange=msg.time_exchange, is_snapshot=msg.is_snapshot,
+                    asks=[(level.price, level.size) for level in msg.asks],
+                    bids=[(level.price, level.size) for level in msg.bids],
+                    source="ws", received_at=received_at,
+                ))  # fmt: skip
+            elif kind is wire_trade:
+                if not (is_amount(msg.price) and is_amount(msg.size)):
+                    raise ValueError(frame)
+                out.append(trade_event(
+                    symbol_id=msg.symbol_id, sequence=msg.sequence,
+                    time_exchange=msg.time_exchange, time_coinapi=msg.time_coinapi,
+                    uuid=msg.uuid.lower(), price=msg.price, size=msg.size,
+                    taker_side=msg.taker_side, source="ws", received_at=received_at,
+                ))  # fmt: skip
+            else:
+                amounts = (msg.ask_price, msg.ask_size, msg.bid_price, msg.bid_size)
+                if not all(map(is_amount, amounts)):
+                    raise ValueError(frame)
+                out.append(quote_event(
+                    symbol_id=msg.symbol_id, sequence=msg.sequence,
+                    time_exchange=msg.time_exchange, time_coinapi=msg.time_coinapi,
+                    ask_price=msg.ask_price, ask_size=msg.ask_size, bid_price=msg.bid_price,
+                    bid_size=msg.bid_size, source="ws", received_at=received_at,
+                ))  # fmt: skip
+            if len(out) >= 250:
+                data = encode_lines(out)
+                out = []
+                if lines is not None:
+                    lines.append(data)
+        data = encode_lines(out)
+        if lines is not None:
+            lines.append(data)
+        return books
+
+    return run
+
+
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
+)
+_DIGITS = frozenset(b"0123456789")
+
+
+def _raw_is_amount(raw: msgspec.Raw) -> bool:
+    # A valid JSON value that starts with a digit is a number, finite and not negative.
+    return bytes(raw)[0] in _DIGITS
+
+
+def _raw_key(raw: msgspec.Raw) -> bytes:
+    """A canonical key from the text: ``1.50`` and ``1.5`` are one level."""
+    text = bytes(raw)
+    if b"e" in text or b"E" in text:
+        text = format(_EXACT.normalize(Decimal(text.decode())), "f").encode()
+    if b"." in text:
+        text = text.rstrip(b"0").rstrip(b".")
+    return text
+
+
+def _raw_is_zero(raw: msgspec.Raw) -> bool:
+    text = bytes(raw)
+    if b"e" in text or b"E" in text:
+        return Decimal(text.decode()) == 0
+    return not text.strip(b"0.")
+
+
+def _timed(run: AmountPipeline) -> Callable[[list[bytes]], object]:
+    return lambda frames: run(frames, None)
+
+
+def _as_decimal(value: Decimal | str | bytes | msgspec.Raw) -> Decimal:
+    return Decimal(bytes(value).decode() if isinstance(value, bytes | msgspec.Raw) else value)
+
+
+def amounts_compare(frames: list[bytes], rounds: int) -> dict[str, float]:
+    """µs per frame of the hot path with ``Decimal`` amounts and with raw JSON text; fails
+    unless both write the same lines and keep the same books."""
+    runs = {
+        "decimal": _amount_pipeline(
+            Decimal,
+            lambda value: not (value.is_signed() or not value.is_finite()),
+            lambda price: _EXACT.to_sci_string(_EXACT.normalize(price)),
+            lambda size: not size,
+        ),
+        "raw_text": _amount_pipeline(msgspec.Raw, _raw_is_amount, _raw_key, _raw_is_zero),
+    }
+    outputs = {}
+    for name, run in runs.items():
+        lines: list[bytes] = []
+        books = run(frames, lines)
+        values = {
+            side: {_as_decimal(key): _as_decimal(size) for key, size in levels.items()}
+            for side, levels in books.items()
+        }
+        outputs[name] = (b"".join(lines), values)
+    if outputs["decimal"] != outputs["raw_text"]:
+        raise SystemExit("--amounts-compare: the two pipelines disagree; the figures would lie")
+    names = list(runs)
+    rates = median_rates([_timed(runs[name]) for name in names], frames, rounds)
+    return {name: round(1e6 / rate, 3) for name, rate in zip(names, rates, strict=True)}
 
 
 def _framed_chunks(frames: list[bytes], chunk_bytes: int = 64 * 1024) -> list[bytes]:
@@ -365,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--index-compare", action="store_true", help="also time lazy vs bisect book index"
     )
+    parser.add_argument(
+        "--amounts-compare",
+        action="store_true",
+        help="also time the hot path with Decimal amounts vs amounts kept as JSON text",
+    )
     args = parser.parse_args(argv)
     if args.frames < len(SYMBOLS) or args.rounds < 1:
         parser.error(f"--frames must be >= {len(SYMBOLS)} and --rounds >= 1")
@@ -385,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     index_rows = index_compare(books, args.rounds) if args.index_compare else {}
     if index_rows:
         report["book_index_ns_per_book_message"] = index_rows
+    amounts = amounts_compare(frames, args.rounds) if args.amounts_compare else {}
+    if amounts:
+        report["hot_path_us_per_frame_by_amounts"] = amounts
 
     if args.json:
         print(json.dumps(report))
@@ -402,6 +599,11 @@ def main(argv: list[str] | None = None) -> int:
         print("  book index, ns per book message (lazy sort on read vs bisect on insert/delete):")
         for label, row in index_rows.items():
             print(f"    {label:<20} lazy {row['lazy']:>7.0f}   bisect {row['bisect']:>7.0f}")
+    if amounts:
+        print("  frame to event line, µs per frame (decode, check, book levels, event, encode):")
+        print(f"    amounts as Decimal   {amounts['decimal']:>7.3f}")
+        ratio = amounts["raw_text"] / amounts["decimal"]
+        print(f"    amounts as JSON text {amounts['raw_text']:>7.3f}   ({ratio:.2f} of that)")
     return 0
 
 
