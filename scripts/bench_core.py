@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import decimal
 import json
 import random
 import statistics
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coinfeed.core import protocol
 from coinfeed.core.book import Books, BookState, LevelLike, OrderBook
+from coinfeed.core.book import _normalize as normalize_exactly
 from coinfeed.core.book import _price_key as price_key
 from coinfeed.core.decoding import FrameDecoder
 from coinfeed.core.dedup import TradeDedup
@@ -405,9 +405,6 @@ def _amount_pipeline(
     return run
 
 
-_EXACT = decimal.Context(
-    prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
-)
 _DIGITS = frozenset(b"0123456789")
 
 
@@ -420,7 +417,7 @@ def _raw_key(raw: msgspec.Raw) -> bytes:
     """A canonical key from the text: ``1.50`` and ``1.5`` are one level."""
     text = bytes(raw)
     if b"e" in text or b"E" in text:
-        text = format(_EXACT.normalize(Decimal(text.decode())), "f").encode()
+        text = format(normalize_exactly(Decimal(text.decode())), "f").encode()
     if b"." in text:
         text = text.rstrip(b"0").rstrip(b".")
     return text
@@ -448,7 +445,7 @@ def amounts_compare(frames: list[bytes], rounds: int) -> dict[str, float]:
         "decimal": _amount_pipeline(
             Decimal,
             lambda value: not (value.is_signed() or not value.is_finite()),
-            lambda price: _EXACT.to_sci_string(_EXACT.normalize(price)),
+            price_key,
             lambda size: not size,
         ),
         "raw_text": _amount_pipeline(msgspec.Raw, _raw_is_amount, _raw_key, _raw_is_zero),
